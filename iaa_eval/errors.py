@@ -1,0 +1,31 @@
+"""The error family users see: one line, naming the file, field or flag at fault.
+
+The CLI prints these without a traceback (``--debug`` shows it). Anything else that escapes is a
+bug in iaa-eval, not in the user's input.
+"""
+
+from __future__ import annotations
+
+
+class IAAEvalError(Exception):
+    """Base class of every user-facing error."""
+
+    exit_code = 2
+
+
+class UsageError(IAAEvalError):
+    """A flag, a name or a combination of flags that cannot work."""
+
+
+class DataError(IAAEvalError):
+    """A benchmark file, row or field that is missing or malformed."""
+
+
+class ModelError(IAAEvalError):
+    """A model directory, config, weight file or tokenizer that cannot be used."""
+
+
+class RunInterrupted(IAAEvalError):
+    """Ctrl-C: finished work is kept in the cache; rerun to resume."""
+
+    exit_code = 130

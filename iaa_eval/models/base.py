@@ -1,0 +1,170 @@
+"""The contract every model family meets: a text view, multimodal generate/score, a fingerprint.
+
+A *text view* is the tokenizer + causal LM that text tasks score (for a LLaVA-style model: its
+language model and head, which is where forgetting shows). The multimodal entry points take an
+image (or ``None`` for the blind baseline) and the user's prompt; each adapter applies its own
+conversation template. The fingerprint keys the request cache: equal fingerprints mean equal
+answers, which is how IAA's text workflow shares the base model's text results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+WORKFLOWS = ("text", "mm", "g")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for on the command line: ``--model NAME=KIND:PATH`` plus runtime flags.
+
+    Args:
+        name: label used in results and reports (``base``, ``llava``, ``iaa``, ...).
+        kind: registry name of the adapter (``hf``, ``llava``, ``iaa``).
+        path: hub id or local directory.
+        device: ``cpu``, ``cuda``, ``cuda:1`` ...
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+        batch_size: a positive int, or ``"auto"`` to size from free memory.
+        trust_remote_code: passed to every ``from_pretrained``; off unless the user asks.
+    """
+
+    name: str
+    kind: str
+    path: str
+    device: str = "cpu"
+    dtype: str = "auto"
+    batch_size: int | str = 8
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class TextView:
+    """A tokenizer and a causal LM whose ``forward(input_ids, attention_mask=..., past_key_values=...,
+    use_cache=...)`` returns ``.logits`` of shape ``(batch, seq, vocab)``."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class MMRequest:
+    """One multimodal question.
+
+    Args:
+        prompt: the user's text, without any image placeholder (the adapter inserts it).
+        image: the image, or ``None`` to ask blind.
+        image_key: stable id of the image (e.g. a content hash) for the vision-feature cache.
+        max_new_tokens: greedy decoding budget.
+        options: candidate continuations for :meth:`EvalModel.score`.
+    """
+
+    prompt: str
+    image: Image | None = None
+    image_key: str | None = None
+    max_new_tokens: int = 16
+    options: tuple[str, ...] = field(default_factory=tuple)
+
+
+@runtime_checkable
+class EvalModel(Protocol):
+    """What the runner needs of a model. Attributes: ``spec``, ``supports_images``."""
+
+    spec: ModelSpec
+    supports_images: bool
+
+    def text_view(self) -> TextView:
+        """The tokenizer + causal LM used for text tasks (MMLU, C-Eval)."""
+        ...
+
+    def generate(self, requests: Sequence[MMRequest]) -> list[str]:
+        """Greedy answers, one string per request, special tokens stripped.
+
+        Example: ``model.generate([MMRequest("Is there a dog? Please answer yes or no.", img)])``
+        -> ``["Yes"]``. A request with ``image=None`` is answered blind (text only).
+        """
+        ...
+
+    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
+        """For each request, the log-likelihood of each of its ``options`` after the prompt."""
+        ...
+
+    def fingerprint(self, workflow: str) -> str:
+        """Stable hex digest of config + weights + workflow (``"text"`` or ``"mm"``)."""
+        ...
+
+
+def _tensor_digest(tensor: torch.Tensor, max_elements: int) -> bytes:
+    """Hash of a tensor's bytes; for tensors above ``max_elements`` a fixed strided sample (plus its
+    shape and a sum) so that fingerprinting an 8B model stays a matter of seconds."""
+    import torch
+
+    flat = tensor.detach().reshape(-1)
+    if flat.numel() > max_elements:
+        stride = flat.numel() // max_elements + 1
+        total = flat.float().sum().item()
+        flat = torch.cat([flat[::stride], flat[-1024:]])
+        extra = repr(total).encode()
+    else:
+        extra = b""
+    raw = flat.contiguous().cpu().view(torch.uint8).numpy().tobytes()
+    return hashlib.sha256(raw + extra).digest()
+
+
+def fingerprint_weights(
+    config: Mapping[str, Any],
+    named_tensors: Mapping[str, torch.Tensor],
+    workflow: str,
+    max_elements: int = 1 << 22,
+) -> str:
+    """Digest of a config dict, named tensors and the workflow.
+
+    Keys that do not change the computation (names, paths, dtype labels, versions) are dropped
+    from the config so the same weights loaded from two folders hash the same.
+    """
+    ignored = {"_name_or_path", "architectures", "torch_dtype", "dtype", "transformers_version", "auto_map"}
+    clean = {k: v for k, v in sorted(config.items()) if k not in ignored}
+    digest = hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode())
+    digest.update(workflow.encode())
+    for name in sorted(named_tensors):
+        tensor = named_tensors[name]
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(_tensor_digest(tensor, max_elements))
+    return digest.hexdigest()[:16]
+
+
+_ARCHITECTURE_FIELDS = (
+    "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta", "rope_parameters",
+    "rope_scaling", "hidden_act", "max_position_embeddings", "attention_bias", "mlp_bias",
+    "sliding_window", "tie_word_embeddings",
+)
+
+
+def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Digest of a tokenizer's vocabulary and special tokens (what changes the token ids)."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    special = sorted((str(k), str(v)) for k, v in tokenizer.special_tokens_map.items())
+    payload = json.dumps([vocab, special, tokenizer.padding_side], ensure_ascii=False).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def text_model_fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
+    """Fingerprint of a causal LM as a text model: architecture fields, weights and tokenizer.
+
+    Only architecture fields enter, so IAA's text workflow (the very same frozen Llama) hashes
+    like the base model it was built from, and their text results are shared.
+    """
+    full = model.config.to_dict()
+    config = {k: full.get(k) for k in _ARCHITECTURE_FIELDS}
+    config["tokenizer"] = tokenizer_digest(tokenizer)
+    return fingerprint_weights(config, dict(model.state_dict(keep_vars=True)), "text")

@@ -1,0 +1,59 @@
+"""Batched greedy decoding with left padding, shared by the adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from iaa_eval.errors import ModelError
+
+
+def greedy_decode(
+    generate: Callable[..., torch.Tensor],
+    tokenizer: Any,
+    batch_inputs: dict[str, torch.Tensor],
+    max_new_tokens: int,
+    eos_token_ids: Sequence[int] | None = None,
+) -> list[str]:
+    """Run ``generate(**batch_inputs)`` greedily and decode only the new tokens.
+
+    ``batch_inputs`` must be left-padded so every row's new tokens start at the same column.
+    """
+    prompt_len = batch_inputs["input_ids"].shape[1]
+    eos = list(eos_token_ids) if eos_token_ids else tokenizer.eos_token_id
+    with torch.inference_mode():
+        output = generate(
+            **batch_inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new_tokens = output[:, prompt_len:]
+    if not torch.isfinite(new_tokens.float()).all():
+        raise ModelError("generation produced non-finite token ids")
+    return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Left padding for generation needs a pad token; fall back to EOS as most causal LMs do."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+
+
+def render_chat(tokenizer: Any, user_text: str, system: str | None = None) -> str:
+    """The user's text through the tokenizer's chat template, or as-is when it has none."""
+    if not getattr(tokenizer, "chat_template", None):
+        return user_text
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": user_text})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """Consecutive slices of at most ``size`` items."""
+    return [items[i : i + size] for i in range(0, len(items), max(1, size))]

@@ -1,0 +1,64 @@
+"""Any Hugging Face causal LM (``AutoModelForCausalLM``): the *base* model.
+
+It has no eyes: multimodal tasks run blind (the question without the image), the floor against
+which a multimodal model's gain is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from iaa_eval.models.base import MMRequest, ModelSpec, TextView, text_model_fingerprint
+from iaa_eval.models.generation import batches, ensure_pad_token, greedy_decode, render_chat
+from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
+from iaa_eval.models.scoring import score_options
+
+
+class HFCausalModel:
+    """Adapter for ``--model NAME=hf:<hub id or dir>``."""
+
+    supports_images = False
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        dtype = resolve_dtype(spec.dtype, spec.device)
+        remote = spec.trust_remote_code
+        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, spec.path, "tokenizer", trust_remote_code=remote)
+        model = load_pretrained(AutoModelForCausalLM.from_pretrained, spec.path, "model", dtype=dtype, trust_remote_code=remote)
+        self.model = place(model, spec.device)
+        check_vocabulary(self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path)
+        ensure_pad_token(self.tokenizer)
+        self._fingerprint: str | None = None
+
+    def text_view(self) -> TextView:
+        """The model itself."""
+        return TextView(self.model, self.tokenizer, self.fingerprint("text"))
+
+    def _prompts(self, requests: Sequence[MMRequest]) -> list[str]:
+        return [render_chat(self.tokenizer, r.prompt) for r in requests]
+
+    def generate(self, requests: Sequence[MMRequest]) -> list[str]:
+        """Blind answers: images, if any, are ignored by a text-only model."""
+        answers: list[str] = []
+        size = self.spec.batch_size if isinstance(self.spec.batch_size, int) else 8
+        for chunk in batches(list(requests), size):
+            enc = self.tokenizer(self._prompts(chunk), return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(self.model.device) for k, v in enc.items()}
+            budget = max(r.max_new_tokens for r in chunk)
+            answers += greedy_decode(self.model.generate, self.tokenizer, enc, budget)
+        return answers
+
+    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
+        """Log-likelihood of each option after the (blind) prompt."""
+        contexts = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in self._prompts(requests)]
+        return score_options(self.model, self.tokenizer, contexts, [r.options for r in requests])
+
+    def fingerprint(self, workflow: str) -> str:
+        """Text and blind answers both come from the same weights: one fingerprint."""
+        if self._fingerprint is None:
+            self._fingerprint = text_model_fingerprint(self.model, self.tokenizer)
+        return self._fingerprint
+
+

@@ -1,0 +1,102 @@
+"""LLaVA-style models in the llava-hf layout (``LlavaForConditionalGeneration``).
+
+Multimodal tasks use the whole model; text tasks use its language model and head alone, which
+is where the forgetting of fully fine-tuned multimodal training shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditionalGeneration
+
+from iaa_eval.models.base import MMRequest, ModelSpec, TextView, fingerprint_weights, text_model_fingerprint
+from iaa_eval.models.generation import batches, ensure_pad_token, greedy_decode
+from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
+from iaa_eval.models.scoring import score_options
+
+VICUNA_TEMPLATE = "USER: {user} ASSISTANT:"
+
+
+class LlavaModel:
+    """Adapter for ``--model NAME=llava:<hub id or dir>``."""
+
+    supports_images = True
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        dtype = resolve_dtype(spec.dtype, spec.device)
+        remote = spec.trust_remote_code
+        self.processor = load_pretrained(AutoProcessor.from_pretrained, spec.path, "processor", trust_remote_code=remote)
+        model = load_pretrained(
+            LlavaForConditionalGeneration.from_pretrained, spec.path, "model", dtype=dtype, trust_remote_code=remote
+        )
+        self.model = place(model, spec.device)
+        self.tokenizer = self.processor.tokenizer
+        check_vocabulary(self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path)
+        ensure_pad_token(self.tokenizer)
+        self._text_lm = self._build_text_lm()
+        self._fingerprints: dict[str, str] = {}
+
+    def _build_text_lm(self) -> torch.nn.Module:
+        """A causal LM that *shares* the LLaVA language model and head (no copy)."""
+        with torch.device("meta"):
+            text_lm = AutoModelForCausalLM.from_config(self.model.config.text_config)
+        text_lm.model = self.model.model.language_model
+        text_lm.lm_head = self.model.lm_head
+        return text_lm.eval()
+
+    def text_view(self) -> TextView:
+        """Language model + head, without the vision tower and projector."""
+        return TextView(self._text_lm, self.tokenizer, self.fingerprint("text"))
+
+    def _prompt(self, request: MMRequest) -> str:
+        user = f"<image>\n{request.prompt}" if request.image is not None else request.prompt
+        if getattr(self.processor, "chat_template", None):
+            content = [{"type": "image"}] if request.image is not None else []
+            content.append({"type": "text", "text": request.prompt})
+            messages = [{"role": "user", "content": content}]
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        return VICUNA_TEMPLATE.format(user=user)
+
+    def _encode(self, chunk: Sequence[MMRequest]) -> dict[str, torch.Tensor]:
+        images = [r.image.convert("RGB") for r in chunk if r.image is not None]
+        enc = self.processor(
+            images=images or None, text=[self._prompt(r) for r in chunk], return_tensors="pt", padding=True
+        )
+        return {k: v.to(self.model.device) for k, v in enc.items()}
+
+    def generate(self, requests: Sequence[MMRequest]) -> list[str]:
+        """Greedy answers; requests without an image are asked blind."""
+        answers: dict[int, str] = {}
+        size = self.spec.batch_size if isinstance(self.spec.batch_size, int) else 8
+        for has_image in (True, False):
+            group = [(i, r) for i, r in enumerate(requests) if (r.image is not None) == has_image]
+            for chunk in batches(group, size):
+                enc = self._encode([r for _, r in chunk])
+                budget = max(r.max_new_tokens for _, r in chunk)
+                texts = greedy_decode(self.model.generate, self.tokenizer, enc, budget)
+                answers.update({i: t for (i, _), t in zip(chunk, texts, strict=True)})
+        return [answers[i] for i in range(len(requests))]
+
+    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
+        """Log-likelihood of each option after the image + prompt."""
+        contexts, extras = [], []
+        for request in requests:
+            enc = self._encode([request])
+            contexts.append(enc.pop("input_ids")[0].tolist())
+            enc.pop("attention_mask", None)
+            extras.append(enc)
+        return score_options(self.model, self.tokenizer, contexts, [r.options for r in requests], extras)
+
+    def fingerprint(self, workflow: str) -> str:
+        """``text``: the language model alone; ``mm``: every weight of the model."""
+        if workflow not in self._fingerprints:
+            if workflow == "text":
+                value = text_model_fingerprint(self._text_lm, self.tokenizer)
+            else:
+                config = self.model.config.to_dict()
+                value = fingerprint_weights(config, dict(self.model.state_dict(keep_vars=True)), workflow)
+            self._fingerprints[workflow] = value
+        return self._fingerprints[workflow]

@@ -1,0 +1,1 @@
+"""Runs: the model x task matrix, the request cache and the results files."""

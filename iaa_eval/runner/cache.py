@@ -1,0 +1,90 @@
+"""The request cache: sqlite (WAL), keyed by (model fingerprint, request), committed in small batches.
+
+A request is anything JSON-serialisable (a loglikelihood pair, a prompt + image key + decoding
+settings); its key is the sha256 of its canonical JSON. Values are JSON. A rerun answers finished
+requests from here, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from iaa_eval.errors import DataError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    fingerprint TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, key)
+)
+"""
+
+
+def request_key(request: Any) -> str:
+    """Stable key of a JSON-serialisable request."""
+    payload = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class RequestCache:
+    """Finished requests of every model in a run. ``hits`` counts answers served from disk."""
+
+    def __init__(self, path: Path, commit_every: int = 64) -> None:
+        self.path = Path(path)
+        self.commit_every = commit_every
+        self.hits = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"{self.path}: request cache unusable ({exc}); delete it to start afresh") from exc
+
+    def get_many(self, fingerprint: str, keys: Sequence[str]) -> dict[str, Any]:
+        """The cached values among ``keys`` (missing keys are absent from the result)."""
+        found: dict[str, Any] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key, value FROM requests WHERE fingerprint = ? AND key IN ({marks})",  # noqa: S608
+                [fingerprint, *chunk],
+            )
+            for key, value in rows:
+                found[key] = json.loads(value)
+        self.hits += len(found)
+        return found
+
+    def put_many(self, fingerprint: str, items: Iterable[tuple[str, Any]]) -> None:
+        """Store finished requests, committing every ``commit_every`` rows."""
+        pending = 0
+        for key, value in items:
+            self._db.execute(
+                "INSERT OR REPLACE INTO requests (fingerprint, key, value) VALUES (?, ?, ?)",
+                (fingerprint, key, json.dumps(value, ensure_ascii=False)),
+            )
+            pending += 1
+            if pending >= self.commit_every:
+                self._db.commit()
+                pending = 0
+        self._db.commit()
+
+    def count(self, fingerprint: str | None = None) -> int:
+        """Rows stored (for one fingerprint, or all)."""
+        if fingerprint is None:
+            return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM requests WHERE fingerprint = ?", (fingerprint,)).fetchone()[0]
+
+    def close(self) -> None:
+        """Commit and close."""
+        self._db.commit()
+        self._db.close()
