@@ -68,3 +68,9 @@ class Task(Protocol):
 
 
 TASKS: Registry[Task] = Registry("task")
+TASKS.add("mmlu", "iaa_eval.tasks.text:MMLU")
+TASKS.add("ceval", "iaa_eval.tasks.text:CEVAL")
+TASKS.add("mme", "iaa_eval.tasks.mme:MME")
+TASKS.add("mmbench_en", "iaa_eval.tasks.mmbench:MMBENCH_EN")
+TASKS.add("mmbench_cn", "iaa_eval.tasks.mmbench:MMBENCH_CN")
+TASKS.add("vqav2", "iaa_eval.tasks.vqav2:VQAV2")

@@ -1,0 +1,74 @@
+"""Image preprocessing shared by the adapters, and the per-run vision-feature cache.
+
+LLaVA-1.5 / IAA preprocessing (``image_aspect_ratio = "pad"``): pad to a square with the CLIP
+mean colour, the original centred, then the CLIP image processor (resize, crop, normalise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+
+def pad_colour(image_mean: Sequence[float]) -> tuple[int, int, int]:
+    """The fill colour: the processor's mean times 255, truncated ((122, 116, 104) for CLIP)."""
+    r, g, b = (int(x * 255) for x in image_mean)
+    return (r, g, b)
+
+
+def expand_to_square(image: Image, fill: tuple[int, int, int]) -> Image:
+    """Pad to side max(W, H), pasting the original centred (offset (max - min) // 2)."""
+    from PIL import Image as PILImage
+
+    image = image.convert("RGB")
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = PILImage.new("RGB", (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def image_key(image: Image) -> str:
+    """Content hash of an image (mode, size, pixels): the vision-feature cache key."""
+    digest = hashlib.sha256(f"{image.mode}:{image.size}".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()[:24]
+
+
+class FeatureCache:
+    """Encodes each distinct image once per model per run (MME asks two questions per image,
+    MMBench one per option rotation). ``encode`` maps a list of images to a tensor whose first
+    dimension indexes them."""
+
+    def __init__(self, encode: Callable[[list[Image]], torch.Tensor], max_items: int = 2048) -> None:
+        self.encode = encode
+        self.max_items = max_items
+        self.hits = 0
+        self.misses = 0
+        self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def get(self, images: Sequence[Image], keys: Sequence[str | None]) -> list[torch.Tensor]:
+        """Features for each image, encoding only those not seen before (``None`` keys: always)."""
+        keys = [k if k is not None else image_key(img) for img, k in zip(images, keys, strict=True)]
+        missing = {k: img for img, k in zip(images, keys, strict=True) if k not in self._store}
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            encoded = self.encode(list(missing.values()))
+            for row, key in enumerate(missing):
+                self._store[key] = encoded[row]
+        out = []
+        for key in keys:
+            self._store.move_to_end(key)
+            out.append(self._store[key])
+        while len(self._store) > self.max_items:
+            self._store.popitem(last=False)
+        return out
