@@ -45,15 +45,6 @@ def ensure_pad_token(tokenizer: Any) -> None:
     tokenizer.padding_side = "left"
 
 
-def render_chat(tokenizer: Any, user_text: str, system: str | None = None) -> str:
-    """The user's text through the tokenizer's chat template, or as-is when it has none."""
-    if not getattr(tokenizer, "chat_template", None):
-        return user_text
-    messages = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": user_text})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
 def batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     """Consecutive slices of at most ``size`` items."""
     return [items[i : i + size] for i in range(0, len(items), max(1, size))]

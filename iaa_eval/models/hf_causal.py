@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iaa_eval.models.base import MMRequest, ModelSpec, TextView, text_model_fingerprint
-from iaa_eval.models.generation import batches, ensure_pad_token, greedy_decode, render_chat
+from iaa_eval.models.generation import batches, ensure_pad_token, greedy_decode
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
 from iaa_eval.models.scoring import score_options
+from iaa_eval.models.templates import build_prompt
 
 
 class HFCausalModel:
@@ -37,7 +38,7 @@ class HFCausalModel:
         return TextView(self.model, self.tokenizer, self.fingerprint("text"))
 
     def _prompts(self, requests: Sequence[MMRequest]) -> list[str]:
-        return [render_chat(self.tokenizer, r.prompt) for r in requests]
+        return [build_prompt(self.tokenizer, r.prompt) for r in requests]
 
     def generate(self, requests: Sequence[MMRequest]) -> list[str]:
         """Blind answers: images, if any, are ignored by a text-only model."""

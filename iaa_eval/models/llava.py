@@ -15,8 +15,7 @@ from iaa_eval.models.base import MMRequest, ModelSpec, TextView, fingerprint_wei
 from iaa_eval.models.generation import batches, ensure_pad_token, greedy_decode
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
 from iaa_eval.models.scoring import score_options
-
-VICUNA_TEMPLATE = "USER: {user} ASSISTANT:"
+from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
 
 
 class LlavaModel:
@@ -52,13 +51,16 @@ class LlavaModel:
         return TextView(self._text_lm, self.tokenizer, self.fingerprint("text"))
 
     def _prompt(self, request: MMRequest) -> str:
-        user = f"<image>\n{request.prompt}" if request.image is not None else request.prompt
+        placeholder = self.processor.image_token if request.image is not None else None
         if getattr(self.processor, "chat_template", None):
             content = [{"type": "image"}] if request.image is not None else []
             content.append({"type": "text", "text": request.prompt})
-            messages = [{"role": "user", "content": content}]
+            messages = [
+                {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+                {"role": "user", "content": content},
+            ]
             return self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        return VICUNA_TEMPLATE.format(user=user)
+        return build_prompt(self.tokenizer, request.prompt, placeholder)
 
     def _encode(self, chunk: Sequence[MMRequest]) -> dict[str, torch.Tensor]:
         images = [r.image.convert("RGB") for r in chunk if r.image is not None]
