@@ -166,9 +166,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from iaa_eval.runner.distributed import init_shards
     from iaa_eval.runner.engine import RunConfig, run
 
-    torch.set_num_threads(args.threads or _free_cores())
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and args.device == "cuda":
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    torch.set_num_threads(args.threads or max(1, _free_cores() // world_size))
     user_models = _model_specs(args)
     suite_models, tasks = _task_specs(args, bool(user_models))
     models = user_models or [
@@ -179,8 +183,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = args.run_id or _run_id(args.suite or "run", models, tasks)
     config = RunConfig(tuple(models), tuple(tasks), args.output_path / run_id, args.log_samples or bool(args.suite),
                        args.suite)
-    run_dir = run(config)
-    print(f"results: {run_dir / 'results.json'}")  # noqa: T201
+    run_dir = run(config, init_shards(rank, world_size, args.device))
+    if rank == 0:
+        print(f"results: {run_dir / 'results.json'}")  # noqa: T201
     return 0
 
 

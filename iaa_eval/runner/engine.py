@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from iaa_eval.errors import RunInterrupted
 from iaa_eval.models.base import EvalModel, MMRequest, ModelSpec
 from iaa_eval.runner.cache import RequestCache, request_key
+from iaa_eval.runner.distributed import Shards
 from iaa_eval.runner.results import SCHEMA_VERSION, TaskResult, write_results, write_samples
 from iaa_eval.tasks import TASKS, TaskContext, TaskOptions
 
@@ -75,8 +76,11 @@ def package_versions() -> dict[str, str]:
 class Answerer:
     """The cached, chunked, progress-reporting way tasks ask a model multimodal questions."""
 
-    def __init__(self, model: EvalModel, cache: RequestCache, blind: bool, label: str, chunk: int = 16) -> None:
+    def __init__(
+        self, model: EvalModel, cache: RequestCache, blind: bool, label: str, shards: Shards, chunk: int = 16
+    ) -> None:
         self.model = model
+        self.shards = shards
         self.cache = cache
         self.blind = blind
         self.label = label
@@ -99,25 +103,29 @@ class Answerer:
         if self.blind:
             requests = [dataclasses.replace(r, image=None, image_key=None) for r in requests]
         keys = [self._key(r) for r in requests]
+        self.shards.barrier()  # every rank sees the same cache state, so all agree on what is left
         found = self.cache.get_many(self.fingerprint, keys)
         todo = [i for i, key in enumerate(keys) if key not in found]
         self.requests += len(requests)
         self.cached += len(requests) - len(todo)
-        with tqdm(total=len(todo), desc=self.label, unit="req", leave=False, disable=not todo) as bar:
-            for start in range(0, len(todo), self.chunk):
-                batch = todo[start : start + self.chunk]
-                answers = self.model.generate([requests[i] for i in batch])
-                self.cache.put_many(self.fingerprint, [(keys[i], a) for i, a in zip(batch, answers, strict=True)])
+        chunk = self.chunk * self.shards.world_size
+        quiet = not todo or not self.shards.is_writer
+        with tqdm(total=len(todo), desc=self.label, unit="req", leave=False, disable=quiet) as bar:
+            for start in range(0, len(todo), chunk):
+                batch = todo[start : start + chunk]
+                answers = self.shards.map([requests[i] for i in batch], self.model.generate)
+                if self.shards.is_writer:
+                    self.cache.put_many(self.fingerprint, [(keys[i], a) for i, a in zip(batch, answers, strict=True)])
                 found.update({keys[i]: a for i, a in zip(batch, answers, strict=True)})
                 bar.update(len(batch))
         return [found[key] for key in keys]
 
 
-def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str) -> TaskResult:
+def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str, shards: Shards) -> TaskResult:
     task = TASKS.get(spec.name)
     blind = task.modality == "image" and not model.supports_images
-    answerer = Answerer(model, cache, blind, label)
-    ctx = TaskContext(model=model, options=spec.options, cache=cache, answer=answerer, blind=blind)
+    answerer = Answerer(model, cache, blind, label, shards)
+    ctx = TaskContext(model=model, options=spec.options, cache=cache, answer=answerer, blind=blind, shards=shards)
     start = time.perf_counter()
     result = task.run(ctx)
     result.task = spec.key
@@ -143,10 +151,12 @@ def describe_model(model: EvalModel) -> dict[str, Any]:
     }
 
 
-def run(config: RunConfig) -> Path:
-    """Run every model on every task; returns the run directory."""
+def run(config: RunConfig, shards: Shards | None = None) -> Path:
+    """Run every model on every task; returns the run directory. Under torchrun, pass this rank's
+    ``shards``: all ranks compute, rank 0 writes."""
     from iaa_eval.models import load_model
 
+    shards = shards or Shards()
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = RequestCache(run_dir / "cache.sqlite")
@@ -178,7 +188,7 @@ def run(config: RunConfig) -> Path:
                     log.info("%s: text fingerprint equals %s's, results shared", label, owner)
                     result = dataclasses.replace(result, task_config={**result.task_config, "shared_with": owner})
                 else:
-                    result = _run_task(model, task_spec, cache, label)
+                    result = _run_task(model, task_spec, cache, label, shards)
                     if modality == "text":
                         shared[memo_key] = (spec.name, result)
                 log.info(
@@ -187,10 +197,11 @@ def run(config: RunConfig) -> Path:
                     result.cached_requests, result.requests, result.wall_s,
                 )
                 data["results"][spec.name][task_spec.key] = result.to_json()
-                if config.log_samples:
-                    write_samples(run_dir, spec.name, result)
                 data["wall_s"] = time.perf_counter() - start
-                write_results(run_dir, data)
+                if shards.is_writer:
+                    if config.log_samples:
+                        write_samples(run_dir, spec.name, result)
+                    write_results(run_dir, data)
             del model
     except KeyboardInterrupt as exc:
         cache.close()
