@@ -102,6 +102,9 @@ def make_run(
     for task, subjects in TEXT_SUBJECTS.items():
         base_items = _text_correct(rng, n_text, subjects)
         llava_items = [(s, ok and rng.random() >= llava_flip or (not ok and rng.random() < 0.03)) for s, ok in base_items]
+        if payload:  # the payload items are regressions, so the report's sample browser shows them
+            base_items[:2] = [(s, True) for s, _ in base_items[:2]]
+            llava_items[:2] = [(s, False) for s, _ in llava_items[:2]]
         iaa_items = [(s, (not ok) if i < iaa_flips else ok) for i, (s, ok) in enumerate(base_items)]
         for model, items in (("base", base_items), ("llava", llava_items), ("iaa", iaa_items)):
             result = _text_result(task, model, items, _source(task, real), payload)
