@@ -36,6 +36,7 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = fmt_number
     env.filters["pct"] = fmt_percent
+    env.filters["pval"] = fmt_p
     return env
 
 
@@ -46,6 +47,13 @@ def fmt_number(value: Any, digits: int = 1) -> str:
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
         return f"{int(value):,}"
     return f"{value:.{digits}f}"
+
+
+def fmt_p(value: Any) -> str:
+    """A p-value: 4 decimals, or scientific notation below 0.0001 (never a bare 0.0000)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
 
 
 def fmt_percent(value: Any, digits: int = 1, sign: bool = False) -> str:

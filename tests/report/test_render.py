@@ -11,7 +11,7 @@ import pytest
 from runfixture import XSS_IMG, XSS_SCRIPT, make_run
 
 from iaa_eval.report import default_report_dir, render_comparison, render_report
-from iaa_eval.report.render import fmt_score, worst_regressions
+from iaa_eval.report.render import fmt_p, fmt_score, worst_regressions
 
 SECTIONS = ("summary", "forgetting", "gain", "subjects", "paper", "deployment", "samples", "config")
 
@@ -137,3 +137,4 @@ def test_fmt_score() -> None:
     assert fmt_score("perception", 1591.5) == "1591.5"
     assert fmt_score("acc", -0.05, -0.08, -0.02, sign=True) == "-5.0 [-8.0, -2.0]"
     assert fmt_score("acc", float("nan")) == "–"
+    assert fmt_p(3e-9) == "3.0e-09" and fmt_p(0.0123) == "0.0123"
