@@ -133,10 +133,18 @@ class RunData:
         return "text"
 
     def source(self, task: str) -> str:
-        """Where the task's data came from (see :func:`task_source`)."""
+        """Where the task's data came from (see :func:`task_source`).
+
+        Read from the task's ``task_config`` when it names ``data_source`` or ``data_dir``, else
+        from the run config's task entry (``config.tasks[].options.data_dir``), else "hub".
+        """
         for models in self.data["results"].values():
-            if task in models:
-                return task_source(models[task].get("task_config", {}))
+            config = models.get(task, {}).get("task_config", {})
+            if "data_source" in config or "data_dir" in config:
+                return task_source(config)
+        for spec in self.data.get("config", {}).get("tasks") or []:
+            if isinstance(spec, dict) and (spec.get("alias") or spec.get("name")) == task:
+                return task_source(spec.get("options") or {})
         return "hub"
 
     def base_model(self) -> str:

@@ -41,3 +41,16 @@ def test_pairing_and_bad_results(tmp_path: Path) -> None:
     (tmp_path / "r" / "results.json").write_text(json.dumps(data))
     with pytest.raises(DataError, match=r"results\.llava\.mmlu lacks 'metrics'"):
         RunData(tmp_path / "r")
+
+
+def test_source_falls_back_to_the_run_config(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "r")
+    data = json.loads((run_dir / "results.json").read_text())
+    for tasks in data["results"].values():
+        for entry in tasks.values():
+            entry["task_config"].pop("data_dir")
+    (run_dir / "results.json").write_text(json.dumps(data))
+    assert RunData(run_dir).source("mme") == "miniworld"  # from config.tasks[].options.data_dir
+    data["config"]["tasks"] = []
+    (run_dir / "results.json").write_text(json.dumps(data))
+    assert RunData(run_dir).source("mme") == "hub"
