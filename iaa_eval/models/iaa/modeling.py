@@ -108,18 +108,20 @@ class IAAForCausalLM(nn.Module):
                              f"{', '.join(SUPPORTED_BASES)} causal LMs")
         config = IAAConfig(text_config=base.config, vision_config=vision_tower.config, insert_after_layers=positions,
                            workflows=list(workflows), **config_fields)
-        model = cls(config, base=base, vision=vision_tower).to(base.device)
+        model = cls(config, base=base, vision=vision_tower)
         base.requires_grad_(False)
         vision_tower.requires_grad_(False)
         with torch.no_grad():
             for name in config.workflows:
                 branch = model.branch(name)
+                for module in (branch.embed, branch.layers, branch.norm, branch.head, branch.projector):
+                    module.to(device=base.device, dtype=base.dtype)  # never .to() the shared base (its RoPE buffer)
                 for k, after in enumerate(config.insert_after_layers):
                     branch.layers[k].load_state_dict(base.model.layers[after].state_dict())
                 branch.embed.weight.copy_(base.model.embed_tokens.weight)
                 branch.norm.load_state_dict(base.model.norm.state_dict())
                 branch.head.weight.copy_(base.lm_head.weight)
-        return model.to(base.dtype)
+        return model
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,

@@ -208,3 +208,16 @@ def test_greedy_only() -> None:
     _, _, _, _, model = tiny_iaa(seed=75)
     with pytest.raises(ModelError, match="greedy only: got do_sample=True"):
         model.generate(torch.tensor([[5, 6]]), do_sample=True)
+
+
+def test_from_base_on_a_bf16_base_leaves_the_base_unchanged() -> None:
+    tokenizer, base, clip, _ = tiny_parts(seed=63)
+    base.model.layers.to(torch.bfloat16)  # bf16 weights, float32 RoPE buffer (as from_pretrained leaves it)
+    base.model.embed_tokens.to(torch.bfloat16), base.model.norm.to(torch.bfloat16), base.lm_head.to(torch.bfloat16)
+    ids = torch.randint(3, len(tokenizer), (1, 7), generator=torch.Generator().manual_seed(63))
+    before = base(ids).logits
+    model = IAAForCausalLM.from_base(base, clip, positions=[0])
+    assert base.model.rotary_emb.inv_freq.dtype == torch.float32
+    assert model.branch("mm").layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert torch.equal(base(ids).logits, before) and torch.equal(model(ids).logits, before.float())
+    assert model(ids, workflow="mm").logits.dtype == torch.float32
