@@ -55,13 +55,14 @@ class IAAInner(nn.Module):
         text, inner = base.config, base.model
         self.embed_tokens, self.layers, self.norm, self.rotary_emb = (
             inner.embed_tokens, inner.layers, inner.norm, inner.rotary_emb)
-        n_layers, n_ins = len(inner.layers), len(config.insert_after_layers)
+        n_layers = len(inner.layers)
         for suffix, proj_name in (("", "mm_projector"), ("_grounding", "mm_projector_G")):
             if suffix and "g" not in config.workflows:
                 continue
             setattr(self, f"embed_tokens_condition{suffix}", nn.Embedding(text.vocab_size, text.hidden_size))
-            # layer_idx n_layers + k: the insertion layers share the base's cache object without collisions
-            layers = [type(inner.layers[0])(text, n_layers + k) for k in range(n_ins)]
+            layers = [type(inner.layers[0])(text, after) for after in config.insert_after_layers]
+            for k, layer in enumerate(layers):  # cache slot n_layers + k: one cache object, no collisions
+                layer.self_attn.layer_idx = n_layers + k
             setattr(self, f"condition_layers{suffix}", nn.ModuleList(layers))
             setattr(self, f"norm_condition{suffix}", copy.deepcopy(inner.norm))
             setattr(self, proj_name, build_projector(config.projector_type, config.mm_hidden_size, text.hidden_size))
