@@ -5,7 +5,7 @@ the vision tower, which the official layout keeps *beside* the checkpoint (``mm_
 a relative path resolving against the checkpoint folder) and self-trained checkpoints keep
 *inside* (``model.vision_tower.vision_tower.*``). What needs mapping is the config: the official
 one is a flat ``LlamaConfig`` plus ``mm_*`` fields and has no insertion positions (the code
-hard-codes IAA-14). Every tensor is shape-checked; missing and unexpected keys are listed.
+hard-codes IAA-14, which is what we assume when the field is absent). Every tensor is shape-checked; missing and unexpected keys are listed.
 Weights are read through safetensors, or ``torch.load(weights_only=True)`` for ``.bin`` files.
 """
 
@@ -37,6 +37,7 @@ _OFFICIAL_MM_FIELDS = {
     "mm_use_im_start_end", "mm_use_im_patch_token", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "use_mm_proj",
     "image_aspect_ratio", "image_grid_pinpoints", "mm_num_tokens", "mm_projector_lr", "mm_projector_config",
     "auto_map", "architectures", "model_type", "transformers_version", "_name_or_path",
+    "insert_after_layers", "image_token_id",  # our extensions; absent from official configs
 }
 
 
@@ -112,13 +113,13 @@ def config_from_official(raw: dict[str, Any], folder: Path, keys: set[str]) -> I
     return IAAConfig(
         text_config=text_config,
         vision_config=vision_config_from(vision_dir),
-        insert_after_layers=list(IAA14_POSITIONS),
+        insert_after_layers=raw.get("insert_after_layers", list(IAA14_POSITIONS)),
         workflows=["mm", "g"] if any(k.startswith("model.condition_layers_grounding.") for k in keys) else ["mm"],
         mm_hidden_size=raw.get("mm_hidden_size"),
         projector_type=raw.get("mm_projector_type", "mlp2x_gelu"),
         vision_feature_layer=raw.get("mm_vision_select_layer", -2),
         vision_feature_select=raw.get("mm_vision_select_feature", "patch"),
-        image_token_id=LLAMA3_IMAGE_TOKEN_ID if vocab > LLAMA3_IMAGE_TOKEN_ID else None,
+        image_token_id=raw.get("image_token_id", LLAMA3_IMAGE_TOKEN_ID if vocab > LLAMA3_IMAGE_TOKEN_ID else None),
         image_aspect_ratio=raw.get("image_aspect_ratio", "pad"),
         vision_tower_path=str(vision_dir),
     )
@@ -185,10 +186,15 @@ def load_iaa(path: str | os.PathLike, dtype: torch.dtype | None = None, device: 
 
 
 def official_config(model: IAAForCausalLM, vision_dir_name: str) -> dict[str, Any]:
-    """The official flat ``config.json`` of ``model`` (Llama bases only: the official code is Llama)."""
+    """The official flat ``config.json`` of ``model`` (Llama bases only: the official code is Llama).
+
+    Positions other than IAA-14 and a non-Llama-3 image token are written as extra fields
+    (``insert_after_layers``, ``image_token_id``) that the official code ignores and we read back.
+    """
     config = model.config
-    if config.text_config.model_type != "llama" or config.insert_after_layers != list(IAA14_POSITIONS):
-        raise ModelError("the official layout holds a Llama base with IAA-14 positions only; save in our layout")
+    if config.text_config.model_type != "llama":
+        raise ModelError(f"the official layout holds a Llama base, not {config.text_config.model_type!r}; "
+                         "save in our layout")
     flat = config.text_config.to_dict()
     rope = flat.pop("rope_parameters", None) or {}
     flat.update(rope_theta=rope.get("rope_theta", 10000.0), rope_scaling=None)
@@ -199,6 +205,10 @@ def official_config(model: IAAForCausalLM, vision_dir_name: str) -> dict[str, An
         mm_use_im_start_end=False, mm_use_im_patch_token=False, tune_mm_mlp_adapter=False,
         image_aspect_ratio=config.image_aspect_ratio, use_mm_proj=True,
     )
+    if config.insert_after_layers != list(IAA14_POSITIONS):
+        flat["insert_after_layers"] = config.insert_after_layers
+    if config.image_token_id is not None and config.image_token_id != LLAMA3_IMAGE_TOKEN_ID:
+        flat["image_token_id"] = config.image_token_id
     return flat
 
 

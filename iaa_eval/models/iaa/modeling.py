@@ -55,13 +55,14 @@ class IAAInner(nn.Module):
         text, inner = base.config, base.model
         self.embed_tokens, self.layers, self.norm, self.rotary_emb = (
             inner.embed_tokens, inner.layers, inner.norm, inner.rotary_emb)
-        n_layers, n_ins = len(inner.layers), len(config.insert_after_layers)
+        n_layers = len(inner.layers)
         for suffix, proj_name in (("", "mm_projector"), ("_grounding", "mm_projector_G")):
             if suffix and "g" not in config.workflows:
                 continue
             setattr(self, f"embed_tokens_condition{suffix}", nn.Embedding(text.vocab_size, text.hidden_size))
-            # layer_idx n_layers + k: the insertion layers share the base's cache object without collisions
-            layers = [type(inner.layers[0])(text, n_layers + k) for k in range(n_ins)]
+            layers = [type(inner.layers[0])(text, after) for after in config.insert_after_layers]
+            for k, layer in enumerate(layers):  # cache slot n_layers + k: one cache object, no collisions
+                layer.self_attn.layer_idx = n_layers + k
             setattr(self, f"condition_layers{suffix}", nn.ModuleList(layers))
             setattr(self, f"norm_condition{suffix}", copy.deepcopy(inner.norm))
             setattr(self, proj_name, build_projector(config.projector_type, config.mm_hidden_size, text.hidden_size))
@@ -108,18 +109,20 @@ class IAAForCausalLM(nn.Module):
                              f"{', '.join(SUPPORTED_BASES)} causal LMs")
         config = IAAConfig(text_config=base.config, vision_config=vision_tower.config, insert_after_layers=positions,
                            workflows=list(workflows), **config_fields)
-        model = cls(config, base=base, vision=vision_tower).to(base.device)
+        model = cls(config, base=base, vision=vision_tower)
         base.requires_grad_(False)
         vision_tower.requires_grad_(False)
         with torch.no_grad():
             for name in config.workflows:
                 branch = model.branch(name)
+                for module in (branch.embed, branch.layers, branch.norm, branch.head, branch.projector):
+                    module.to(device=base.device, dtype=base.dtype)  # never .to() the shared base (its RoPE buffer)
                 for k, after in enumerate(config.insert_after_layers):
                     branch.layers[k].load_state_dict(base.model.layers[after].state_dict())
                 branch.embed.weight.copy_(base.model.embed_tokens.weight)
                 branch.norm.load_state_dict(base.model.norm.state_dict())
                 branch.head.weight.copy_(base.lm_head.weight)
-        return model.to(base.dtype)
+        return model
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,

@@ -123,6 +123,23 @@ def test_official_without_vision_tower_folder(official_model: IAAForCausalLM, tm
         IAAForCausalLM.from_pretrained(tmp_path)
 
 
-def test_official_layout_needs_llama_iaa14(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="official layout holds a Llama base with IAA-14 positions only"):
-        tiny_iaa(seed=25)[4].save_pretrained(tmp_path, official=True)
+def test_official_layout_with_custom_positions_round_trips(tmp_path: Path) -> None:
+    model = tiny_iaa(seed=25)[4]
+    model.save_pretrained(tmp_path, official=True, vision_inside=False)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    assert raw["insert_after_layers"] == [0, 2] and raw["image_token_id"] == model.config.image_token_id
+    loaded = IAAForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.insert_after_layers == [0, 2] and loaded.config.image_token_id == model.config.image_token_id
+    for name, value in logits(model).items():
+        assert torch.equal(logits(loaded)[name], value), name
+
+
+def test_official_layout_needs_a_llama_base(tmp_path: Path) -> None:
+    from conftest import tiny_clip_config
+    from transformers import CLIPVisionModel, Qwen2Config, Qwen2ForCausalLM
+
+    qwen = Qwen2ForCausalLM(Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, vocab_size=64))
+    model = IAAForCausalLM.from_base(qwen, CLIPVisionModel(tiny_clip_config()), positions=[1])
+    with pytest.raises(ModelError, match="official layout holds a Llama base, not 'qwen2'"):
+        model.save_pretrained(tmp_path, official=True)

@@ -208,3 +208,38 @@ def test_greedy_only() -> None:
     _, _, _, _, model = tiny_iaa(seed=75)
     with pytest.raises(ModelError, match="greedy only: got do_sample=True"):
         model.generate(torch.tensor([[5, 6]]), do_sample=True)
+
+
+def test_from_base_on_a_bf16_base_leaves_the_base_unchanged() -> None:
+    tokenizer, base, clip, _ = tiny_parts(seed=63)
+    base.model.layers.to(torch.bfloat16)  # bf16 weights, float32 RoPE buffer (as from_pretrained leaves it)
+    base.model.embed_tokens.to(torch.bfloat16), base.model.norm.to(torch.bfloat16), base.lm_head.to(torch.bfloat16)
+    ids = torch.randint(3, len(tokenizer), (1, 7), generator=torch.Generator().manual_seed(63))
+    before = base(ids).logits
+    model = IAAForCausalLM.from_base(base, clip, positions=[0])
+    assert base.model.rotary_emb.inv_freq.dtype == torch.float32
+    assert model.branch("mm").layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert torch.equal(base(ids).logits, before) and torch.equal(model(ids).logits, before.float())
+    assert model(ids, workflow="mm").logits.dtype == torch.float32
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_other_llama_family_bases_work_through_the_same_code(family: str) -> None:
+    from conftest import tiny_clip_config
+    from transformers import CLIPVisionModel, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=64, tie_word_embeddings=False)
+    torch.manual_seed(77)
+    if family == "qwen2":
+        base = Qwen2ForCausalLM(Qwen2Config(**sizes)).eval()
+    else:
+        base = MistralForCausalLM(MistralConfig(**sizes, sliding_window=None)).eval()
+    model = IAAForCausalLM.from_base(base, CLIPVisionModel(tiny_clip_config()).eval(), positions=[1]).eval()
+    ids = torch.randint(3, 64, (2, 8), generator=torch.Generator().manual_seed(77))
+    assert torch.equal(model(ids).logits, base(ids).logits)
+    mm_ids = ids.clone()
+    mm_ids[:, 2] = -200
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(78))
+    kwargs = dict(pixel_values=pixels, workflow="mm", max_new_tokens=5, eos_token_id=[])
+    assert torch.equal(model.generate(mm_ids, **kwargs), model.generate(mm_ids, use_cache=False, **kwargs))
