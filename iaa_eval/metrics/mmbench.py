@@ -15,7 +15,7 @@ from typing import Any
 
 COPY_STRIDE = 1_000_000
 LETTERS = "ABCDEFGHIJ"
-_REFERS_TO_OTHERS = re.compile(r"(?i)\b(all|none|both)\b.*(above|these options|\bA\s*,\s*B\b)")
+_REFERS_TO_OTHERS = re.compile(r"(?i)\b(all|none|both)\b.*(above|these options|\bA\s*,\s*B\b)|以上|上述")
 _PUNCT_OR_SPACE = " \t\n.,:;!?()[]{}*#'\"。，：；！？（）【】、"
 
 
@@ -26,7 +26,8 @@ def question_id(index: int) -> int:
 
 def pins_last(options: Sequence[str]) -> bool:
     """Whether the last option refers to the others ("All of these options are correct.", "None of
-    these ...", "both A,B, and C", "All above are not right"): the published copies keep it last."""
+    these ...", "both A,B, and C", "All above are not right"; in Chinese "以上..."/"上述..."): the published
+    EN copies keep it last (the Chinese pattern is our inference)."""
     return bool(options) and _REFERS_TO_OTHERS.search(str(options[-1])) is not None
 
 

@@ -107,13 +107,16 @@ def write_vqav2(root: Path, n: int = 4) -> Path:
     from easy_vqa import get_train_questions
 
     texts, answers, image_ids = get_train_questions()
+    picks: list[int] = []  # the first question of each of the first n images
+    for i, image_id in enumerate(image_ids):
+        if len(picks) < n and all(int(image_ids[j]) != int(image_id) for j in picks):
+            picks.append(i)
+    pictures = easy_images(max(int(image_ids[i]) for i in picks) + 1)
     (root / "val2014").mkdir(parents=True, exist_ok=True)
     questions, annotations = [], []
-    for i in range(n):
+    for i in picks:
         image_id = int(image_ids[i])
-        target = Path(root / "val2014" / f"COCO_val2014_{image_id:012d}.jpg")
-        if not target.exists():
-            Image.open(easy_images(image_id + 1)[-1]).convert("RGB").save(target)
+        Image.open(pictures[image_id]).convert("RGB").save(root / "val2014" / f"COCO_val2014_{image_id:012d}.jpg")
         qid = image_id * 1000 + i
         questions.append({"image_id": image_id, "question": texts[i].capitalize(), "question_id": qid})
         human = [answers[i]] * 7 + ["two", "a dog", "no"]
