@@ -14,7 +14,6 @@ the option's letter from the given choices directly." (CN: "请直接回答选�
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +167,7 @@ class MMBenchTask:
 
     def run(self, ctx: Any) -> TaskResult:
         """Ask every pass (limit = questions); a question counts only if all its passes are right."""
-        started = time.perf_counter()
+        clock = mm.start(ctx)
         problems = mm.Problems(ctx.options.on_error)
         items = mm.first(load(self.lang, ctx.options.data_dir, ctx.options.extra, problems), ctx.options.limit,
                          key=lambda it: metric.question_id(it.meta["index"]))
@@ -185,7 +184,7 @@ class MMBenchTask:
         groups |= {f"l2_category/{k}": v for k, v in scores["l2_categories"].items()}
         metrics = {"circular_acc": scores["circular_acc"], "vanilla_acc": scores["vanilla_acc"]}
         config = {"instruction": INSTRUCTIONS[self.lang], "max_new_tokens": budget, "questions": scores["n"]}
-        return mm.result(self.name, ctx, started, problems, samples, metrics, "circular_acc", groups, config)
+        return mm.result(self.name, ctx, clock, problems, samples, metrics, "circular_acc", groups, config)
 
 
 MMBENCH_EN = MMBenchTask("en")

@@ -12,7 +12,6 @@ suffix; it is added where missing). Scored by :mod:`iaa_eval.metrics.mme` (the a
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +114,7 @@ class MMETask:
 
     def run(self, ctx: Any) -> TaskResult:
         """Ask every question (limit = images), score with the official rules."""
-        started = time.perf_counter()
+        clock = mm.start(ctx)
         problems = mm.Problems(ctx.options.on_error)
         items = mm.first(self.load(ctx.options.data_dir, problems), ctx.options.limit,
                       key=lambda it: (it.meta["subtask"], it.meta["image"]))
@@ -129,7 +128,7 @@ class MMETask:
         groups = {s: {**scores[s], "n": sum(r["subtask"] == s for r in rows)} for s in metric.SUBTASKS if s in scores}
         metrics = {"perception": scores["perception"], "cognition": scores["cognition"]}
         config = {"prompt_suffix": " " + SUFFIX, "max_new_tokens": budget, "subtasks": list(groups)}
-        return mm.result(self.name, ctx, started, problems, samples, metrics, "perception", groups, config)
+        return mm.result(self.name, ctx, clock, problems, samples, metrics, "perception", groups, config)
 
 
 MME = MMETask()

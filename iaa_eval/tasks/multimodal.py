@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,7 @@ from iaa_eval.models.base import MMRequest
 from iaa_eval.models.vision import image_key
 from iaa_eval.runner.results import SampleRecord, TaskResult
 
+logger = logging.getLogger(__name__)
 CHUNK = 64  # requests per ctx.answer call: bounds how many decoded images are held at once
 
 
@@ -153,16 +155,37 @@ def ask(ctx: Any, items: Sequence[Item], problems: Problems, max_new_tokens: int
         yield from zip(kept, ctx.answer(requests), strict=True)
 
 
+@dataclass(frozen=True)
+class Clock:
+    """Wall time and the model's vision-feature cache counters when a task started."""
+
+    t0: float
+    hits: int
+    misses: int
+
+
+def start(ctx: Any) -> Clock:
+    """Start timing a task (and counting the feature-cache hits it causes)."""
+    cache = getattr(ctx.model, "feature_cache", None)
+    return Clock(time.perf_counter(), getattr(cache, "hits", 0), getattr(cache, "misses", 0))
+
+
 def result(
-    name: str, ctx: Any, started: float, problems: Problems, samples: list[SampleRecord],
+    name: str, ctx: Any, clock: Clock, problems: Problems, samples: list[SampleRecord],
     metrics: dict[str, float], primary: str, groups: dict[str, dict[str, float]], config: dict[str, Any],
 ) -> TaskResult:
-    """A TaskResult with the shared bookkeeping filled in."""
+    """A TaskResult with the shared bookkeeping filled in; timing and cache hits go to the log."""
+    now, cache = start(ctx), {}
+    if getattr(ctx.model, "feature_cache", None) is not None:
+        cache = {"feature_cache": {"hits": now.hits - clock.hits, "misses": now.misses - clock.misses}}
+    wall = now.t0 - clock.t0
+    logger.info("%s: %d samples, %d skipped, %.1fs%s", name, len(samples), len(problems.reasons), wall,
+                f", vision features: {cache['feature_cache']}" if cache else "")
     return TaskResult(
         task=name, metrics=metrics, primary=primary, n=len(samples), groups=groups,
         skipped=len(problems.reasons), skip_reasons=list(problems.reasons), blind=ctx.blind,
-        task_config={"source": str(ctx.options.data_dir or "hub"), "limit": ctx.options.limit, **config},
-        requests=len(samples), wall_s=time.perf_counter() - started, samples=samples,
+        task_config={"source": str(ctx.options.data_dir or "hub"), "limit": ctx.options.limit, **config, **cache},
+        requests=len(samples), wall_s=wall, samples=samples,
     )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +120,7 @@ class VQAv2Task:
 
     def run(self, ctx: Any) -> TaskResult:
         """Ask each question; accuracy overall and per answer type (yes/no, number, other)."""
-        started = time.perf_counter()
+        clock = mm.start(ctx)
         problems = mm.Problems(ctx.options.on_error)
         items = mm.first(load(ctx.options.data_dir, ctx.options.extra, problems), ctx.options.limit)
         budget = int(mm.option(ctx.options.extra, "max_new_tokens", 16))
@@ -136,7 +135,7 @@ class VQAv2Task:
         metrics = {"accuracy": sum(scores) / len(scores) if scores else 0.0}
         groups = {t: {"accuracy": sum(v) / len(v), "n": len(v)} for t, v in sorted(by_type.items())}
         config = {"instruction": INSTRUCTION, "max_new_tokens": budget, "answer_processing": "EvalAI"}
-        return mm.result(self.name, ctx, started, problems, samples, metrics, "accuracy", groups, config)
+        return mm.result(self.name, ctx, clock, problems, samples, metrics, "accuracy", groups, config)
 
 
 VQAV2 = VQAv2Task()
