@@ -14,6 +14,7 @@ the option's letter from the given choices directly." (CN: "请直接回答选�
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,8 @@ def _rows_local(path: Path) -> list[tuple[str, dict[str, Any], Any]]:
     for column in ("index", "question", "A", "B", "answer", "image"):
         if column not in frame.columns:
             raise DataError(f"{path}: missing column {column!r} (have {list(frame.columns)})")
-    out = []
-    for i, row in enumerate(frame.to_dict("records"), start=1):
-        out.append((f"{path} row {i} (index {row['index']})", row, _text(row["image"])))
-    return out
+    rows = frame.to_dict("records")
+    return [(f"{path} row {i} (index {row['index']})", row, _text(row["image"])) for i, row in enumerate(rows, 1)]
 
 
 def _image(value: Any, where: str, raw: dict[int, Any], decoded: dict[str, Any]) -> Any:
@@ -100,15 +99,12 @@ def _passes(where: str, row: dict[str, Any], source: Any, lang: str, alone: bool
         raise DataError(f"{where}: row without an answer among its options (answer {row.get('answer')!r})")
     meta = {"category": _text(row.get("category")) or None, "l2_category": _text(row.get("l2-category")) or None}
     question, hint = _text(row["question"]), _text(row.get("hint"))
-    passes = [(index, list(options.values()), answer)]
-    if alone:
-        passes = [(index + k * metric.COPY_STRIDE, o, a)
-                  for k, (o, a) in enumerate(metric.rotations(list(options.values()), answer))]
+    passes = metric.rotations(list(options.values()), answer) if alone else [(list(options.values()), answer)]
     items = []
-    for idx, opts, ans in passes:
-        lettered = dict(zip(metric.LETTERS, opts, strict=False))
-        items.append(mm.Item(str(idx), make_prompt(question, hint, lettered, lang), ans, source,
-                             {**meta, "index": idx, "options": lettered}))
+    for k, (opts, letter) in enumerate(passes):
+        lettered, idx = dict(zip(metric.LETTERS, opts, strict=False)), index + k * metric.COPY_STRIDE
+        prompt = make_prompt(question, hint, lettered, lang)
+        items.append(mm.Item(str(idx), prompt, letter, source, {**meta, "index": idx, "options": lettered}))
     return items
 
 
@@ -134,9 +130,7 @@ def load(lang: str, data_dir: Path | None, extra: dict[str, Any], problems: mm.P
             continue
         raw[index] = image
         valid.append((where, row, index))
-    counts: dict[int, int] = {}
-    for index in raw:
-        counts[metric.question_id(index)] = counts.get(metric.question_id(index), 0) + 1
+    counts = Counter(metric.question_id(index) for index in raw)
     items: list[mm.Item] = []
     decoded: dict[str, Any] = {}
     for where, row, index in valid:
@@ -148,8 +142,7 @@ def load(lang: str, data_dir: Path | None, extra: dict[str, Any], problems: mm.P
             problems.report(str(exc))
     based = {it.meta["index"] for it in items if it.meta["index"] < metric.COPY_STRIDE}
     for it in items:
-        if metric.question_id(it.meta["index"]) not in based:
-            qid = metric.question_id(it.meta["index"])
+        if (qid := metric.question_id(it.meta["index"])) not in based:
             problems.report(f"index {it.doc_id}: left out, its rotation-0 row (index {qid}) is missing or refused")
     order = {qid: n for n, qid in enumerate(dict.fromkeys(metric.question_id(i) for i in raw))}
     kept = [it for it in items if metric.question_id(it.meta["index"]) in based]

@@ -65,6 +65,8 @@ class ImageSource:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 if self.fetch is not None:
                     img = self.fetch()
+                    if img is None:
+                        raise DataError(f"{self.where}: row without an image")
                 else:
                     img = Image.open(self.path if self.path is not None else io.BytesIO(self.data or b""))
                 if limit and img.size[0] * img.size[1] > limit:

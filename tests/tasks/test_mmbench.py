@@ -9,6 +9,7 @@ import pytest
 
 from iaa_eval.errors import DataError
 from iaa_eval.tasks.mmbench import MMBENCH_CN, MMBENCH_EN, make_prompt
+from tests.conftest import shared_path
 from tests.tasks.conftest import Recorder, fake_context, write_mmbench
 
 
@@ -108,3 +109,39 @@ def test_end_to_end_on_tiny_llava(tiny_llava, tmp_path: Path) -> None:
     result = MMBENCH_EN.run(fake_context(tiny_llava.generate, data))
     assert set(result.metrics) == {"circular_acc", "vanilla_acc"} and result.n == 8
     assert tiny_llava.feature_cache.misses + tiny_llava.feature_cache.hits - before == 8
+
+
+def test_real_samples_end_to_end(tiny_llava, tmp_path: Path) -> None:
+    """The real MMBench (EN) and CCBench (CN) sample pictures and questions, written as dev TSVs."""
+    import csv
+    import json
+
+    root = shared_path("data", "mmbench", "samples_with_images")
+    rows = [json.loads(line) for line in (root / "samples_parsed.jsonl").read_text(encoding="utf-8").splitlines()]
+    header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "l2-category", "image"]
+    for lang, bench in (("en", "MMBench"), ("cn", "CCBench")):
+        picked = [r for r in rows if r["benchmark"] == bench][:2]
+        with (tmp_path / f"dev_{lang}.tsv").open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(header)
+            for r in picked:
+                opts = [r["options"].get(c, "") for c in "ABCD"]
+                image = base64.b64encode((root / r["image"]).read_bytes()).decode()
+                writer.writerow([r["index"], r["question"], "", *opts, r["answer"], r["category_header"], bench, image])
+        task = MMBENCH_EN if lang == "en" else MMBENCH_CN
+        result = task.run(fake_context(tiny_llava.generate, tmp_path / f"dev_{lang}.tsv"))
+        assert result.task_config["questions"] == 2 and result.skipped == 0
+        assert result.n == sum(len(metric_rotations(r)) for r in picked)
+        assert set(result.metrics) == {"circular_acc", "vanilla_acc"}
+
+
+def metric_rotations(row: dict) -> list:
+    from iaa_eval.metrics.mmbench import rotations
+
+    return rotations(list(row["options"].values()), row["answer"])
+
+
+def test_real_legacy_tsv_without_images_is_refused_by_name() -> None:
+    path = shared_path("data", "mmbench", "mmbench_dev_en_legacy_noimages.tsv")
+    with pytest.raises(DataError, match=r"mmbench_dev_en_legacy_noimages\.tsv: missing column 'image'"):
+        MMBENCH_EN.run(fake_context(Recorder(lambda r: "A"), path))
