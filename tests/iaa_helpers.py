@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import build_tokenizer, tiny_clip_config, tiny_llama_config
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPVisionModel, LlamaForCausalLM
 
 from iaa_eval.models.iaa import IAAForCausalLM
+from tests.conftest import build_tokenizer, tiny_clip_config, tiny_llama_config
 
 IMAGE_TOKEN = "<image>"
 

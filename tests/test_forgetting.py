@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from runfixture import PARAMS, TEXT_SUBJECTS, make_run
 
 from iaa_eval.errors import UsageError
 from iaa_eval.forgetting import analyse, compare_runs, export
+from tests.runfixture import PARAMS, TEXT_SUBJECTS, make_run
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from runfixture import make_run
 
 from iaa_eval.errors import DataError
 from iaa_eval.gate import GateThresholds, MultimodalRule, TextRule, load_thresholds, run_gate
+from tests.runfixture import make_run
 
 GATE_YAML = Path(__file__).resolve().parents[1] / "baselines" / "gate.yaml"
 

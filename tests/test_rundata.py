@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from runfixture import make_run
 
 from iaa_eval.errors import DataError
 from iaa_eval.rundata import RunData, pair, task_source
+from tests.runfixture import make_run
 
 
 def test_base_detection_and_sources(tmp_path: Path) -> None:

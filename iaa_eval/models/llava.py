@@ -12,6 +12,7 @@ language model sees exactly the embeddings the pixel path would have spliced in.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditionalGeneration
@@ -23,6 +24,20 @@ from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, re
 from iaa_eval.models.scoring import score_options
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
 from iaa_eval.models.vision import FeatureCache
+
+
+def llava_prompt(processor: Any, text: str, has_image: bool) -> str:
+    """The prompt for a question: the processor's chat template (with the LLaVA system prompt)
+    when it has one, else the plain template. Training uses it too, so train and eval agree."""
+    if getattr(processor, "chat_template", None):
+        content = [{"type": "image"}] if has_image else []
+        content.append({"type": "text", "text": text})
+        messages = [
+            {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+            {"role": "user", "content": content},
+        ]
+        return processor.apply_chat_template(messages, add_generation_prompt=True)
+    return build_prompt(processor.tokenizer, text, processor.image_token if has_image else None)
 
 
 class LlavaModel:
@@ -60,16 +75,7 @@ class LlavaModel:
 
     def render_prompt(self, request: MMRequest) -> str:
         """The exact text the model is given for a request, image placeholder unexpanded."""
-        placeholder = self.processor.image_token if request.image is not None else None
-        if getattr(self.processor, "chat_template", None):
-            content = [{"type": "image"}] if request.image is not None else []
-            content.append({"type": "text", "text": request.prompt})
-            messages = [
-                {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-                {"role": "user", "content": content},
-            ]
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        return build_prompt(self.tokenizer, request.prompt, placeholder)
+        return llava_prompt(self.processor, request.prompt, request.image is not None)
 
     def _encode(self, chunk: Sequence[MMRequest]) -> dict[str, torch.Tensor]:
         images = [r.image.convert("RGB") for r in chunk if r.image is not None]

@@ -15,21 +15,9 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from iaa_eval.errors import UsageError
-from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt, training_text
+from iaa_eval.models.llava import llava_prompt
+from iaa_eval.models.templates import training_text
 from iaa_eval.train import IGNORE_INDEX, Example, TrainConfig, batch_indices, causal_lm_loss, left_pad, run_training
-
-
-def llava_prompt(processor: Any, text: str, has_image: bool) -> str:
-    """The prompt exactly as the ``llava`` adapter builds it at evaluation time."""
-    if getattr(processor, "chat_template", None):
-        content = [{"type": "image"}] if has_image else []
-        content.append({"type": "text", "text": text})
-        messages = [
-            {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-            {"role": "user", "content": content},
-        ]
-        return processor.apply_chat_template(messages, add_generation_prompt=True)
-    return build_prompt(processor.tokenizer, text, processor.image_token if has_image else None)
 
 
 def stage_parameters(model: LlavaForConditionalGeneration, stage: int) -> list[torch.nn.Parameter]:

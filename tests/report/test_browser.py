@@ -18,9 +18,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from runfixture import XSS_IMG, XSS_SCRIPT, make_run
 
 from iaa_eval.report import render_report
+from tests.runfixture import XSS_IMG, XSS_SCRIPT, make_run
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from runfixture import make_run
 
 from iaa_eval.errors import UsageError
 from iaa_eval.report.cli_helpers import gate, report
+from tests.runfixture import make_run
 
 GATE_YAML = Path(__file__).resolve().parents[2] / "baselines" / "gate.yaml"
 

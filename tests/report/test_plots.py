@@ -6,10 +6,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pandas as pd
-from runfixture import make_run
 
 from iaa_eval.forgetting import analyse, compare_runs
 from iaa_eval.report import plots
+from tests.runfixture import make_run
 
 
 def test_units() -> None:

@@ -8,10 +8,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from runfixture import XSS_IMG, XSS_SCRIPT, make_run
 
 from iaa_eval.report import default_report_dir, render_comparison, render_report
 from iaa_eval.report.render import fmt_p, fmt_score, worst_regressions
+from tests.runfixture import XSS_IMG, XSS_SCRIPT, make_run
 
 SECTIONS = ("summary", "forgetting", "gain", "subjects", "paper", "deployment", "samples", "config")
 

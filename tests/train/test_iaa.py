@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from iaa_helpers import solid_image, tiny_iaa
 
 from iaa_eval.errors import UsageError
 from iaa_eval.train import Example, TrainConfig, train_iaa_stage
 from iaa_eval.train.iaa import encode_examples
+from tests.iaa_helpers import solid_image, tiny_iaa
 
 COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20), "white": (250, 250, 250)}
 

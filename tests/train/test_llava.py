@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from iaa_helpers import solid_image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from iaa_eval.errors import UsageError
 from iaa_eval.models import load_model
 from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.train import Example, TrainConfig, train_llava_stage
-from iaa_eval.train.llava import encode_batch, llava_prompt
+from iaa_eval.train.llava import encode_batch
+from tests.iaa_helpers import solid_image
 
 COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20), "white": (250, 250, 250)}
 EXAMPLES = [Example(solid_image(rgb), "What colour is the shape?", name) for name, rgb in COLOURS.items()]
@@ -58,7 +58,10 @@ def test_prompt_matches_the_llava_adapter(tiny_llava_dir: Path) -> None:
     adapter = load_model(ModelSpec("llava", "llava", str(tiny_llava_dir)))
     _, processor = load(tiny_llava_dir)
     request = MMRequest("What colour?", solid_image((1, 2, 3)))
-    assert llava_prompt(processor, request.prompt, True) == adapter._prompt(request)
+    batch = encode_batch(processor, [Example(request.image, request.prompt, "red")], [])
+    trained_on = processor.tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0] == 1])
+    prompt = processor.tokenizer.decode(adapter._encode([request])["input_ids"][0])
+    assert trained_on.startswith(prompt) and trained_on.removeprefix(prompt).strip().startswith("red")
 
 
 def test_replay_rows_are_mixed_in_and_fully_labelled(tiny_llava_dir: Path) -> None:

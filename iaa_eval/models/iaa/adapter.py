@@ -68,7 +68,7 @@ class IAAModel:
         """The checkpoint's CLIP processor: in the folder (our layout) or the vision tower's folder."""
         for candidate in (folder, resolve_vision_dir(self.model.config.vision_tower_path, folder)):
             if candidate is not None and (candidate / "preprocessor_config.json").exists():
-                return CLIPImageProcessor.from_pretrained(candidate)
+                return CLIPImageProcessor.from_pretrained(candidate, trust_remote_code=False)
         raise ModelError(f"{folder}: no preprocessor_config.json here or in the vision-tower folder "
                          f"({self.model.config.vision_tower_path!r})")
 

@@ -95,7 +95,7 @@ def resolve_vision_dir(name: str | None, folder: Path) -> Path | None:
 
 def vision_config_from(vision_dir: Path) -> Any:
     """A ``CLIPVisionConfig`` from a vision-tower folder (a full CLIP config gives its vision part)."""
-    config = AutoConfig.from_pretrained(vision_dir)
+    config = AutoConfig.from_pretrained(vision_dir, trust_remote_code=False)
     return config.vision_config if config.model_type == "clip" else config
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from iaa_helpers import tiny_parts
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from iaa_eval.models.iaa import IAAForCausalLM
 from iaa_eval.models.iaa.accounting import parameter_counts, serving_cost
+from tests.iaa_helpers import tiny_parts
 
 
 def test_tiny_counts_and_serving_cost() -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from iaa_helpers import random_image, tiny_iaa
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models import load_model
 from iaa_eval.models.base import EvalModel, MMRequest, ModelSpec
 from iaa_eval.models.iaa.adapter import IAAModel
+from tests.iaa_helpers import random_image, tiny_iaa
 
 
 @pytest.fixture(scope="module")

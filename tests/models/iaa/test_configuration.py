@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import tiny_clip_config, tiny_llama_config
 from transformers import MistralConfig
 
 from iaa_eval.models.iaa import IAAConfig
 from iaa_eval.models.iaa.configuration import IAA14_POSITIONS
+from tests.conftest import tiny_clip_config, tiny_llama_config
 
 
 def make(**overrides: object) -> IAAConfig:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from iaa_helpers import tiny_iaa
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa import IAAForCausalLM
 from iaa_eval.models.iaa.configuration import IAA14_POSITIONS
+from tests.iaa_helpers import tiny_iaa
 
 PIXELS = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 IDS_MM = torch.tensor([[5, 9, 33, -200, 7, 80, 12]])
@@ -135,8 +135,9 @@ def test_official_layout_with_custom_positions_round_trips(tmp_path: Path) -> No
 
 
 def test_official_layout_needs_a_llama_base(tmp_path: Path) -> None:
-    from conftest import tiny_clip_config
     from transformers import CLIPVisionModel, Qwen2Config, Qwen2ForCausalLM
+
+    from tests.conftest import tiny_clip_config
 
     qwen = Qwen2ForCausalLM(Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=64))

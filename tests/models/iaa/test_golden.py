@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import CLIPImageProcessor
 
 from iaa_eval.models.iaa import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values
+from tests.conftest import shared_path
 
 
 @pytest.fixture(scope="module")

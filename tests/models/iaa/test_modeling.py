@@ -8,12 +8,12 @@ import textwrap
 
 import pytest
 import torch
-from iaa_helpers import tiny_iaa, tiny_parts
 from transformers import DynamicCache
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa import IAAForCausalLM
 from iaa_eval.models.iaa import modeling as modeling_module
+from tests.iaa_helpers import tiny_iaa, tiny_parts
 
 SEEDS = [101, 202]
 
@@ -225,8 +225,9 @@ def test_from_base_on_a_bf16_base_leaves_the_base_unchanged() -> None:
 
 @pytest.mark.parametrize("family", ["qwen2", "mistral"])
 def test_other_llama_family_bases_work_through_the_same_code(family: str) -> None:
-    from conftest import tiny_clip_config
     from transformers import CLIPVisionModel, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from tests.conftest import tiny_clip_config
 
     sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=64, tie_word_embeddings=False)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_clip_config
 from transformers import CLIPVisionModel
 
 from iaa_eval.models.iaa.multimodal import VisionTower, build_projector, splice_images
+from tests.conftest import tiny_clip_config
 
 
 def test_splice_places_features_and_left_pads_rows_of_different_length() -> None:

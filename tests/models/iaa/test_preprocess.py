@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from iaa_helpers import IMAGE_TOKEN, random_image, tiny_parts
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa.preprocess import image_token_text, pixel_values, prompt_text, to_model_ids
+from tests.iaa_helpers import IMAGE_TOKEN, random_image, tiny_parts
 
 
 def test_prompt_carries_the_image_token_once_and_becomes_minus_200() -> None:
