@@ -119,35 +119,34 @@ def _lcp(a: Sequence[int], b: Sequence[int], limit: int) -> int:
 def plan_groups(rows: Sequence[_Row], *, reuse: bool, min_prefix: int) -> list[_Group]:
     """Group rows by shared prefix; rows without a useful one end up in one ``prefix_len=0`` group.
 
-    Rows are sorted by tokens, so a subject's questions sit together. A row joins the current group
-    when it shares at least ``min_prefix`` tokens with it and at least half of the group's current
-    prefix (so one odd row cannot collapse a long few-shot prefix). The prefix never covers a row's
-    read-out positions, so every read-out lies in the suffix.
+    Rows are sorted by tokens, so a subject's questions sit side by side, and each neighbour pair is
+    linked by the tokens they share (never a row's read-out positions, so every read-out lies in the
+    suffix). A run of rows is split at its weakest link when the two parts save more tokens apart
+    than together (``(n - 1) * prefix`` tokens saved by a group of ``n``): one odd question cannot
+    shrink a subject's long few-shot prefix.
     """
-    if not reuse:
+    if not reuse or len(rows) < 2:
         return [_Group(0, list(rows))] if rows else []
+    order = sorted(rows, key=lambda r: r.tokens)
+    room = [len(r.tokens) - r.max_k for r in order]
+    links = [_lcp(order[i].tokens, order[i + 1].tokens, min(room[i], room[i + 1])) for i in range(len(order) - 1)]
     groups: list[_Group] = []
     plain: list[_Row] = []
-    current: list[_Row] = []
-    prefix = 0
-
-    def flush() -> None:
-        if len(current) > 1 and prefix >= min_prefix:
-            groups.append(_Group(prefix, list(current)))
+    todo = [(0, len(order) - 1)]  # inclusive row ranges; links lo .. hi-1
+    while todo:
+        lo, hi = todo.pop()
+        if lo == hi:
+            plain.append(order[lo])
+            continue
+        weakest = min(range(lo, hi), key=links.__getitem__)
+        prefix = links[weakest]
+        apart = (weakest - lo) * min(links[lo:weakest], default=0) + (hi - weakest - 1) * min(
+            links[weakest + 1 : hi], default=0
+        )
+        if prefix < min_prefix or apart > (hi - lo) * prefix:
+            todo += [(lo, weakest), (weakest + 1, hi)]
         else:
-            plain.extend(current)
-
-    for row in sorted(rows, key=lambda r: r.tokens):
-        room = len(row.tokens) - row.max_k
-        if current:
-            shared = _lcp(current[0].tokens, row.tokens, min(prefix, room))
-            if shared >= min_prefix and 2 * shared >= prefix:
-                current.append(row)
-                prefix = shared
-                continue
-            flush()
-        current, prefix = [row], room
-    flush()
+            groups.append(_Group(prefix, order[lo : hi + 1]))
     if plain:
         groups.append(_Group(0, plain))
     return groups

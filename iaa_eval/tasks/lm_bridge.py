@@ -21,6 +21,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from iaa_eval.runner.cache import request_key
+from iaa_eval.runner.distributed import Shards
 from iaa_eval.tasks.fast_scoring import FastScorer
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class TextViewLM(LM):
         prefix_reuse: reuse shared prompt prefixes (identical numbers, less compute).
         max_length: context length for left truncation (default: as HFLM resolves it).
         progress: tqdm bars.
+        shards: data-parallel place (torchrun): uncached requests are split across ranks, every rank
+            gets every answer, only the writer stores them.
 
     ``requests`` and ``cached_requests`` count what was asked and what the cache answered.
     """
@@ -56,8 +59,10 @@ class TextViewLM(LM):
         prefix_reuse: bool = True,
         max_length: int | None = None,
         progress: bool = True,
+        shards: Shards | None = None,
     ) -> None:
         super().__init__()
+        self.shards = shards or Shards()
         self.view = view
         self.tokenizer = view.tokenizer
         self.cache = cache
@@ -113,14 +118,20 @@ class TextViewLM(LM):
         """Answer ``args`` from the cache where possible, compute the rest, store them."""
         self.requests += len(args)
         fingerprint = self.view.fingerprint
+        self.shards.barrier()  # every rank sees the same cache state, so all agree on what is left
         keys = [request_key([kind, self.max_length, *a]) for a in args]
         found = self.cache.get_many(fingerprint, keys) if self.cache is not None else {}
         self.cached_requests += sum(k in found for k in keys)
         todo = sorted({k: i for i, k in enumerate(keys) if k not in found}.values())
         if todo:
-            values = compute([args[i] for i in todo])
-            fresh = {keys[i]: v for i, v in zip(todo, values, strict=True)}
-            if self.cache is not None:
+            # ranks get whole contexts, so a question's options are scored together (one forward)
+            by_context: dict[Any, list[int]] = {}
+            for i in todo:
+                by_context.setdefault(args[i][0], []).append(i)
+            units = list(by_context.values())
+            answered = self.shards.map(units, lambda part: _split(compute([args[i] for u in part for i in u]), part))
+            fresh = {keys[i]: v for unit, values in zip(units, answered, strict=True) for i, v in zip(unit, values, strict=True)}
+            if self.cache is not None and self.shards.is_writer:
                 self.cache.put_many(fingerprint, fresh.items())
             found.update(fresh)
         return [found[k] for k in keys]
@@ -178,6 +189,15 @@ class TextViewLM(LM):
             if stop and stop in text:
                 text = text.split(stop, 1)[0]
         return text
+
+
+def _split(values: list[Any], units: list[list[int]]) -> list[list[Any]]:
+    """``values`` (flat, in ``units`` order) cut back into one list per unit."""
+    out, at = [], 0
+    for unit in units:
+        out.append(values[at : at + len(unit)])
+        at += len(unit)
+    return out
 
 
 def _jsonable(kwargs: Any) -> Any:
