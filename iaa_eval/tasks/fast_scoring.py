@@ -184,6 +184,8 @@ class FastScorer:
         self.plan = MemoryPlan.for_model(model, batch_size, budget_bytes)
         self.device = next(model.parameters()).device
         self.forwards = 0
+        self.tokens = 0  # real (unpadded) tokens run through the model
+        self.attended = 0  # (query, key) pairs of those tokens' causal attention, for FLOP counts
         self._decoder, self._head = self._split_head()
         forward = (self._decoder or model).forward
         self._cache_kw = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
@@ -233,6 +235,7 @@ class FastScorer:
         prefix_kv = None
         if group.prefix_len:
             prefix = torch.tensor([group.rows[0].tokens[: group.prefix_len]], device=self.device)
+            self._count(group.prefix_len, 0)
             prefix_kv = [(k, v) for k, v, *_ in self._forward(prefix, None, use_cache=True)[1]]
         rows = sorted(group.rows, key=lambda r: -len(r.tokens))
         for batch in self._pack(rows, group.prefix_len):
@@ -272,6 +275,10 @@ class FastScorer:
             half = len(batch) // 2
             return self._retrying(batch[:half], prefix, prefix_kv) + self._retrying(batch[half:], prefix, prefix_kv)
 
+    def _count(self, length: int, prefix: int) -> None:
+        self.tokens += length
+        self.attended += length * prefix + length * (length + 1) // 2
+
     def _forward(self, ids: torch.Tensor, kv: Any, use_cache: bool) -> tuple[torch.Tensor, Any]:
         """Hidden states (decoder mode) or logits (fallback), and the cache."""
         self.forwards += 1
@@ -292,6 +299,8 @@ class FastScorer:
             rows = len(batch)
             kv = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_kv])
         states, _ = self._forward(ids.to(self.device), kv, use_cache=kv is not None)
+        for length in lengths:
+            self._count(length, prefix)
 
         # distinct read-out positions (row, position), then each request's targets at them
         positions: dict[tuple[int, int], int] = {}
