@@ -56,9 +56,9 @@ def test_zero_shot_and_ceval_identical_to_hflm(tmp_path: Path) -> None:
 
 def test_real_mmlu_prompts_identical_to_hflm(tmp_path: Path) -> None:
     source = shared_path("data", "mmlu", "original_layout", "data")
-    data = copy_subjects(source, tmp_path, ["abstract_algebra", "college_medicine"], ("dev", "test"))
+    data = copy_subjects(source, tmp_path, ["abstract_algebra", "anatomy"], ("dev", "test"))
     _assert_same(MMLU, data, TaskOptions(data_dir=data, num_fewshot=5, limit=3), reuse=True)
-    _assert_same(MMLU, data, TaskOptions(data_dir=data, num_fewshot=5, limit=2, formulation="cloze"), reuse=True)
+    _assert_same(MMLU, data, TaskOptions(data_dir=data, num_fewshot=5, limit=1, formulation="cloze"), reuse=True)
 
 
 def _context(tiny_llama_dir: Path, cache: RequestCache, **options: object) -> TaskContext:
