@@ -97,9 +97,9 @@ class TextViewLM(LM):
         moved = []
         for context, continuation in pairs:
             n = len(context) - len(context.rstrip())
-            moved.append((context[:-n], context[-n:] + continuation) if n and context.strip() else (context, continuation))
-        whole = self._encode([c + d for c, d in moved if c])
-        heads = self._encode([c for c, _ in moved if c])
+            moved.append((context[:-n], context[-n:] + continuation) if n else (context, continuation))
+        whole = self._encode([c + d for (c, d), (o, _) in zip(moved, pairs, strict=True) if o])
+        heads = self._encode([c for (c, _), (o, _) in zip(moved, pairs, strict=True) if o])
         result = []
         for (context, continuation), (orig_ctx, _) in zip(moved, pairs, strict=True):
             if orig_ctx == "":

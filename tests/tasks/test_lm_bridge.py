@@ -40,6 +40,7 @@ def test_tokenization_and_values_match_hflm(pair: tuple) -> None:
     adds_bos = tokenizer("x")["input_ids"][0] == tokenizer.bos_token_id
     assert ours.encode_pairs([("<s>The", " B")])[0][0][0] == tokenizer.bos_token_id
     assert len(ours.encode_pairs([("<s>The", " B")])[0][0]) == len(ours.encode_pairs([("The", " B")])[0][0]) + (not adds_bos)
+    assert ours.encode_pairs([("  ", "yes")]) == [reference._encode_pair("  ", "yes")]  # whitespace-only context
     assert ours.max_length == reference.max_length == 64
     expected_tokens = [reference._encode_pair(c, d) if c else None for c, d in PAIRS]
     for got, want in zip(ours.encode_pairs(PAIRS), expected_tokens, strict=True):
