@@ -2,8 +2,8 @@
 
 Used by the forgetting, report and gate tests: the numbers in results.json are computed from the
 samples exactly as the tasks compute them (MME perception from acc + acc+ per subtask), so any
-disagreement between analysis and results.json is a bug in the analysis. Importable because
-pytest puts ``tests/`` (the conftest folder) on sys.path.
+disagreement between analysis and results.json is a bug in the analysis. Import it as
+``tests.runfixture`` (the tests folder is a package).
 """
 
 from __future__ import annotations

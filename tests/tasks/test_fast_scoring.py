@@ -7,9 +7,9 @@ import random
 
 import pytest
 import torch
-from text_helpers import hflm, tiny_model
 
 from iaa_eval.tasks.fast_scoring import FastScorer, _Row, plan_groups
+from tests.tasks.text_helpers import hflm, tiny_model
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from lm_eval.api.instance import Instance
-from text_helpers import hflm, tiny_model
 
 from iaa_eval.models.base import TextView
 from iaa_eval.runner.cache import RequestCache
 from iaa_eval.tasks.lm_bridge import TextViewLM
+from tests.tasks.text_helpers import hflm, tiny_model
 
 
 def _instances(kind: str, args: list[tuple]) -> list[Instance]:

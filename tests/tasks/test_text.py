@@ -6,8 +6,6 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import shared_path
-from text_helpers import copy_subjects, hflm, tiny_model, write_ceval, write_mmlu
 
 from iaa_eval.errors import DataError
 from iaa_eval.models import load_model
@@ -17,6 +15,8 @@ from iaa_eval.tasks import TASKS, TaskContext, TaskOptions
 from iaa_eval.tasks.lm_bridge import TextViewLM
 from iaa_eval.tasks.text import evaluate_text, to_result
 from iaa_eval.tasks.text_configs import CEVAL, MMLU, Benchmark
+from tests.conftest import shared_path
+from tests.tasks.text_helpers import copy_subjects, hflm, tiny_model, write_ceval, write_mmlu
 
 
 def _records(lm: object, bench: Benchmark, options: TaskOptions) -> dict[str, tuple[str, list[float]]]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import shared_path
-from text_helpers import write_ceval, write_mmlu
 
 from iaa_eval.errors import DataError
 from iaa_eval.tasks.text_data import LoadReport, discover_subjects, load_subject, read_split, resolve_root
+from tests.conftest import shared_path
+from tests.tasks.text_helpers import write_ceval, write_mmlu
 
 
 def test_mmlu_layout_with_and_without_data_level(tmp_path: Path) -> None:

@@ -56,9 +56,10 @@ def tiny_model(seed: int, max_positions: int = 4096, add_bos: bool = False):  # 
     """(model, tokenizer): a random tiny Llama (fp32, eval) built in memory; ``add_bos``: the
     tokenizer prepends ``<s>`` like Llama's."""
     import torch
-    from conftest import build_tokenizer, tiny_llama_config
     from tokenizers import processors
     from transformers import LlamaForCausalLM
+
+    from tests.conftest import build_tokenizer, tiny_llama_config
 
     tokenizer = build_tokenizer()
     if add_bos:
