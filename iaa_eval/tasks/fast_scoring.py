@@ -26,9 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
+# cuDNN attention plans a kernel per new (batch, query, key) shape; packed batches of varying
+# lengths make a new shape almost every forward, and planning then costs more than the maths
+# (measured on an H100: 2.2 s of 5.9 s). Flash / memory-efficient kernels need no planning.
+_ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 CPU_BUDGET_BYTES = 1 << 30
 GPU_MEMORY_FRACTION = 0.85
@@ -224,7 +229,7 @@ class FastScorer:
             rows.setdefault(tokens, _Row(tokens)).readouts.append((index, tuple(continuation)))
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
         bar = tqdm(total=len(pairs), desc="Scoring", disable=not self.progress, leave=False)
-        with torch.inference_mode():
+        with torch.inference_mode(), sdpa_kernel(_ATTENTION_BACKENDS):
             for group in plan_groups(list(rows.values()), reuse=self.prefix_reuse, min_prefix=self.min_prefix):
                 self._score_group(group, results, bar)
         bar.close()

@@ -1,0 +1,167 @@
+"""Vision-feature cache on an MME-shaped workload: two questions per image, LLaVA-1.5-shaped model.
+
+Builds a llava-hf model with random bf16 weights of real shapes (CLIP ViT-L/14-336 tower, 576
+patches; Llama-3-8B language model) directly on the GPU, asks two yes/no questions per image
+through the ``llava`` adapter, and times generation with the per-run feature cache (each image
+encoded once) against the processor's pixel path (each request encodes its image). Reports the
+end-to-end speed-up, the vision-stage speed-up (encoder time only) and whether answers agree.
+
+    python bench/vision_cache_gpu.py --out bench/results/vision_cache_h100.json
+    python bench/vision_cache_gpu.py --tiny          # CPU smoke test, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+
+from iaa_eval.models.base import MMRequest, ModelSpec
+from iaa_eval.models.generation import ensure_pad_token
+from iaa_eval.models.llava import LlavaModel
+from iaa_eval.models.vision import FeatureCache
+
+SHAPES = {
+    "real": dict(
+        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                    image_size=336, patch_size=14, projection_dim=768),
+        text=dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                  num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, max_position_embeddings=8192),
+    ),
+    "tiny": dict(
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    image_size=32, patch_size=8, projection_dim=32),
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=2048),
+    ),
+}
+QUESTIONS = ("Is there a {} in the image? Please answer yes or no.", "Is the {} red? Please answer yes or no.")
+OBJECTS = ("dog", "car", "tree", "cup", "boat", "clock", "chair", "bird")
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A small byte-level BPE with an ``<image>`` token (the weights are random: any ids do)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [q.format(o) for q in QUESTIONS for o in OBJECTS] + ["USER: ASSISTANT: yes no"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>", "<pad>", "<image>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus * 8, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   additional_special_tokens=["<image>"])
+
+
+def build_adapter(shape: str, device: str, dtype: torch.dtype, batch: int) -> LlavaModel:
+    """The ``llava`` adapter around a random model built on ``device`` (no checkpoint on disk)."""
+    sizes = SHAPES[shape]
+    tokenizer = build_tokenizer()
+    vision = CLIPVisionConfig(**sizes["vision"])
+    patches = (vision.image_size // vision.patch_size) ** 2
+    config = LlavaConfig(vision_config=vision, text_config=LlamaConfig(**sizes["text"]),
+                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
+                         vision_feature_select_strategy="default", image_seq_length=patches)
+    torch.set_default_dtype(dtype)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration(config).eval()
+    torch.set_default_dtype(torch.float32)
+    side = vision.image_size
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
+        tokenizer=tokenizer, patch_size=vision.patch_size, vision_feature_select_strategy="default",
+        image_token="<image>", num_additional_image_tokens=1,
+    )
+    adapter = LlavaModel.__new__(LlavaModel)
+    adapter.spec = ModelSpec("llava", "llava", f"random-{shape}", device, str(dtype), batch)
+    adapter.processor, adapter.model, adapter.tokenizer = processor, model, tokenizer
+    ensure_pad_token(tokenizer)
+    adapter.feature_cache = FeatureCache(adapter._encode_images)
+    return adapter
+
+
+def workload(images: int, seed: int) -> list[MMRequest]:
+    """MME-shaped: consecutive pairs of questions about the same image."""
+    rng = np.random.default_rng(seed)
+    requests = []
+    for i in range(images):
+        size = (int(rng.integers(200, 640)), int(rng.integers(200, 640)))
+        image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+        requests += [MMRequest(q.format(OBJECTS[i % len(OBJECTS)]), image, f"img{i}", max_new_tokens=4)
+                     for q in QUESTIONS]
+    return requests
+
+
+def timed(fn, device: str) -> tuple[float, object]:  # noqa: ANN001
+    """Wall time of ``fn()`` with the device synchronised."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    """Measure and print (and optionally write) the JSON summary."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--images", type=int, default=None, help="default 64 (tiny: 4)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    adapter = build_adapter("tiny" if args.tiny else "real", device, dtype, args.batch)
+    requests = workload(args.images or (4 if args.tiny else 64), seed=0)
+    adapter.generate(requests[: args.batch])  # warm-up (kernels, allocator)
+    adapter.feature_cache = FeatureCache(adapter._encode_images)
+    encode_calls: list[float] = []
+    encode = adapter._encode_images
+
+    def counted(images: list) -> torch.Tensor:
+        seconds, out = timed(lambda: encode(images), device)
+        encode_calls.append(seconds)
+        return out
+
+    adapter.feature_cache.encode = counted
+    cached_s, cached = timed(lambda: adapter.generate(requests, use_feature_cache=True), device)
+    vision_cached_s = sum(encode_calls)
+    uncached_s, uncached = timed(lambda: adapter.generate(requests, use_feature_cache=False), device)
+    single_encode_s = vision_cached_s / max(1, adapter.feature_cache.misses)
+    result = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "shape": "tiny" if args.tiny else "CLIP ViT-L/14-336 + Llama-3-8B (random bf16)",
+        "requests": len(requests), "images": len(requests) // 2, "batch": args.batch, "max_new_tokens": 4,
+        "cached_s": cached_s, "uncached_s": uncached_s, "end_to_end_speedup": uncached_s / cached_s,
+        "cache_hits": adapter.feature_cache.hits, "cache_misses": adapter.feature_cache.misses,
+        "vision_s_cached": vision_cached_s,
+        "vision_s_uncached_estimate": single_encode_s * len(requests),
+        "vision_stage_speedup": len(requests) / max(1, adapter.feature_cache.misses),
+        "answers_agree": sum(a == b for a, b in zip(cached, uncached, strict=True)) / len(requests),
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
