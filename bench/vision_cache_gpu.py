@@ -117,14 +117,14 @@ def timed(fn, device: str) -> tuple[float, object]:  # noqa: ANN001
     return time.perf_counter() - start, out
 
 
-def main() -> None:
-    """Measure and print (and optionally write) the JSON summary."""
+def main(argv: list[str] | None = None) -> dict:
+    """Measure, print and return the JSON summary (and write it with ``--out``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--images", type=int, default=None, help="default 64 (tiny: 4)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     adapter = build_adapter("tiny" if args.tiny else "real", device, dtype, args.batch)
@@ -161,6 +161,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
+    return result
 
 
 if __name__ == "__main__":
