@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors import SafetensorError
 
 from iaa_eval.errors import ModelError
 
@@ -47,6 +48,12 @@ def load_pretrained(loader: Callable[..., T], path: str, what: str, **kwargs: An
             f"{what} {path!r}: not a local directory and the Hugging Face hub is unreachable or has no such "
             f"repo ({type(exc).__name__}). Download it elsewhere and pass the local directory instead "
             f"(e.g. --model NAME=KIND:./local-dir)"
+        ) from exc
+    except SafetensorError as exc:  # a truncated or corrupt download: name the weight files to replace
+        files = sorted(p.name for p in Path(path).expanduser().glob("*.safetensors")) if looks_local(path) else []
+        raise ModelError(
+            f"{what} {path!r}: weight file {', '.join(files) or '*.safetensors'} unreadable ({exc}); expected a "
+            "complete safetensors file: the download may be truncated or corrupt, fetch it again"
         ) from exc
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"{what} {path!r}: cannot be loaded: {exc}") from exc
