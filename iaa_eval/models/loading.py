@@ -56,7 +56,21 @@ def load_pretrained(loader: Callable[..., T], path: str, what: str, **kwargs: An
             "complete safetensors file: the download may be truncated or corrupt, fetch it again"
         ) from exc
     except (ValueError, KeyError, RuntimeError) as exc:
+        if "ignore_mismatched_sizes" in str(exc):  # transformers' own message points at a silenced log
+            raise ModelError(_size_mismatch(loader, path, what, kwargs)) from exc
         raise ModelError(f"{what} {path!r}: cannot be loaded: {exc}") from exc
+
+
+def _size_mismatch(loader: Callable[..., Any], path: str, what: str, kwargs: dict[str, Any]) -> str:
+    """Name the first weight whose shape disagrees with config.json (found by loading once more,
+    tolerantly, on the error path only)."""
+    try:
+        _, info = loader(str(Path(path).expanduser()), ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
+        key, stored, expected = sorted(info["mismatched_keys"])[0]
+        detail = f"weight {key} has shape {list(stored)} in the checkpoint, config.json implies {list(expected)}"
+    except Exception as exc:  # noqa: BLE001 - only refines a message; the original error stands
+        detail = f"tensor shapes disagree with config.json ({type(exc).__name__})"
+    return f"{what} {path!r}: config.json does not match the weights: {detail}; fix the config's sizes"
 
 
 def check_vocabulary(tokenizer: Any, embedding_rows: int, path: str) -> None:

@@ -318,7 +318,7 @@ CASES: list[Case] = [
     # ---- models
     Case("safetensors-truncated", "model.safetensors cut to half its size", _truncate, 2, "model '{d}/model': weight file model.safetensors unreadable (Error while deserializing header: incomplete metadata, file not fully covered); expected a complete safetensors file"),
     Case("safetensors-garbage", "model.safetensors that is not safetensors at all", _garbage, 2, "model '{d}/model': weight file model.safetensors unreadable (Error while deserializing header: header too large); expected a complete safetensors file"),
-    Case("config-size-mismatch", "config.json intermediate_size disagrees with the weights", _sizes, 2, "model '{d}/model': cannot be loaded: You set `ignore_mismatched_sizes` to `False`"),
+    Case("config-size-mismatch", "config.json intermediate_size disagrees with the weights", _sizes, 2, "model '{d}/model': config.json does not match the weights: weight model.layers.0.mlp.down_proj.weight has shape [32, 64] in the checkpoint, config.json implies [32, 48]; fix the config's sizes"),
     Case("tokenizer-mismatch", "a tokenizer with 500 more tokens than the embedding has rows", _tokenizer, 2, "{d}/model: tokenizer has 820 tokens but the model's embedding has only 320 rows; the tokenizer does not belong to this model"),
     Case("model-missing", "--model naming a directory that does not exist",
          lambda m, d: run(f"base=hf:{d}/nope", "mmlu", mmlu(d), d), 2, "--model 'base=hf:{d}/nope': no such directory '{d}/nope'"),
