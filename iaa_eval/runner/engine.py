@@ -128,7 +128,14 @@ def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str,
     answerer = Answerer(model, cache, blind, label, shards)
     ctx = TaskContext(model=model, options=spec.options, cache=cache, answer=answerer, blind=blind, shards=shards)
     start = time.perf_counter()
-    result = task.run(ctx)
+    try:
+        result = task.run(ctx)
+    except NonFiniteOutput as exc:
+        model_spec = model.spec
+        raise NonFiniteOutput(
+            f"model {model_spec.name!r} ({model_spec.kind}:{model_spec.path}) on task {spec.key!r}: {exc}; "
+            "no results written for it (check the weights and --dtype)"
+        ) from exc
     result.task = spec.key
     result.wall_s = time.perf_counter() - start
     result.blind = blind
@@ -204,13 +211,7 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
                     log.info("%s: text fingerprint equals %s's, results shared", label, owner)
                     result = dataclasses.replace(result, task_config={**result.task_config, "shared_with": owner})
                 else:
-                    try:
-                        result = _run_task(model, task_spec, cache, label, shards)
-                    except NonFiniteOutput as exc:
-                        raise NonFiniteOutput(
-                            f"model {spec.name!r} ({spec.kind}:{spec.path}) on task {task_spec.key!r}: {exc}; "
-                            "no results written for it (check the weights and --dtype)"
-                        ) from exc
+                    result = _run_task(model, task_spec, cache, label, shards)
                     if modality == "text":
                         shared[memo_key] = (spec.name, result)
                 log.info(

@@ -12,6 +12,8 @@ import pytest
 from iaa_eval.cli import main
 from tests.bad_inputs.cases import CASES, Case, Models, mmlu, render_doc, run, vqa
 
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "bad_inputs.md"
 
 

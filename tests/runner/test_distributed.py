@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from iaa_eval.cli import main
 from iaa_eval.models.base import ModelSpec
 from iaa_eval.runner.distributed import Shards
@@ -20,6 +22,8 @@ from iaa_eval.runner.engine import RunConfig, TaskSpec, run
 from iaa_eval.tasks import TaskOptions
 from tests.tasks.conftest import write_mme
 from tests.tasks.text_helpers import write_mmlu
+
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 REPO = Path(__file__).resolve().parents[2]
 

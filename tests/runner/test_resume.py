@@ -23,6 +23,8 @@ import pytest
 from iaa_eval.cli import main
 from tests.tasks.text_helpers import write_mmlu
 
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+
 REPO = Path(__file__).resolve().parents[2]
 SUBJECTS = {f"subject_{i}": 150 for i in range(4)}  # 600 questions, 2400 requests: ~10 cache commits
 TOTAL_REQUESTS = 4 * sum(SUBJECTS.values())
@@ -95,7 +97,11 @@ def setting(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> t
     """(data dir, model dir, the uninterrupted run's outcome)."""
     root = tmp_path_factory.mktemp("resume")
     data = write_mmlu(root / "mmlu", SUBJECTS, dev=5)
+    import torch
+
+    threads = torch.get_num_threads()
     assert main(_argv(tiny_llama_dir, data, root / "runs", "reference")) == 0
+    torch.set_num_threads(threads)
     return data, tiny_llama_dir, _outcome(root / "runs" / "reference")
 
 
