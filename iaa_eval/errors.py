@@ -25,6 +25,11 @@ class ModelError(IAAEvalError):
     """A model directory, config, weight file or tokenizer that cannot be used."""
 
 
+class NonFiniteOutput(ModelError):
+    """A model produced NaN logits: its scores would be garbage, so the run stops instead of
+    writing them. The engine adds the model's name to the message."""
+
+
 class RunInterrupted(IAAEvalError):
     """Ctrl-C: finished work is kept in the cache; rerun to resume."""
 

@@ -304,6 +304,7 @@ def run_gate(run_dir: Path | str, thresholds_path: Path | str, against: Path | s
             else:
                 rows += _regression_rows(run, earlier, thresholds.regression, resamples, seed)
     except IAAEvalError as exc:
-        return GateOutcome(2, errors=(str(exc),))
+        text = str(exc)  # a rule that cannot apply: name the thresholds file it came from, too
+        return GateOutcome(2, errors=(f"{thresholds_path}: {text}" if text.startswith("rule ") else text,))
     breached = any(r.status == "fail" for r in rows)
     return GateOutcome(1 if breached else 0, rows=tuple(rows))

@@ -120,3 +120,14 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random llava-hf model saved with save_pretrained."""
     return save_tiny_llava(tmp_path_factory.mktemp("tiny_llava"))
+
+
+@pytest.fixture
+def keep_torch_threads() -> object:
+    """Restore torch's thread count after a test that runs the CLI in-process (``--threads`` sets it
+    for the whole pytest process)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

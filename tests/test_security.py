@@ -1,9 +1,12 @@
-"""Forbidden patterns cannot creep back into the package (issue 8: no remote code, safe loading)."""
+"""Issue 8 security: forbidden patterns cannot creep back into the package; --trust-remote-code
+reaches every loader (off by default, warned when on); model outputs are escaped on every page."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +22,38 @@ FORBIDDEN = {
     "eval/exec": re.compile(r"(?<![\w.])(eval|exec)\("),
     "autoescape off": re.compile(r"autoescape\s*=\s*False"),
     "|safe filter": re.compile(r"\|\s*safe\b"),
+    "Markup(": re.compile(r"\bMarkup\("),
+    "yaml unsafe/full load": re.compile(r"yaml\.(unsafe_load|full_load|load_all)\("),
+    "unsafe yaml Loader": re.compile(r"Loader\s*=\s*yaml\.(Unsafe|Full)?Loader\b"),
+    "weights_only=False": re.compile(r"weights_only\s*=\s*False"),
+    "os.system / os.popen": re.compile(r"\bos\.(system|popen)\("),
+    "marshal/dill/cloudpickle/shelve": re.compile(r"^\s*(import|from) (marshal|dill|cloudpickle|shelve)\b", re.M),
+    "PIL bomb limit off": re.compile(r"MAX_IMAGE_PIXELS\s*=\s*None"),
 }
+# what each pattern must catch (so a typo in a regex cannot silently disable a check)
+CAUGHT = {
+    "shell=True": "subprocess.run(cmd, shell = True)",
+    "trust_remote_code=True literal": "AutoModel.from_pretrained(p, trust_remote_code=True)",
+    "unsafe yaml.load": "yaml.load(text)",
+    "pickle": "import pickle",
+    "eval/exec": "exec(code)",
+    "autoescape off": "Environment(autoescape=False)",
+    "|safe filter": "{{ response | safe }}",
+    "Markup(": "Markup(response)",
+    "yaml unsafe/full load": "yaml.unsafe_load(text)",
+    "unsafe yaml Loader": "yaml.load(text, Loader=yaml.Loader)",
+    "weights_only=False": "torch.load(f, weights_only=False)",
+    "os.system / os.popen": "os.system('rm -rf x')",
+    "marshal/dill/cloudpickle/shelve": "import dill",
+    "PIL bomb limit off": "Image.MAX_IMAGE_PIXELS = None",
+}
+
+
+def test_every_pattern_catches_its_example() -> None:
+    assert set(CAUGHT) == set(FORBIDDEN)
+    for name, example in CAUGHT.items():
+        assert FORBIDDEN[name].search(example), name
+    assert not FORBIDDEN["unsafe yaml.load"].search("yaml.safe_load(text)")
 
 
 @pytest.mark.parametrize("name", sorted(FORBIDDEN))
@@ -43,3 +77,65 @@ def test_every_from_pretrained_passes_trust_remote_code_or_goes_through_load_pre
             assert "trust_remote_code" in args or "load_pretrained" in text[max(0, match.start() - 40) : match.start()], (
                 f"{path.relative_to(PACKAGE)}: {match.group(0)[:80]} does not pass trust_remote_code"
             )
+
+
+def test_torch_load_check_sees_an_unsafe_call() -> None:
+    assert "weights_only=True" not in re.search(r"torch\.load\(([^)]*)\)", "torch.load(f, map_location='cpu')").group(1)
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, seen: list[tuple[str, Any]]) -> None:
+    """Record ``trust_remote_code`` as each Hugging Face loader of the adapters receives it."""
+    import transformers
+
+    for name in ("AutoTokenizer", "AutoProcessor", "AutoModelForCausalLM", "LlavaForConditionalGeneration"):
+        cls = getattr(transformers, name)
+        real = cls.from_pretrained.__func__
+
+        def spy(klass: type, *args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            seen.append((_name, kwargs.get("trust_remote_code", "absent")))
+            return _real(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_trust_remote_code_flag_reaches_every_loader_and_is_warned(
+    flag: bool, tmp_path: Path, tiny_llama_dir: Path, tiny_llava_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from iaa_eval.cli import main
+    from tests.tasks.conftest import write_mme
+
+    seen: list[tuple[str, Any]] = []
+    _spy(monkeypatch, seen)
+    argv = ["run", "--model", f"base=hf:{tiny_llama_dir}", "--model", f"llava=llava:{tiny_llava_dir}", "--tasks", "mme",
+            "--data-dir", str(write_mme(tmp_path / "mme")), "--limit", "1", "--output-path", str(tmp_path / "runs")]
+    with caplog.at_level(logging.WARNING, logger="iaa_eval"):
+        assert main(argv + (["--trust-remote-code"] if flag else [])) == 0
+    assert {name for name, _ in seen} >= {"AutoTokenizer", "AutoProcessor", "AutoModelForCausalLM",
+                                          "LlavaForConditionalGeneration"}
+    assert all(value is flag for _, value in seen), seen
+    warned = [r.getMessage() for r in caplog.records if "--trust-remote-code" in r.getMessage()]
+    assert (len(warned) == 4) if flag else not warned
+    if flag:
+        assert f"code shipped with {tiny_llava_dir} will run on this machine" in warned[-1]
+
+
+def test_comparison_page_escapes_run_and_model_text(tmp_path: Path) -> None:
+    """The report page's escaping is tested in tests/report; the comparison page shows run ids, model
+    and task names, which come from the user's files: a payload in them must come out as text."""
+    import json
+
+    from iaa_eval.report import render_comparison
+    from tests.runfixture import XSS_IMG, make_run
+
+    payload_id = XSS_IMG.replace("/", "")  # a run directory name cannot hold "/"
+    run_a = make_run(tmp_path / "a", seed=1, n_text=6, n_mm=12)
+    run_b = make_run(tmp_path / payload_id, seed=2, n_text=6, n_mm=12)
+    data = json.loads((run_b / "results.json").read_text())
+    data["run_id"] = payload_id
+    (run_b / "results.json").write_text(json.dumps(data))
+    page = render_comparison(run_a, run_b, tmp_path / "cmp", resamples=200)
+    html = page.read_text(encoding="utf-8")
+    assert payload_id not in html and "<img src=x" not in html and "<script" not in html.lower()
+    assert "&lt;img src=x onerror=" in html

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
-from iaa_eval.errors import ModelError
+from iaa_eval.errors import NonFiniteOutput
+
+
+def check_logits(module: torch.nn.Module, args: Any, output: Any) -> None:
+    """Forward hook: raise :class:`NonFiniteOutput` when a forward returns NaN logits. Greedy argmax
+    over NaN silently picks token 0, so a broken model would otherwise answer plausible garbage."""
+    logits = getattr(output, "logits", None)
+    if logits is not None and torch.isnan(logits).any():
+        raise NonFiniteOutput(f"the model's logits are NaN (shape {tuple(logits.shape)}); expected finite logits")
+
+
+@contextlib.contextmanager
+def nan_guard(model: torch.nn.Module | None) -> Iterator[None]:
+    """:func:`check_logits` on ``model``'s forwards while the block runs."""
+    handle = model.register_forward_hook(check_logits) if model is not None else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 def greedy_decode(
@@ -16,14 +36,17 @@ def greedy_decode(
     batch_inputs: dict[str, torch.Tensor],
     max_new_tokens: int,
     eos_token_ids: Sequence[int] | None = None,
+    watch: torch.nn.Module | None = None,
 ) -> list[str]:
     """Run ``generate(**batch_inputs)`` greedily and decode only the new tokens.
 
     ``batch_inputs`` must be left-padded so every row's new tokens start at the same column.
+    ``watch``: the module whose forwards ``generate`` runs; NaN logits there raise
+    :class:`~iaa_eval.errors.NonFiniteOutput` instead of decoding into garbage.
     """
     prompt_len = batch_inputs["input_ids"].shape[1]
     eos = list(eos_token_ids) if eos_token_ids else tokenizer.eos_token_id
-    with torch.inference_mode():
+    with torch.inference_mode(), nan_guard(watch):
         output = generate(
             **batch_inputs,
             max_new_tokens=max_new_tokens,
@@ -33,8 +56,6 @@ def greedy_decode(
             pad_token_id=tokenizer.pad_token_id,
         )
     new_tokens = output[:, prompt_len:]
-    if not torch.isfinite(new_tokens.float()).all():
-        raise ModelError("generation produced non-finite token ids")
     return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 

@@ -48,7 +48,7 @@ class HFCausalModel:
             enc = self.tokenizer(self._prompts(chunk), return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
             budget = max(r.max_new_tokens for r in chunk)
-            answers += greedy_decode(self.model.generate, self.tokenizer, enc, budget)
+            answers += greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
         return answers
 
     def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:

@@ -101,7 +101,7 @@ class LlavaModel:
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         pooled = [f.to(self.model.device, self.model.dtype) for f in features]
         enc["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
-        return greedy_decode(self.model.generate, self.tokenizer, enc, budget)
+        return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
 
     def generate(self, requests: Sequence[MMRequest], use_feature_cache: bool = True) -> list[str]:
         """Greedy answers; requests without an image are asked blind.
@@ -119,7 +119,8 @@ class LlavaModel:
                 if has_image and use_feature_cache:
                     texts = self._generate_with_images(reqs, budget)
                 else:
-                    texts = greedy_decode(self.model.generate, self.tokenizer, self._encode(reqs), budget)
+                    texts = greedy_decode(self.model.generate, self.tokenizer, self._encode(reqs), budget,
+                                         watch=self.model)
                 answers.update({i: t for (i, _), t in zip(chunk, texts, strict=True)})
         return [answers[i] for i in range(len(requests))]
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from iaa_eval.errors import NonFiniteOutput
 
 
 def score_options(
@@ -32,6 +35,9 @@ def score_options(
                 logits = model(input_ids=ids, **extra).logits[0].float()
             logprobs = torch.log_softmax(logits[-len(continuation) - 1 : -1], dim=-1)
             target = torch.tensor(continuation, device=logprobs.device)
-            scores.append(logprobs.gather(1, target[:, None]).sum().item())
+            value = logprobs.gather(1, target[:, None]).sum().item()
+            if math.isnan(value):
+                raise NonFiniteOutput(f"the model's logits are NaN (prompt {index}, option {choice!r}); expected finite logits")
+            scores.append(value)
         results.append(scores)
     return results

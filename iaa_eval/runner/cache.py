@@ -33,12 +33,18 @@ def request_key(request: Any) -> str:
 
 
 class RequestCache:
-    """Finished requests of every model in a run. ``hits`` counts answers served from disk."""
+    """Finished requests of every model in a run.
 
-    def __init__(self, path: Path, commit_every: int = 64) -> None:
+    ``hits`` counts answers served from disk; ``reused`` counts those among them whose rows were
+    already there when this cache was opened (work of an earlier, perhaps interrupted, attempt),
+    as opposed to rows this attempt wrote itself (e.g. a second model with the same fingerprint).
+    Each :meth:`put_many` call is one transaction, so a crash keeps whole batches or nothing of one.
+    """
+
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.commit_every = commit_every
         self.hits = 0
+        self.reused = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path)
@@ -46,6 +52,7 @@ class RequestCache:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
             self._db.commit()
+            self._opened_at = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path}: request cache unusable ({exc}); delete it to start afresh") from exc
 
@@ -56,27 +63,21 @@ class RequestCache:
             chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT key, value FROM requests WHERE fingerprint = ? AND key IN ({marks})",  # noqa: S608
+                f"SELECT key, value, rowid FROM requests WHERE fingerprint = ? AND key IN ({marks})",  # noqa: S608
                 [fingerprint, *chunk],
             )
-            for key, value in rows:
+            for key, value, rowid in rows:
                 found[key] = json.loads(value)
+                self.reused += rowid <= self._opened_at
         self.hits += len(found)
         return found
 
     def put_many(self, fingerprint: str, items: Iterable[tuple[str, Any]]) -> None:
-        """Store finished requests, committing every ``commit_every`` rows."""
-        pending = 0
-        for key, value in items:
-            self._db.execute(
-                "INSERT OR REPLACE INTO requests (fingerprint, key, value) VALUES (?, ?, ?)",
-                (fingerprint, key, json.dumps(value, ensure_ascii=False)),
-            )
-            pending += 1
-            if pending >= self.commit_every:
-                self._db.commit()
-                pending = 0
-        self._db.commit()
+        """Store finished requests in one transaction; callers pass small batches (a chunk of
+        requests), so a crash loses at most the batch in flight and never leaves half of one."""
+        rows = [(fingerprint, key, json.dumps(value, ensure_ascii=False)) for key, value in items]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO requests (fingerprint, key, value) VALUES (?, ?, ?)", rows)
 
     def count(self, fingerprint: str | None = None) -> int:
         """Rows stored (for one fingerprint, or all)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from iaa_eval.errors import RunInterrupted
+from iaa_eval.errors import NonFiniteOutput, RunInterrupted, UsageError
 from iaa_eval.models.base import EvalModel, MMRequest, ModelSpec
 from iaa_eval.runner.cache import RequestCache, request_key
 from iaa_eval.runner.distributed import Shards
@@ -127,7 +128,14 @@ def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str,
     answerer = Answerer(model, cache, blind, label, shards)
     ctx = TaskContext(model=model, options=spec.options, cache=cache, answer=answerer, blind=blind, shards=shards)
     start = time.perf_counter()
-    result = task.run(ctx)
+    try:
+        result = task.run(ctx)
+    except NonFiniteOutput as exc:
+        model_spec = model.spec
+        raise NonFiniteOutput(
+            f"model {model_spec.name!r} ({model_spec.kind}:{model_spec.path}) on task {spec.key!r}: {exc}; "
+            "no results written for it (check the weights and --dtype)"
+        ) from exc
     result.task = spec.key
     result.wall_s = time.perf_counter() - start
     result.blind = blind
@@ -151,6 +159,22 @@ def describe_model(model: EvalModel) -> dict[str, Any]:
     }
 
 
+def writable_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` and prove a file can be written there, before any model is loaded: a
+    read-only or misplaced run directory should fail in a second, not after an hour of work.
+    (A probe file rather than ``os.access``, which says yes to root even on a read-only mount.)"""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(
+            f"run directory {run_dir}: not writable ({exc.strerror or exc}); pass --output-path with a writable "
+            "folder (or --run-id)"
+        ) from exc
+
+
 def run(config: RunConfig, shards: Shards | None = None) -> Path:
     """Run every model on every task; returns the run directory. Under torchrun, pass this rank's
     ``shards``: all ranks compute, rank 0 writes."""
@@ -158,9 +182,8 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
 
     shards = shards or Shards()
     run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    writable_run_dir(run_dir)
     cache = RequestCache(run_dir / "cache.sqlite")
-    reused_before = cache.count()
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_dir.name,
@@ -208,6 +231,6 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
         raise RunInterrupted(
             f"interrupted: finished requests are kept in {run_dir / 'cache.sqlite'}; rerun the same command to resume"
         ) from exc
-    log.info("reused %d cached requests from an earlier attempt", min(reused_before, cache.hits))
+    log.info("reused %d cached requests from an earlier attempt", cache.reused)
     cache.close()
     return run_dir

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ from typing import Any
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
+
+from iaa_eval.errors import NonFiniteOutput
 
 log = logging.getLogger(__name__)
 # cuDNN attention plans a kernel per new (batch, query, key) shape; packed batches of varying
@@ -324,6 +327,9 @@ class FastScorer:
         slots = torch.tensor([s for _, ss, _ in wanted for s in ss], device=self.device)
         targets = torch.tensor([t for _, _, ts in wanted for t in ts], device=self.device)
         token_lp = logprobs[slots, targets].double().cpu().tolist()
+        if any(math.isnan(v) for v in token_lp):
+            raise NonFiniteOutput(f"the model's logits are NaN (a batch of {len(batch)} rows, {max(lengths)} tokens); "
+                                  "expected finite log-probabilities")
         token_ok = (greedy[slots] == targets).cpu().tolist()
         out: list[list[tuple[float, bool]]] = [[] for _ in batch]
         at = 0

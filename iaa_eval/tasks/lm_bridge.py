@@ -20,6 +20,7 @@ from lm_eval.models.utils import resolve_max_length
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
+from iaa_eval.models.generation import nan_guard
 from iaa_eval.runner.cache import request_key
 from iaa_eval.runner.distributed import Shards
 from iaa_eval.tasks.fast_scoring import FastScorer
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_TOKENS = 256
+COMMIT_REQUESTS = 256  # requests per cache transaction (per rank): what a crash can cost at most
 
 
 class TextViewLM(LM):
@@ -123,12 +125,13 @@ class TextViewLM(LM):
         found = self.cache.get_many(fingerprint, keys) if self.cache is not None else {}
         self.cached_requests += sum(k in found for k in keys)
         todo = sorted({k: i for i, k in enumerate(keys) if k not in found}.values())
-        if todo:
-            # ranks get whole contexts, so a question's options are scored together (one forward)
-            by_context: dict[Any, list[int]] = {}
-            for i in todo:
-                by_context.setdefault(args[i][0], []).append(i)
-            units = list(by_context.values())
+        # ranks get whole contexts, so a question's options are scored together (one forward)
+        by_context: dict[Any, list[int]] = {}
+        for i in todo:
+            by_context.setdefault(args[i][0], []).append(i)
+        # stored chunk by chunk: a killed run keeps every finished chunk, and a rerun's chunks line
+        # up with the first attempt's, so resumed numbers are bit-identical to uninterrupted ones
+        for units in _chunks(list(by_context.values()), COMMIT_REQUESTS * self.shards.world_size):
             answered = self.shards.map(units, lambda part: _split(compute([args[i] for u in part for i in u]), part))
             fresh = {keys[i]: v for unit, values in zip(units, answered, strict=True) for i, v in zip(unit, values, strict=True)}
             if self.cache is not None and self.shards.is_writer:
@@ -179,7 +182,7 @@ class TextViewLM(LM):
         budget = int(kwargs.pop("max_gen_toks", DEFAULT_MAX_GEN_TOKENS))
         ids = self._encode([context])[context][-(self.max_length - budget) :]
         model = self.view.model
-        with torch.inference_mode():
+        with torch.inference_mode(), nan_guard(model):
             out = model.generate(
                 torch.tensor([ids], device=model.device), max_new_tokens=budget, do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
@@ -189,6 +192,19 @@ class TextViewLM(LM):
             if stop and stop in text:
                 text = text.split(stop, 1)[0]
         return text
+
+
+def _chunks(units: list[list[int]], size: int) -> list[list[list[int]]]:
+    """Consecutive runs of whole units holding about ``size`` requests each."""
+    out: list[list[list[int]]] = [[]]
+    held = 0
+    for unit in units:
+        if held >= size:
+            out.append([])
+            held = 0
+        out[-1].append(unit)
+        held += len(unit)
+    return out if out[0] else []
 
 
 def _split(values: list[Any], units: list[list[int]]) -> list[list[Any]]:

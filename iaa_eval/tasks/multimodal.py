@@ -176,7 +176,15 @@ def result(
     name: str, ctx: Any, clock: Clock, problems: Problems, samples: list[SampleRecord],
     metrics: dict[str, float], primary: str, groups: dict[str, dict[str, float]], config: dict[str, Any],
 ) -> TaskResult:
-    """A TaskResult with the shared bookkeeping filled in; timing and cache hits go to the log."""
+    """A TaskResult with the shared bookkeeping filled in; timing and cache hits go to the log.
+
+    No samples at all (an empty dataset, or every row skipped) is an error: scores of nothing
+    would look like real zeros in results.json.
+    """
+    if not samples:
+        source = ctx.options.data_dir or "the hub dataset"
+        why = f"all {len(problems.reasons)} rows skipped" if problems.reasons else "the dataset is empty"
+        raise DataError(f"{source}: no {name} items to evaluate ({why}); expected at least one question")
     now, cache = start(ctx), {}
     if getattr(ctx.model, "feature_cache", None) is not None:
         cache = {"feature_cache": {"hits": now.hits - clock.hits, "misses": now.misses - clock.misses}}

@@ -123,6 +123,13 @@ def evaluate_text(lm: LM, bench: Benchmark, options: TaskOptions) -> TextRun:
     loaded, source, report = load_tasks(bench, formulation, options.data_dir, options.on_error)
     subjects = {}
     for name, task in loaded["tasks"].items():
+        available = len(task.dataset[bench.fewshot_split]) if options.data_dir is not None else shots
+        if shots > available:  # lm-eval would stop on a bare assert deep inside its sampler
+            subject = task.config.dataset_name
+            raise DataError(
+                f"{Path(source) / bench.fewshot_split / f'{subject}_{bench.fewshot_split}.csv'}: {available} usable "
+                f"rows, but {shots} few-shot examples are needed; add rows or pass --num-fewshot {available}"
+            )
         task.set_config(key="num_fewshot", value=shots)
         task.set_fewshot_seed(seed=FEWSHOT_SEED)
         subjects[name] = task.config.dataset_name

@@ -82,10 +82,14 @@ def test_run_writes_results_and_reruns_from_cache(tmp_path: Path, tiny_llama_dir
 
 
 def test_cache_round_trip_and_count(tmp_path: Path) -> None:
-    cache = RequestCache(tmp_path / "c.sqlite", commit_every=2)
+    cache = RequestCache(tmp_path / "c.sqlite")
     cache.put_many("fp", [("a", {"x": 1}), ("b", "yes"), ("c", [1.5, True])])
     assert cache.get_many("fp", ["a", "b", "c", "d"]) == {"a": {"x": 1}, "b": "yes", "c": [1.5, True]}
     assert cache.get_many("other", ["a"]) == {}
     assert cache.count() == 3 and cache.count("fp") == 3
+    assert (cache.hits, cache.reused) == (3, 0)  # rows this attempt wrote are hits, not reuse
     cache.close()
-    assert RequestCache(tmp_path / "c.sqlite").get_many("fp", ["b"]) == {"b": "yes"}
+    again = RequestCache(tmp_path / "c.sqlite")
+    again.put_many("fp", [("d", 4)])
+    assert again.get_many("fp", ["b", "d"]) == {"b": "yes", "d": 4}
+    assert (again.hits, again.reused) == (2, 1)

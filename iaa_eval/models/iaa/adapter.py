@@ -112,7 +112,7 @@ class IAAModel:
             def run(features: torch.Tensor | None = features, **kwargs: Any) -> torch.Tensor:
                 return self.model.generate(workflow=self.workflow, image_features=features, **kwargs)
 
-            answers += greedy_decode(run, self.tokenizer, batch, max(r.max_new_tokens for r in chunk))
+            answers += greedy_decode(run, self.tokenizer, batch, max(r.max_new_tokens for r in chunk), watch=self.model)
         return answers
 
     def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:

@@ -1,0 +1,420 @@
+"""The bad-input catalogue: one row per broken input, what the CLI says about it, and its exit code.
+
+Each case builds its broken input under a fresh folder ``d`` and returns the ``iaa-eval``
+arguments. ``message`` is what stderr (or, for ``gate``, stdout) must contain, with ``{d}`` for
+that folder. ``skipped``: with ``--on-error skip`` the run succeeds and results.json records this
+many skips. ``docs/bad_inputs.md`` is generated from this table (``python -m
+tests.bad_inputs.cases > docs/bad_inputs.md``) and a test checks it has not drifted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+SAFE = "--on-error"
+
+
+@dataclass(frozen=True)
+class Models:
+    """The tiny models every case may use (read-only: cases that break a model copy it)."""
+
+    llama: Path
+    llava: Path
+
+
+@dataclass(frozen=True)
+class Case:
+    """One catalogue row."""
+
+    id: str
+    what: str
+    build: Callable[[Path, Models], list[str]]
+    exit_code: int
+    message: str
+    skipped: int | None = None  # --on-error skip: the recorded skip count
+    needs_non_root: bool = False
+
+
+# ---------------------------------------------------------------- helpers
+def run(model: str, tasks: str, data: Path | None, d: Path, *extra: str) -> list[str]:
+    """``iaa-eval run`` with a tiny model on ``tasks``, writing under ``d/runs``."""
+    argv = ["run", "--model", model, "--tasks", tasks, "--output-path", str(d / "runs"), "--run-id", "r",
+            "--threads", "1", "--limit", "2", *extra]
+    return argv + (["--data-dir", str(data)] if data is not None else [])
+
+
+def llama(m: Models) -> str:
+    return f"base=hf:{m.llama}"
+
+
+def llava(m: Models) -> str:
+    return f"llava=llava:{m.llava}"
+
+
+def copy_model(src: Path, d: Path) -> Path:
+    """A private copy of a tiny model to break."""
+    return Path(shutil.copytree(src, d / "model"))
+
+
+def mmlu(d: Path, dev: int = 5) -> Path:
+    """One subject, 3 test questions; the test CSV is ``{d}/mmlu/test/s_test.csv``."""
+    from tests.tasks.text_helpers import write_mmlu
+
+    return write_mmlu(d / "mmlu", {"s": 3}, dev=dev)
+
+
+def set_row(path: Path, line: int, row: list[str] | None = None, raw: bytes | None = None) -> None:
+    """Replace CSV line ``line`` (1-based) with ``row`` (or raw bytes)."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    if raw is None:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerow(row or [])
+        raw = path.read_bytes()
+    lines[line - 1] = raw
+    path.write_bytes(b"".join(lines))
+
+
+def mmlu_row(d: Path, row: list[str] | None = None, raw: bytes | None = None) -> Path:
+    data = mmlu(d)
+    set_row(data / "test" / "s_test.csv", 2, row, raw)
+    return data
+
+
+def mme(d: Path) -> Path:
+    from tests.tasks.conftest import write_mme
+
+    return write_mme(d / "mme")
+
+
+def mmbench(d: Path, change: Callable[[list[dict[str, str]]], None]) -> Path:
+    """The MMBench fixture TSV with ``change`` applied to its rows (dicts; delete a key to drop a column)."""
+    from tests.tasks.conftest import write_mmbench
+
+    path = write_mmbench(d / "mmb" / "mmbench_en.tsv", "en")
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    change(rows)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path.parent
+
+
+def vqa(d: Path, change: Callable[[dict, dict], None] | None = None) -> Path:
+    """The VQAv2 fixture pair with ``change(questions, annotations)`` applied."""
+    from tests.tasks.conftest import write_vqav2
+
+    root = write_vqav2(d / "vqa", n=2)
+    qpath, apath = root / "v2_OpenEnded_mscoco_val2014_questions.json", root / "v2_mscoco_val2014_annotations.json"
+    questions, annotations = json.loads(qpath.read_text()), json.loads(apath.read_text())
+    if change is not None:
+        change(questions, annotations)
+    qpath.write_text(json.dumps(questions))
+    apath.write_text(json.dumps(annotations))
+    return root
+
+
+def bomb_png(path: Path, side: int = 100_000) -> Path:
+    """A PNG whose header claims ``side`` x ``side`` pixels (10^10, far over PIL's limit) in a few bytes."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    path.write_bytes(data)
+    return path
+
+
+def vqa_image(d: Path, image: str) -> Path:
+    """VQA data whose first question names ``image`` (relative to the data folder)."""
+    def change(q: dict, _: dict) -> None:
+        q["questions"][0]["image"] = image
+
+    return vqa(d, change)
+
+
+def nan_weights(src: Path, d: Path) -> Path:
+    """A copy of a tiny model whose every weight is NaN."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = copy_model(src, d)
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    return folder
+
+
+def edit_json(path: Path, **changes: object) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def suite(d: Path, text: str) -> Path:
+    path = d / "mysuite.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def gate_file(d: Path, text: str) -> list[str]:
+    from tests.runfixture import make_run
+
+    run_dir = make_run(d / "runs" / "r", n_text=4, n_mm=12)
+    (d / "gate.yaml").write_text(text, encoding="utf-8")
+    return ["gate", str(run_dir), "--thresholds", str(d / "gate.yaml")]
+
+
+def _truncate(m: Models, d: Path) -> list[str]:
+    folder = copy_model(m.llama, d)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return run(f"base=hf:{folder}", "mmlu", mmlu(d), d)
+
+
+def _garbage(m: Models, d: Path) -> list[str]:
+    folder = copy_model(m.llama, d)
+    (folder / "model.safetensors").write_bytes(b"\xff" * 64)
+    return run(f"base=hf:{folder}", "mmlu", mmlu(d), d)
+
+
+def _sizes(m: Models, d: Path) -> list[str]:
+    folder = copy_model(m.llama, d)
+    edit_json(folder / "config.json", intermediate_size=48)
+    return run(f"base=hf:{folder}", "mmlu", mmlu(d), d)
+
+
+def _tokenizer(m: Models, d: Path) -> list[str]:
+    from transformers import AutoTokenizer
+
+    folder = copy_model(m.llama, d)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.add_tokens([f"extra_token_{i}" for i in range(500)])
+    tokenizer.save_pretrained(folder)
+    return run(f"base=hf:{folder}", "mmlu", mmlu(d), d)
+
+
+def _output_file(m: Models, d: Path) -> list[str]:
+    (d / "runs").write_text("a file, not a folder")
+    return run(llama(m), "mmlu", mmlu(d), d)
+
+
+def _read_only(m: Models, d: Path) -> list[str]:
+    (d / "runs").mkdir()
+    (d / "runs").chmod(0o555)
+    return run(llama(m), "mmlu", mmlu(d), d)
+
+
+def _ceval_header(m: Models, d: Path) -> list[str]:
+    from tests.tasks.text_helpers import write_ceval
+
+    data = write_ceval(d / "ceval", {"law": 2})
+    path = data / "val" / "law_val.csv"
+    path.write_text(path.read_text(encoding="utf-8").replace(",answer", ",solution", 1), encoding="utf-8")
+    return run(llama(m), "ceval", data, d)
+
+
+def _mmlu_missing_dev(m: Models, d: Path) -> list[str]:
+    data = mmlu(d)
+    (data / "dev" / "s_dev.csv").unlink()
+    return run(llama(m), "mmlu", data, d)
+
+
+def _mmlu_empty(m: Models, d: Path) -> list[str]:
+    data = mmlu(d)
+    for path in (data / "test").iterdir():
+        path.unlink()
+    return run(llama(m), "mmlu", data, d)
+
+
+def _mmlu_empty_file(m: Models, d: Path) -> list[str]:
+    data = mmlu(d)
+    (data / "test" / "s_test.csv").write_text("")
+    return run(llama(m), "mmlu", data, d)
+
+
+def _mme_no_answer(m: Models, d: Path) -> list[str]:
+    data = mme(d)
+    path = data / "existence" / "1000.txt"
+    path.write_text("Is there a circle in this image? Please answer yes or no.\n", encoding="utf-8")
+    return run(llama(m), "mme", data, d)
+
+
+def _mme_bad_answer(m: Models, d: Path) -> list[str]:
+    data = mme(d)
+    path = data / "existence" / "1000.txt"
+    path.write_text("Is there a circle in this image? Please answer yes or no.\tMaybe\n", encoding="utf-8")
+    return run(llama(m), "mme", data, d)
+
+
+def _mme_missing_image(m: Models, d: Path, *extra: str) -> list[str]:
+    data = mme(d)
+    (data / "existence" / "1000.jpg").unlink()
+    return run(llama(m), "mme", data, d, *extra)
+
+
+def _mme_empty(m: Models, d: Path) -> list[str]:
+    (d / "mme" / "existence").mkdir(parents=True)
+    return run(llama(m), "mme", d / "mme", d)
+
+
+def _not_b64(rows: list[dict[str, str]]) -> None:
+    rows[1]["image"] = "not*base64!"
+
+
+def _no_option_b(rows: list[dict[str, str]]) -> None:
+    for row in rows:
+        del row["B"]
+
+
+def _answer_e(rows: list[dict[str, str]]) -> None:
+    rows[0]["answer"] = "E"
+
+
+def _qid_mismatch(q: dict, a: dict) -> None:
+    a["annotations"][1]["question_id"] = 999
+
+
+def _no_questions(q: dict, a: dict) -> None:
+    q["questions"] = []
+
+
+def _vqa_not_json(m: Models, d: Path) -> list[str]:
+    data = vqa(d)
+    (data / "v2_mscoco_val2014_annotations.json").write_text('{"annotations": [', encoding="utf-8")
+    return run(llama(m), "vqav2", data, d)
+
+
+def _vqa_bomb(m: Models, d: Path, *extra: str) -> list[str]:
+    data = vqa_image(d, "bomb.png")
+    bomb_png(data / "bomb.png")
+    return run(llava(m), "vqav2", data, d, *extra)
+
+
+def _vqa_truncated_image(m: Models, d: Path) -> list[str]:
+    data = vqa_image(d, "half.jpg")
+    whole = next((data / "val2014").iterdir()).read_bytes()
+    (data / "half.jpg").write_bytes(whole[: len(whole) // 3])
+    return run(llava(m), "vqav2", data, d)
+
+
+def _gate_task(m: Models, d: Path) -> list[str]:
+    return gate_file(d, "version: 1\nmultimodal:\n  - {kind: iaa, task: mmmu, min: 0.5}\n")
+
+
+def _gate_key(m: Models, d: Path) -> list[str]:
+    return gate_file(d, "version: 1\nthresholds: {}\n")
+
+
+CASES: list[Case] = [
+    # ---- models
+    Case("safetensors-truncated", "model.safetensors cut to half its size", _truncate, 2, "model '{d}/model': weight file model.safetensors unreadable (Error while deserializing header: incomplete metadata, file not fully covered); expected a complete safetensors file"),
+    Case("safetensors-garbage", "model.safetensors that is not safetensors at all", _garbage, 2, "model '{d}/model': weight file model.safetensors unreadable (Error while deserializing header: header too large); expected a complete safetensors file"),
+    Case("config-size-mismatch", "config.json intermediate_size disagrees with the weights", _sizes, 2, "model '{d}/model': config.json does not match the weights: weight model.layers.0.mlp.down_proj.weight has shape [32, 64] in the checkpoint, config.json implies [32, 48]; fix the config's sizes"),
+    Case("tokenizer-mismatch", "a tokenizer with 500 more tokens than the embedding has rows", _tokenizer, 2, "{d}/model: tokenizer has 820 tokens but the model's embedding has only 320 rows; the tokenizer does not belong to this model"),
+    Case("model-missing", "--model naming a directory that does not exist",
+         lambda m, d: run(f"base=hf:{d}/nope", "mmlu", mmlu(d), d), 2, "--model 'base=hf:{d}/nope': no such directory '{d}/nope'"),
+    Case("nan-logits-scoring", "a model whose weights are NaN, on a scored (text) task",
+         lambda m, d: run(f"base=hf:{nan_weights(m.llama, d)}", "mmlu", mmlu(d), d), 2, "model 'base' (hf:{d}/model) on task 'mmlu': the model's logits are NaN"),
+    Case("nan-logits-generation", "a model whose weights are NaN, on a generated (multimodal) task",
+         lambda m, d: run(f"llava=llava:{nan_weights(m.llava, d)}", "mme", mme(d), d), 2, "model 'llava' (llava:{d}/model) on task 'mme': the model's logits are NaN"),
+    Case("bad-dtype", "--dtype that torch does not have",
+         lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--dtype", "float8"), 2, "--dtype 'float8': expected one of auto, float32, bfloat16, float16"),
+    # ---- text data
+    Case("csv-column-count", "MMLU CSV row with 5 columns",
+         lambda m, d: run(llama(m), "mmlu", mmlu_row(d, ["q", "a", "b", "c", "A"]), d), 2, "{d}/mmlu/test/s_test.csv:2: expected 6 columns (question,A,B,C,D,answer), found 5"),
+    Case("csv-blank-answer", "MMLU CSV row with a blank answer",
+         lambda m, d: run(llama(m), "mmlu", mmlu_row(d, ["q", "a", "b", "c", "d", " "]), d), 2, "{d}/mmlu/test/s_test.csv:2: answer '' is not one of A, B, C, D"),
+    Case("csv-answer-not-a-d", "MMLU CSV row answering E",
+         lambda m, d: run(llama(m), "mmlu", mmlu_row(d, ["q", "a", "b", "c", "d", "E"]), d), 2, "{d}/mmlu/test/s_test.csv:2: answer 'E' is not one of A, B, C, D"),
+    Case("csv-not-utf8", "MMLU CSV row with Latin-1 bytes",
+         lambda m, d: run(llama(m), "mmlu", mmlu_row(d, raw=b"caf\xe9,a,b,c,d,A\n"), d), 2, "{d}/mmlu/test/s_test.csv:2: not UTF-8 (invalid continuation byte at byte "),
+    Case("csv-skip", "MMLU CSV row with 5 columns, --on-error skip",
+         lambda m, d: run(llama(m), "mmlu", mmlu_row(d, ["q", "a", "b", "c", "A"]), d, SAFE, "skip"), 0, "{d}/mmlu/test/s_test.csv:2: expected 6 columns (question,A,B,C,D,answer), found 5",
+         skipped=1),
+    Case("csv-empty-file", "MMLU test CSV with no rows", _mmlu_empty_file, 2, "{d}/mmlu/test/s_test.csv: no usable rows"),
+    Case("mmlu-no-subjects", "MMLU test/ folder without any *_test.csv (empty dataset)", _mmlu_empty, 2, "{d}/mmlu/test: no *_test.csv files; the task would be empty"),
+    Case("fewshot-too-few", "a dev file with 2 rows for the default 5 shots",
+         lambda m, d: run(llama(m), "mmlu", mmlu(d, dev=2), d), 2, "{d}/mmlu/dev/s_dev.csv: 2 usable rows, but 5 few-shot examples are needed; add rows or pass --num-fewshot 2"),
+    Case("mmlu-missing-dev", "a subject without its dev (few-shot) file", _mmlu_missing_dev, 2, "{d}/mmlu/dev/s_dev.csv: missing (every subject needs dev and evaluation files)"),
+    Case("ceval-header", "C-Eval CSV whose header lacks the answer column", _ceval_header, 2, "{d}/ceval/val/law_val.csv:1: header lacks column(s) answer"),
+    # ---- multimodal data
+    Case("mmbench-base64", "MMBench TSV row whose image is not base64",
+         lambda m, d: run(llama(m), "mmbench_en", mmbench(d, _not_b64), d), 2, "{d}/mmb/mmbench_en.tsv row 2 (index 1): image field is not valid base64"),
+    Case("mmbench-base64-skip", "MMBench TSV row whose image is not base64, --on-error skip",
+         lambda m, d: run(llama(m), "mmbench_en", mmbench(d, _not_b64), d, SAFE, "skip"), 0, "{d}/mmb/mmbench_en.tsv row 2 (index 1): image field is not valid base64", skipped=1),
+    Case("mmbench-option-column", "MMBench TSV without an option column (B)",
+         lambda m, d: run(llama(m), "mmbench_en", mmbench(d, _no_option_b), d), 2, "{d}/mmb/mmbench_en.tsv: missing column 'B'"),
+    Case("mmbench-answer", "MMBench TSV row whose answer is not among its options",
+         lambda m, d: run(llama(m), "mmbench_en", mmbench(d, _answer_e), d), 2, "{d}/mmb/mmbench_en.tsv row 1 (index 0): row without an answer among its options (answer 'E')"),
+    Case("mme-no-answer", "MME question file line without the answer column", _mme_no_answer, 2, "{d}/mme/existence/1000.txt:1: expected 'question<TAB>answer', got 1 fields"),
+    Case("mme-answer", "MME question file line answering Maybe", _mme_bad_answer, 2, "{d}/mme/existence/1000.txt:1: row without a yes/no answer (got 'Maybe')"),
+    Case("mme-missing-image", "MME question file whose image is missing", _mme_missing_image, 2, "{d}/mme/existence/1000.txt: no image 1000{.jpg,.png} in {d}/mme/existence"),
+    Case("mme-missing-image-skip", "MME question file whose image is missing, --on-error skip",
+         lambda m, d: _mme_missing_image(m, d, SAFE, "skip"), 0, "{d}/mme/existence/1000.txt: no image 1000{.jpg,.png} in {d}/mme/existence", skipped=1),
+    Case("mme-empty", "MME folder with a subtask folder but no questions (empty dataset)", _mme_empty, 2, "{d}/mme: no mme items to evaluate (the dataset is empty); expected at least one question"),
+    Case("vqa-ids", "VQAv2 annotations whose question ids do not match the questions file",
+         lambda m, d: run(llama(m), "vqav2", vqa(d, _qid_mismatch), d), 2, "{d}/vqa/v2_OpenEnded_mscoco_val2014_questions.json question 1 (question_id 1012): row without answer (no annotation in v2_mscoco_val2014_annotations.json)"),
+    Case("vqa-ids-skip", "VQAv2 question ids that do not match, --on-error skip",
+         lambda m, d: run(llama(m), "vqav2", vqa(d, _qid_mismatch), d, SAFE, "skip"), 0, "{d}/vqa/v2_OpenEnded_mscoco_val2014_questions.json question 1 (question_id 1012): row without answer (no annotation in v2_mscoco_val2014_annotations.json)", skipped=1),
+    Case("vqa-empty", "VQAv2 questions file with no questions (empty dataset)",
+         lambda m, d: run(llama(m), "vqav2", vqa(d, _no_questions), d), 2, "{d}/vqa: no vqav2 items to evaluate (the dataset is empty); expected at least one question"),
+    Case("vqa-not-json", "VQAv2 annotations file cut mid-way (not JSON)", _vqa_not_json, 2, "{d}/vqa/v2_mscoco_val2014_annotations.json: cannot read JSON (Expecting value: line 1 column 18 (char 17))"),
+    Case("image-escapes", "an image path leaving the data folder (../../)",
+         lambda m, d: run(llama(m), "vqav2", vqa_image(d, "../../etc/passwd"), d), 2, "{d}/vqa/v2_OpenEnded_mscoco_val2014_questions.json question 0 (question_id 0): image path '../../etc/passwd' leaves the data folder {d}/vqa"),
+    Case("image-bomb", "a PNG claiming 100000 x 100000 pixels (decompression bomb)", _vqa_bomb, 2, "{d}/vqa/bomb.png: image refused as a decompression bomb (Image size (10000000000 pixels) exceeds limit of 178956970 pixels"),
+    Case("image-bomb-skip", "the decompression bomb, --on-error skip",
+         lambda m, d: _vqa_bomb(m, d, SAFE, "skip"), 0, "{d}/vqa/bomb.png: image refused as a decompression bomb", skipped=1),
+    Case("image-truncated", "a JPEG cut to a third of its bytes", _vqa_truncated_image, 2, "{d}/vqa/half.jpg: cannot decode the image (Truncated File Read)"),
+    # ---- configuration and flags
+    Case("suite-unknown-key", "suite YAML with a misspelt top-level key",
+         lambda m, d: ["run", "--suite", str(suite(d, "description: x\ntasks: [mmlu]\nmodel: {}\n"))], 2, "{d}/mysuite.yaml: unknown key(s) model; allowed: description, models, real_tasks, tasks"),
+    Case("suite-task-key", "suite YAML task entry with an unknown key",
+         lambda m, d: ["run", "--suite", str(suite(d, "tasks:\n  - {task: mmlu, limt: 3}\n")), "--base", str(m.llama)],
+         2, "{d}/mysuite.yaml: tasks[0]: unknown key(s) limt; allowed: alias, data_dir, extra, formulation, limit, num_fewshot, on_error, task"),
+    Case("gate-unknown-task", "gate file naming a task the run does not have", _gate_task, 2, "unusable input: {d}/gate.yaml: rule multimodal[0]: unknown task 'mmmu' for model 'iaa' in {d}/runs/r (tasks: mmlu, ceval, mme, mmbench_en, vqav2)"),
+    Case("gate-unknown-key", "gate file with an unknown top-level key", _gate_key, 2, "unusable input: {d}/gate.yaml: unknown key 'thresholds'; allowed: version, text, multimodal, regression"),
+    Case("limit-zero", "--limit 0", lambda m, d: run(llama(m), "mmlu", None, d, "--limit", "0"), 2, "iaa-eval run: error: argument --limit: must be a positive integer, got 0"),
+    Case("limit-negative", "--limit -5", lambda m, d: run(llama(m), "mmlu", None, d, "--limit", "-5"), 2, "iaa-eval run: error: argument --limit: must be a positive integer, got -5"),
+    Case("data-dir-missing", "--data-dir that does not exist",
+         lambda m, d: run(llama(m), "mmlu", d / "nowhere", d), 2, "--data-dir '{d}/nowhere': no such directory"),
+    Case("run-dir-is-a-file", "--output-path naming a file where a folder is expected", _output_file, 2, "run directory {d}/runs/r: not writable (Not a directory); pass --output-path with a writable folder"),
+    Case("run-dir-read-only", "--output-path in a read-only folder (skipped as root: root writes anyway)",
+         _read_only, 2, "run directory {d}/runs/r: not writable (Permission denied); pass --output-path with a writable folder", needs_non_root=True),
+]
+
+
+def render_doc() -> str:
+    """``docs/bad_inputs.md``: every case, its exit code and the error it gives."""
+    lines = [
+        "# Bad-input catalogue",
+        "",
+        "Every broken input below is a case of `tests/bad_inputs/test_catalogue.py`, which checks the exit",
+        "code and that the message (stderr; stdout for `gate`) contains the text shown, `<d>` standing for",
+        "the folder the broken input lives in. With `--on-error skip` a bad row becomes a counted skip in",
+        "`results.json` (`skipped`, `skip_reasons`) and the run succeeds. Generated from the table in",
+        "`tests/bad_inputs/cases.py`: `python -m tests.bad_inputs.cases > docs/bad_inputs.md`.",
+        "",
+        "| case | broken input | exit | error (or recorded skip) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for case in CASES:
+        shown = case.message.replace("{d}", "<d>").replace("|", "\\|")
+        if case.skipped is not None:
+            shown = f"skipped: {case.skipped}; reason: {shown}"
+        lines.append(f"| `{case.id}` | {case.what} | {case.exit_code} | `{shown}` |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(render_doc())
