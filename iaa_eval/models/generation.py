@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
 from iaa_eval.errors import NonFiniteOutput
+
+log = logging.getLogger(__name__)
 
 
 def check_logits(module: torch.nn.Module, args: Any, output: Any) -> None:
@@ -66,6 +69,54 @@ def ensure_pad_token(tokenizer: Any) -> None:
     tokenizer.padding_side = "left"
 
 
-def batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    """Consecutive slices of at most ``size`` items."""
-    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
+class GenerationBatcher:
+    """Batches for generation: a fixed ``--batch-size N``, or ``auto`` sized once from free device
+    memory (no out-of-memory probing). A real out-of-memory error halves the size and retries the
+    same requests, so answers are unchanged, only computed in smaller batches.
+
+    Args:
+        batch_size: a positive int or ``"auto"``.
+        model: the generating module (its config and device size ``auto``).
+        tokens_per_row: the sequence length ``auto`` budgets for (prompt + answer + image tokens).
+    """
+
+    CPU_DEFAULT = 8
+
+    def __init__(self, batch_size: int | str, model: torch.nn.Module, tokens_per_row: int = 2048) -> None:
+        self.size = batch_size if isinstance(batch_size, int) else self._auto(model, tokens_per_row)
+
+    @classmethod
+    def _auto(cls, model: torch.nn.Module, tokens_per_row: int) -> int:
+        device = next(model.parameters()).device
+        if device.type != "cuda":
+            return cls.CPU_DEFAULT
+        config = getattr(model, "config", None)
+        text = getattr(config, "text_config", None) or config
+        layers = getattr(text, "num_hidden_layers", 32)
+        heads = getattr(text, "num_attention_heads", 32)
+        kv_heads = getattr(text, "num_key_value_heads", None) or heads
+        head_dim = getattr(text, "head_dim", None) or getattr(text, "hidden_size", 4096) // heads
+        element = next(model.parameters()).element_size()
+        # K and V per token per layer, x2 for activations and the allocator's slack
+        per_row = 2 * layers * kv_heads * head_dim * element * tokens_per_row * 2
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(1, min(256, int(free * 0.8) // per_row))
+
+    def map(self, items: Sequence[Any], compute: Callable[[Sequence[Any]], list[Any]]) -> list[Any]:
+        """``compute`` over consecutive batches of ``items``; results in order."""
+        out: list[Any] = []
+        start = 0
+        while start < len(items):
+            chunk = items[start : start + self.size]
+            try:
+                out += compute(chunk)
+            except torch.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                self.size = max(1, len(chunk) // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                log.warning("out of memory generating %d answers at once; batch size now %d", len(chunk), self.size)
+                continue
+            start += len(chunk)
+        return out

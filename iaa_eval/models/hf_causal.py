@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iaa_eval.models.base import MMRequest, ModelSpec, TextView, text_model_fingerprint
-from iaa_eval.models.generation import batches, ensure_pad_token, greedy_decode
+from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
 from iaa_eval.models.scoring import score_options
 from iaa_eval.models.templates import build_prompt
@@ -31,6 +31,7 @@ class HFCausalModel:
         self.model = place(model, spec.device)
         check_vocabulary(self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path)
         ensure_pad_token(self.tokenizer)
+        self.batcher = GenerationBatcher(spec.batch_size, self.model)
         self._fingerprint: str | None = None
 
     def text_view(self) -> TextView:
@@ -42,14 +43,14 @@ class HFCausalModel:
 
     def generate(self, requests: Sequence[MMRequest]) -> list[str]:
         """Blind answers: images, if any, are ignored by a text-only model."""
-        answers: list[str] = []
-        size = self.spec.batch_size if isinstance(self.spec.batch_size, int) else 8
-        for chunk in batches(list(requests), size):
+
+        def answer(chunk: Sequence[MMRequest]) -> list[str]:
             enc = self.tokenizer(self._prompts(chunk), return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
             budget = max(r.max_new_tokens for r in chunk)
-            answers += greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
-        return answers
+            return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
+
+        return self.batcher.map(list(requests), answer)
 
     def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
         """Log-likelihood of each option after the (blind) prompt."""

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditiona
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from iaa_eval.models.base import MMRequest, ModelSpec, TextView, fingerprint_weights, text_model_fingerprint
-from iaa_eval.models.generation import batches, ensure_pad_token, greedy_decode
+from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
 from iaa_eval.models.scoring import score_options
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
@@ -60,6 +60,7 @@ class LlavaModel:
         self._text_lm = self._build_text_lm()
         self._fingerprints: dict[str, str] = {}
         self.feature_cache = FeatureCache(self._encode_images)
+        self.batcher = GenerationBatcher(spec.batch_size, self.model)
 
     def _build_text_lm(self) -> torch.nn.Module:
         """A causal LM that *shares* the LLaVA language model and head (no copy)."""
@@ -110,18 +111,18 @@ class LlavaModel:
         tested against).
         """
         answers: dict[int, str] = {}
-        size = self.spec.batch_size if isinstance(self.spec.batch_size, int) else 8
         for has_image in (True, False):
             group = [(i, r) for i, r in enumerate(requests) if (r.image is not None) == has_image]
-            for chunk in batches(group, size):
+
+            def answer(chunk: Sequence[tuple[int, MMRequest]], has_image: bool = has_image) -> list[str]:
                 reqs = [r for _, r in chunk]
                 budget = max(r.max_new_tokens for r in reqs)
                 if has_image and use_feature_cache:
-                    texts = self._generate_with_images(reqs, budget)
-                else:
-                    texts = greedy_decode(self.model.generate, self.tokenizer, self._encode(reqs), budget,
-                                         watch=self.model)
-                answers.update({i: t for (i, _), t in zip(chunk, texts, strict=True)})
+                    return self._generate_with_images(reqs, budget)
+                return greedy_decode(self.model.generate, self.tokenizer, self._encode(reqs), budget, watch=self.model)
+
+            texts = self.batcher.map(group, answer)
+            answers.update({i: t for (i, _), t in zip(group, texts, strict=True)})
         return [answers[i] for i in range(len(requests))]
 
     def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:

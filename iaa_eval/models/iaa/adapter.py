@@ -24,7 +24,7 @@ from iaa_eval.models.base import (
     text_model_fingerprint,
     tokenizer_digest,
 )
-from iaa_eval.models.generation import batches, ensure_pad_token, greedy_decode
+from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
 from iaa_eval.models.iaa.convert import resolve_vision_dir
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
@@ -62,6 +62,7 @@ class IAAModel:
         ensure_pad_token(self.tokenizer)
         self.image_processor = self._image_processor(Path(folder).expanduser())
         self.feature_cache = FeatureCache(self._encode_images)
+        self.batcher = GenerationBatcher(spec.batch_size, self.model)
         self._fingerprints: dict[str, str] = {}
 
     def _image_processor(self, folder: Path) -> Any:
@@ -97,9 +98,8 @@ class IAAModel:
 
     def generate(self, requests: Sequence[MMRequest]) -> list[str]:
         """Greedy answers through the MM (or G) workflow; left-padded batches, images and blind mixed."""
-        size = self.spec.batch_size if isinstance(self.spec.batch_size, int) else 8
-        answers: list[str] = []
-        for chunk in batches(list(requests), size):
+
+        def answer(chunk: Sequence[MMRequest]) -> list[str]:
             ids, features = self._inputs(chunk)
             width = max(len(row) for row in ids)
             pad = self.tokenizer.pad_token_id
@@ -109,11 +109,12 @@ class IAAModel:
                                                device=self.model.device),
             }
 
-            def run(features: torch.Tensor | None = features, **kwargs: Any) -> torch.Tensor:
+            def run(**kwargs: Any) -> torch.Tensor:
                 return self.model.generate(workflow=self.workflow, image_features=features, **kwargs)
 
-            answers += greedy_decode(run, self.tokenizer, batch, max(r.max_new_tokens for r in chunk), watch=self.model)
-        return answers
+            return greedy_decode(run, self.tokenizer, batch, max(r.max_new_tokens for r in chunk), watch=self.model)
+
+        return self.batcher.map(list(requests), answer)
 
     def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
         """Log-likelihood of each option after the image + prompt, through the MM (or G) workflow."""

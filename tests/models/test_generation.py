@@ -1,0 +1,48 @@
+"""Generation batching: `auto` sizing and out-of-memory back-off leave the answers unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from iaa_eval.models import load_model
+from iaa_eval.models.base import MMRequest, ModelSpec
+from iaa_eval.models.generation import GenerationBatcher
+
+
+def test_auto_on_cpu_uses_the_default(tiny_llama_dir: Path) -> None:
+    model = load_model(ModelSpec("base", "hf", str(tiny_llama_dir), batch_size="auto"))
+    assert model.batcher.size == GenerationBatcher.CPU_DEFAULT
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_answers(tiny_llama_dir: Path, monkeypatch, caplog) -> None:
+    model = load_model(ModelSpec("base", "hf", str(tiny_llama_dir), batch_size=8))
+    requests = [MMRequest(f"Question number {i}?", max_new_tokens=3) for i in range(7)]
+    reference = model.generate(requests)
+    real = model.model.generate
+    seen: list[int] = []
+
+    def flaky(*args: object, **kwargs: torch.Tensor) -> torch.Tensor:
+        rows = kwargs["input_ids"].shape[0]
+        seen.append(rows)
+        if rows > 2:
+            raise torch.OutOfMemoryError("injected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model.model, "generate", flaky)
+    assert model.generate(requests) == reference
+    assert model.batcher.size == 1 and seen[:3] == [7, 3, 1]
+    assert "out of memory" in caplog.text
+
+
+def test_a_single_request_that_does_not_fit_is_reraised(tiny_llama_dir: Path, monkeypatch) -> None:
+    model = load_model(ModelSpec("base", "hf", str(tiny_llama_dir), batch_size=1))
+
+    def never(*args: object, **kwargs: object) -> torch.Tensor:
+        raise torch.OutOfMemoryError("injected")
+
+    monkeypatch.setattr(model.model, "generate", never)
+    with pytest.raises(torch.OutOfMemoryError):
+        model.generate([MMRequest("Why?", max_new_tokens=2)])
