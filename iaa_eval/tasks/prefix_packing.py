@@ -71,6 +71,50 @@ class Wave:
     slots: list[Slot]
 
 
+def _lcp(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def plan_groups(rows: Sequence[_Row], *, reuse: bool, min_prefix: int) -> list[_Group]:
+    """Group rows by shared prefix; rows without a useful one end up in one ``prefix_len=0`` group.
+
+    Rows are sorted by tokens, so a subject's questions sit side by side, and each neighbour pair is
+    linked by the tokens they share (never a row's read-out positions, so every read-out lies in the
+    suffix). A run of rows is split at its weakest link when the two parts save more tokens apart
+    than together (``(n - 1) * prefix`` tokens saved by a group of ``n``): one odd question cannot
+    shrink a subject's long few-shot prefix.
+    """
+    if not reuse or len(rows) < 2:
+        return [_Group(0, list(rows))] if rows else []
+    order = sorted(rows, key=lambda r: r.tokens)
+    room = [len(r.tokens) - r.max_k for r in order]
+    links = [_lcp(order[i].tokens, order[i + 1].tokens, min(room[i], room[i + 1])) for i in range(len(order) - 1)]
+    groups: list[_Group] = []
+    plain: list[_Row] = []
+    todo = [(0, len(order) - 1)]  # inclusive row ranges; links lo .. hi-1
+    while todo:
+        lo, hi = todo.pop()
+        if lo == hi:
+            plain.append(order[lo])
+            continue
+        weakest = min(range(lo, hi), key=links.__getitem__)
+        prefix = links[weakest]
+        apart = (weakest - lo) * min(links[lo:weakest], default=0) + (hi - weakest - 1) * min(
+            links[weakest + 1 : hi], default=0
+        )
+        if prefix < min_prefix or apart > (hi - lo) * prefix:
+            todo += [(lo, weakest), (weakest + 1, hi)]
+        else:
+            groups.append(_Group(prefix, order[lo : hi + 1]))
+    if plain:
+        groups.append(_Group(0, plain))
+    return groups
+
+
 def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy without stalling the host: a plain host-to-GPU copy waits for the GPU's queue to drain,
     a copy from pinned memory does not (the caching host allocator keeps the buffer until it is done)."""
@@ -108,19 +152,20 @@ def pack(items: Sequence[T], fits: Callable[[list[T]], bool]) -> list[list[T]]:
     return batches
 
 
-def plan_waves(groups: Sequence[_Group], store_fits: Callable[[list[_Group]], bool]) -> list[Wave]:
-    """Waves of groups sorted by prefix length (similar lengths share a store, so little key padding);
-    the rows without a shared prefix join the first wave (they need no store)."""
+def plan_waves(groups: Sequence[_Group], fits: Callable[[list[_Group]], bool]) -> list[Wave]:
+    """Waves of consecutive groups by prefix length, longest first, while ``fits`` holds (a store
+    budget; a bound on how far prefix lengths may spread, as a batch's rows are padded to its longest
+    prefix). Rows without a shared prefix join the last wave (shortest prefixes; no store needed)."""
     shared = sorted((g for g in groups if g.prefix_len), key=lambda g: -g.prefix_len)
     plain = [row for g in groups if not g.prefix_len for row in g.rows]
-    chunks = pack(shared, store_fits) or ([[]] if plain else [])
+    chunks = pack(shared, fits) or ([[]] if plain else [])
     waves = []
     for i, chunk in enumerate(chunks):
         slots, offset = [], 0
         for group in chunk:
             slots += [Slot(row, group.prefix_len, offset) for row in group.rows]
             offset += group.prefix_len
-        slots += [Slot(row, 0, 0) for row in plain] if i == 0 else []
+        slots += [Slot(row, 0, 0) for row in plain] if i == len(chunks) - 1 else []
         slots.sort(key=lambda s: (-s.suffix, -s.prefix))
         waves.append(Wave(chunk, slots))
     return waves

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from iaa_eval.tasks.fast_scoring import FastScorer, _Group, _Row, plan_groups
+from iaa_eval.tasks.prefix_packing import pack, plan_waves
 from tests.tasks.text_helpers import hflm, tiny_model
 
 
@@ -189,3 +190,21 @@ def test_out_of_memory_splits_a_multi_group_batch(seed: int, caplog: pytest.LogC
         _assert_same(scorer.score(pairs), expected, pairs)
     assert "out of memory" in caplog.text and refused[0] >= 4  # the first refused batch held every subject
     assert all(rows <= 8 for rows, _, past in scorer.shapes if past) and len(scorer.shapes) >= 3
+
+
+def test_waves_bound_the_prefix_spread_and_batches_the_padding() -> None:
+    model, _ = tiny_model(0, max_positions=512)
+    scorer = FastScorer(model, 512, max_tokens=64, progress=False)
+
+    def group(prefix: int, suffixes: list[int]) -> _Group:
+        return _Group(prefix, [_Row(tuple(range(prefix)) + (7,) * n, [(0, (1,))]) for n in suffixes])
+
+    groups = [group(30, [9, 9]), group(100, [10, 8]), group(80, [40, 40]), group(20, [5, 5]), _Group(0, [_Row((3,) * 6)])]
+    waves = plan_waves(groups, scorer._wave_fits)
+    assert [[g.prefix_len for g in w.groups] for w in waves] == [[100, 80], [30, 20]]  # spread <= 2 once busy
+    assert [s.prefix for s in waves[-1].slots].count(0) == 1  # the plain row joins the shortest prefixes
+    assert [s.suffix for s in waves[0].slots] == [40, 40, 10, 8]  # longest suffix first
+    assert pack(waves[0].slots, lambda t: scorer._suffixes_fit(t, 0)) == [waves[0].slots[:1], waves[0].slots[1:2],
+                                                                         waves[0].slots[2:]]
+    scorer.plan.max_tokens = 10_000  # one wave's worth of work: any spread goes
+    assert len(plan_waves(groups, scorer._wave_fits)) == 1
