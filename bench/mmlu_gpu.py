@@ -201,16 +201,18 @@ def workload(lm: Any, instances: list, shape: dict) -> dict:
     }
 
 
-def run_ours(view: Any, instances: list, device: str, reuse: bool) -> dict:
+def run_ours(view: Any, instances: list, device: str, reuse: bool, max_tokens: int | None = None) -> dict:
     from iaa_eval.tasks.lm_bridge import TextViewLM
 
-    lm = TextViewLM(view, None, batch_size="auto", prefix_reuse=reuse, progress=False)
+    lm = TextViewLM(view, None, batch_size="auto", prefix_reuse=reuse, max_tokens=max_tokens, progress=False)
     lm.loglikelihood(instances[:8])
-    lm.scorer.tokens = lm.scorer.attended = lm.scorer.forwards = 0
+    lm.scorer.tokens = lm.scorer.attended = lm.scorer.forwards = lm.scorer.padded_tokens = 0
+    lm.scorer.shapes = []
     result = timed(f"ours (prefix reuse {'on' if reuse else 'off'})", lm, instances, device)
     scorer = lm.scorer
-    result.update(forwards=scorer.forwards, tokens_run=scorer.tokens, attended=scorer.attended,
-                  budget_gib=scorer.plan.budget_bytes / 2**30)
+    result.update(forwards=scorer.forwards, tokens_run=scorer.tokens, padded_tokens=scorer.padded_tokens,
+                  attended=scorer.attended, budget_gib=scorer.plan.budget_bytes / 2**30,
+                  max_tokens=scorer.plan.max_tokens, forward_shapes=[list(s) for s in scorer.shapes])
     return result
 
 
@@ -234,6 +236,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hflm-batch", type=int, default=16, help="HFLM's fixed batch (32 runs out of memory)")
     parser.add_argument("--skip-hflm-auto", action="store_true")
     parser.add_argument("--skip-no-reuse", action="store_true")
+    parser.add_argument("--max-tokens", type=int, help="our scorer's cap on padded tokens per forward (default: its own)")
+    parser.add_argument("--no-math-attention", action="store_true",
+                        help="our scorer may not fall back to SDPA's math kernel (an error shows where it would)")
     parser.add_argument("--tie", type=float, default=0.05, help="top-2 gap below which a disagreement is a bf16 tie")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="2-layer Llama on CPU, a few synthetic questions")
@@ -250,6 +255,12 @@ def main(argv: list[str] | None = None) -> dict:
     from iaa_eval.tasks.lm_bridge import TextViewLM
 
     args = parse(argv)
+    if args.no_math_attention:
+        from torch.nn.attention import SDPBackend
+
+        from iaa_eval.tasks import fast_scoring
+
+        fast_scoring._ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
     device, shape = ("cpu", TINY) if args.tiny else (args.device, LLAMA3_8B)
     per_subject = 2 if args.tiny else args.per_subject
     torch.manual_seed(args.seed)
@@ -262,9 +273,9 @@ def main(argv: list[str] | None = None) -> dict:
     view = TextView(model, tokenizer, "bench")
     peak = matmul_peak(device)
     shape_info = workload(TextViewLM(view, None, progress=False), instances, shape)
-    runs = {"ours": run_ours(view, instances, device, reuse=True)}
+    runs = {"ours": run_ours(view, instances, device, reuse=True, max_tokens=args.max_tokens)}
     if not args.skip_no_reuse:
-        runs["ours_no_reuse"] = run_ours(view, instances, device, reuse=False)
+        runs["ours_no_reuse"] = run_ours(view, instances, device, reuse=False, max_tokens=args.max_tokens)
     runs["hflm_fixed"] = run_hflm(model, tokenizer, instances, device, 4 if args.tiny else args.hflm_batch)
     if not (args.skip_hflm_auto or args.tiny):  # on CPU its probing at full length takes minutes
         runs["hflm_auto"] = run_hflm(model, tokenizer, instances, device, "auto")

@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from iaa_eval.models.base import MMRequest, ModelSpec
-from iaa_eval.models.generation import ensure_pad_token
+from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token
 from iaa_eval.models.llava import LlavaModel
 from iaa_eval.models.vision import FeatureCache
 
@@ -91,6 +91,7 @@ def build_adapter(shape: str, device: str, dtype: torch.dtype, batch: int) -> Ll
     adapter.processor, adapter.model, adapter.tokenizer = processor, model, tokenizer
     ensure_pad_token(tokenizer)
     adapter.feature_cache = FeatureCache(adapter._encode_images)
+    adapter.batcher = GenerationBatcher(batch, model)
     return adapter
 
 

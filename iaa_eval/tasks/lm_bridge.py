@@ -45,6 +45,7 @@ class TextViewLM(LM):
         batch_size: ``"auto"`` or rows per batch.
         prefix_reuse: reuse shared prompt prefixes (identical numbers, less compute).
         max_length: context length for left truncation (default: as HFLM resolves it).
+        max_tokens: cap on padded tokens per scoring forward (default: the scorer's).
         progress: tqdm bars.
         shards: data-parallel place (torchrun): uncached requests are split across ranks, every rank
             gets every answer, only the writer stores them.
@@ -60,6 +61,7 @@ class TextViewLM(LM):
         batch_size: int | str = "auto",
         prefix_reuse: bool = True,
         max_length: int | None = None,
+        max_tokens: int | None = None,
         progress: bool = True,
         shards: Shards | None = None,
     ) -> None:
@@ -71,7 +73,8 @@ class TextViewLM(LM):
         self.progress = progress
         self.max_length = max_length or resolve_max_length(view.model.config, view.tokenizer)
         self.scorer = FastScorer(
-            view.model, self.max_length, batch_size=batch_size, prefix_reuse=prefix_reuse, progress=progress
+            view.model, self.max_length, batch_size=batch_size, prefix_reuse=prefix_reuse, max_tokens=max_tokens,
+            progress=progress,
         )
         self.batch_size = batch_size
         self.requests = 0

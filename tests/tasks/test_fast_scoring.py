@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Any
 
 import pytest
 import torch
 
-from iaa_eval.tasks.fast_scoring import FastScorer, _Row, plan_groups
+from iaa_eval.tasks.fast_scoring import FastScorer, _Group, _Row, plan_groups
+from iaa_eval.tasks.prefix_packing import pack, plan_waves
 from tests.tasks.text_helpers import hflm, tiny_model
 
 
@@ -107,3 +109,102 @@ def test_auto_budget_on_cpu_and_bad_requests() -> None:
     assert scorer._decoder is not None  # the split head agrees with the model's logits
     with pytest.raises(ValueError, match="request 0: context and continuation must be non-empty"):
         scorer.score([([1, 2], [])])
+
+
+# ---------------------------------------------------------------- packing several prefix groups per forward
+def _subjects(rng: random.Random, max_token: int) -> list[tuple[list[int], list[int]]]:
+    """Four 'subjects' with prefixes of 20, 33, 57 and 90 tokens, 2-5 questions each, questions of
+    1-29 tokens, one- and two-token options (so rows of one question differ in length too)."""
+    pairs = []
+    for prefix_len, questions in ((20, 3), (33, 5), (57, 2), (90, 4)):
+        prefix = [rng.randrange(3, max_token) for _ in range(prefix_len)]
+        for _ in range(questions):
+            context = prefix + [rng.randrange(3, max_token) for _ in range(rng.randrange(1, 30))]
+            pairs += [(context, [rng.randrange(3, max_token) for _ in range(rng.choice([1, 1, 2]))]) for _ in range(4)]
+    return pairs
+
+
+def _assert_same(got: list, want: list, pairs: list) -> None:
+    """Within 1e-4, identical greedy flags, and the same argmax per question (context)."""
+    assert [g for _, g in got] == [g for _, g in want]
+    assert max(abs(a - b) for (a, _), (b, _) in zip(got, want, strict=True)) < 1e-4
+    by_context: dict[tuple, list[int]] = {}
+    for i, (context, _) in enumerate(pairs):
+        by_context.setdefault(tuple(context), []).append(i)
+    for options in by_context.values():
+        assert max(options, key=lambda i: got[i][0]) == max(options, key=lambda i: want[i][0])
+
+
+def test_subjects_share_one_prefix_forward_and_one_suffix_forward(seed: int) -> None:
+    model, tokenizer = tiny_model(seed, max_positions=256)
+    pairs = _subjects(random.Random(seed), len(tokenizer))
+    want = FastScorer(model, 256, prefix_reuse=False, progress=False).score(pairs)
+    scorer = FastScorer(model, 256, progress=False)
+    _assert_same(scorer.score(pairs), want, pairs)
+    (prefixes, longest, past), (suffixes, seq, past_2) = scorer.shapes  # two forwards in all
+    assert prefixes >= 4 and longest >= 90 and past == 0  # every subject's prefix, right-padded
+    assert past_2 >= 90 and (past_2 + seq) % 8 == 0 and suffixes == len({tuple(c + d)[:-1] for c, d in pairs})
+
+
+def test_token_cap_packs_groups_into_several_forwards(seed: int) -> None:
+    model, tokenizer = tiny_model(seed, max_positions=256)
+    pairs = _subjects(random.Random(seed), len(tokenizer))
+    want = FastScorer(model, 256, prefix_reuse=False, progress=False).score(pairs)
+    scorer = FastScorer(model, 256, max_tokens=150, progress=False)
+    _assert_same(scorer.score(pairs), want, pairs)
+    assert all(rows * seq <= 150 or rows == 1 for rows, seq, _ in scorer.shapes)
+    assert sum(1 for _, _, past in scorer.shapes if past) >= 3  # several packed suffix forwards
+    assert sum(1 for _, _, past in scorer.shapes if not past) >= 2  # the prefixes need several too
+
+
+def test_single_row_group_and_plain_row_in_a_packed_batch(seed: int) -> None:
+    model, tokenizer = tiny_model(seed, max_positions=128)
+    rng = random.Random(seed)
+    a, b = ([rng.randrange(3, len(tokenizer)) for _ in range(n)] for n in (40, 25))
+    contexts = [a + [5] * 2, a + [6] * 9, a + [7] * 17, b + [8] * 5, [9] * 12]
+    pairs = [(c, [rng.randrange(3, len(tokenizer))]) for c in contexts]
+    want = FastScorer(model, 128, prefix_reuse=False, progress=False).score(pairs)
+    rows = [_Row(tuple(c), [(i, tuple(d))]) for i, (c, d) in enumerate(pairs)]
+    scorer = FastScorer(model, 128, progress=False)
+    got = scorer._score_groups([_Group(40, rows[:3]), _Group(25, rows[3:4]), _Group(0, rows[4:])], len(pairs))
+    _assert_same(got, want, pairs)
+    assert scorer.shapes == [(2, 40, 0), (5, 17, 47)]  # 47 + 17 = 64: key length aligned to 8
+
+
+def test_out_of_memory_splits_a_multi_group_batch(seed: int, caplog: pytest.LogCaptureFixture) -> None:
+    model, tokenizer = tiny_model(seed, max_positions=256)
+    pairs = _subjects(random.Random(seed), len(tokenizer))
+    expected = FastScorer(model, 256, progress=False).score(pairs)
+    scorer = FastScorer(model, 256, progress=False)
+    real_forward = scorer._forward
+    refused: list[int] = []  # distinct prefix lengths (groups) in each refused batch
+
+    def forward(ids: torch.Tensor, kv: Any, use_cache: bool) -> tuple:
+        if getattr(kv, "past", 0) and ids.shape[0] > 8:
+            refused.append(kv.positions[:, 0].unique().numel())
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+        return real_forward(ids, kv, use_cache)
+
+    scorer._forward = forward
+    with caplog.at_level(logging.WARNING):
+        _assert_same(scorer.score(pairs), expected, pairs)
+    assert "out of memory" in caplog.text and refused[0] >= 4  # the first refused batch held every subject
+    assert all(rows <= 8 for rows, _, past in scorer.shapes if past) and len(scorer.shapes) >= 3
+
+
+def test_waves_bound_the_prefix_spread_and_batches_the_padding() -> None:
+    model, _ = tiny_model(0, max_positions=512)
+    scorer = FastScorer(model, 512, max_tokens=64, progress=False)
+
+    def group(prefix: int, suffixes: list[int]) -> _Group:
+        return _Group(prefix, [_Row(tuple(range(prefix)) + (7,) * n, [(0, (1,))]) for n in suffixes])
+
+    groups = [group(30, [9, 9]), group(100, [10, 8]), group(80, [40, 40]), group(20, [5, 5]), _Group(0, [_Row((3,) * 6)])]
+    waves = plan_waves(groups, scorer._wave_fits)
+    assert [[g.prefix_len for g in w.groups] for w in waves] == [[100, 80], [30, 20]]  # spread <= 2 once busy
+    assert [s.prefix for s in waves[-1].slots].count(0) == 1  # the plain row joins the shortest prefixes
+    assert [s.suffix for s in waves[0].slots] == [40, 40, 10, 8]  # longest suffix first
+    assert pack(waves[0].slots, lambda t: scorer._suffixes_fit(t, 0)) == [waves[0].slots[:1], waves[0].slots[1:2],
+                                                                         waves[0].slots[2:]]
+    scorer.plan.max_tokens = 10_000  # one wave's worth of work: any spread goes
+    assert len(plan_waves(groups, scorer._wave_fits)) == 1
