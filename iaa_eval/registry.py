@@ -39,12 +39,16 @@ class Registry(Generic[T]):
 
         return decorate
 
-    def get(self, name: str) -> T:
-        """Resolve ``name``; an unknown name raises with close matches and the available names."""
+    def require(self, name: str) -> None:
+        """Check that ``name`` is known without importing it; unknown names raise with close matches."""
         if name not in self._entries:
             close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise UsageError(f"unknown {self.what} {name!r}.{hint} Available: {', '.join(sorted(self._entries))}")
+
+    def get(self, name: str) -> T:
+        """Resolve ``name`` (importing a lazy entry on first use)."""
+        self.require(name)
         entry = self._entries[name]
         if isinstance(entry, str) and ":" in entry:
             module_name, attr = entry.split(":", 1)

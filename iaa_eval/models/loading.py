@@ -37,7 +37,7 @@ def load_pretrained(loader: Callable[..., T], path: str, what: str, **kwargs: An
         raise ModelError(f"{what} {path!r}: no such directory")
     kwargs.setdefault("trust_remote_code", False)
     if kwargs["trust_remote_code"]:
-        log.warning("trust_remote_code=True: code shipped with %s will run on this machine", path)
+        log.warning("--trust-remote-code: code shipped with %s will run on this machine", path)
     try:
         return loader(str(Path(path).expanduser()) if looks_local(path) else path, **kwargs)
     except OSError as exc:

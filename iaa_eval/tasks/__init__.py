@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from iaa_eval.registry import Registry
+from iaa_eval.runner.distributed import Shards
 
 if TYPE_CHECKING:
     from iaa_eval.models.base import EvalModel, MMRequest
@@ -46,7 +47,9 @@ class TaskContext:
 
     ``answer`` is the cached, batched, progress-reporting way to ask the model multimodal
     questions: it consults the request cache first and asks the model only for the rest.
-    ``cache`` and ``fingerprint`` are for tasks (text) that drive the model themselves.
+    ``cache`` and ``shards`` are for tasks (text) that drive the model themselves: look up the
+    cache first, compute the rest with ``shards.map`` (data parallel under torchrun), and let
+    only ``shards.is_writer`` store answers.
     """
 
     model: EvalModel
@@ -54,6 +57,7 @@ class TaskContext:
     cache: RequestCache
     answer: Callable[[Sequence[MMRequest]], list[str]]
     blind: bool = False
+    shards: Shards = field(default_factory=lambda: Shards())
 
 
 class Task(Protocol):

@@ -1,0 +1,266 @@
+"""`iaa-eval`: parse flags, call the library, print. Errors are one line (``--debug``: traceback).
+
+This is the only module that reads environment variables or sizes thread pools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from iaa_eval import __version__
+from iaa_eval.errors import IAAEvalError, UsageError
+
+log = logging.getLogger("iaa_eval")
+KIND_FLAGS = {"base": "hf", "llava": "llava", "iaa": "iaa"}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _batch_size(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All sub-commands and flags (flags follow lm-eval's names, with dashes)."""
+    parser = argparse.ArgumentParser(prog="iaa-eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"iaa-eval {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="evaluate models on tasks or a suite")
+    run.add_argument("--model", action="append", default=[], metavar="NAME=KIND:PATH",
+                     help="a model to evaluate (KIND: hf, llava, iaa); repeatable")
+    for flag, kind in KIND_FLAGS.items():
+        run.add_argument(f"--{flag}", metavar="PATH", help=f"shorthand for --model {flag}={kind}:PATH")
+    run.add_argument("--tasks", help="comma-separated task names (see `iaa-eval tasks`)")
+    run.add_argument("--suite", help="a suite name from tasks/suites (e.g. forgetting) or a suite file")
+    run.add_argument("--data-dir", action="append", default=[], metavar="[TASK=]PATH",
+                     help="local files in the benchmark's original layout (default: the hub dataset)")
+    run.add_argument("--limit", type=_positive_int, help="at most N items per task (per subject for text tasks)")
+    run.add_argument("--num-fewshot", type=int, help="few-shot examples for text tasks")
+    run.add_argument("--formulation", choices=["letter", "cloze"], help="text tasks: answer letters or option text")
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    run.add_argument("--batch-size", type=_batch_size, default=8, help="N or auto (sized from free memory)")
+    run.add_argument("--log-samples", action="store_true", help="write samples/<model>/<task>.jsonl (suites always do)")
+    run.add_argument("--output-path", type=Path, default=Path("runs"), help="where run directories go")
+    run.add_argument("--run-id", help="run directory name (default: derived from the settings, so a rerun resumes)")
+    run.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="bad data rows: stop or count+skip")
+    run.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a checkpoint to run")
+    run.add_argument("--threads", type=_positive_int, help="CPU threads (default: the cores not busy now)")
+
+    report = sub.add_parser("report", help="render a run (or compare two) as HTML, or export tables")
+    report.add_argument("runs", nargs="+", type=Path, help="one run directory, or two to compare")
+    report.add_argument("--out", type=Path, help="output folder (default: reports/<run-id>)")
+    report.add_argument("--format", choices=["html", "csv", "json"], default="html")
+
+    gate = sub.add_parser("gate", help="check a run against thresholds; exit 0 pass, 1 breach, 2 unusable")
+    gate.add_argument("run", type=Path)
+    gate.add_argument("--thresholds", type=Path, default=Path("baselines/gate.yaml"))
+    gate.add_argument("--against", type=Path, help="an earlier run to check for regressions")
+
+    sub.add_parser("tasks", help="list tasks and suites")
+
+    world = sub.add_parser("miniworld", help="rebuild or describe the embedded mini-world trio")
+    world.add_argument("action", choices=["build", "info"])
+    world.add_argument("--out", type=Path, help="output folder (default: the shipped assets)")
+    world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--device", default="cpu")
+    world.add_argument("--quick", action="store_true", help="a minutes-long CPU build that proves the recipe trains")
+    return parser
+
+
+def _model_specs(args: argparse.Namespace) -> list:
+    from iaa_eval.models import MODEL_KINDS
+    from iaa_eval.models.base import ModelSpec
+
+    specs = []
+    entries = list(args.model) + [f"{flag}={kind}:{getattr(args, flag)}" for flag, kind in KIND_FLAGS.items()
+                                  if getattr(args, flag)]
+    for entry in entries:
+        name, sep, rest = entry.partition("=")
+        kind, sep2, path = rest.partition(":")
+        if not (sep and sep2 and name and kind and path):
+            raise UsageError(f"--model {entry!r}: expected NAME=KIND:PATH, e.g. base=hf:meta-llama/Meta-Llama-3-8B")
+        MODEL_KINDS.require(kind)
+        if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+            raise UsageError(f"--model {entry!r}: no such directory {path!r}")
+        specs.append(ModelSpec(name, kind, path, args.device, args.dtype, args.batch_size, args.trust_remote_code))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--model: duplicate model names in {names}")
+    return specs
+
+
+def _data_dirs(args: argparse.Namespace) -> dict[str | None, Path]:
+    dirs: dict[str | None, Path] = {}
+    for entry in args.data_dir:
+        task, sep, path = entry.partition("=")
+        key, value = (task, path) if sep and not Path(entry).exists() else (None, entry)
+        if not Path(value).expanduser().exists():
+            raise UsageError(f"--data-dir {entry!r}: no such directory")
+        dirs[key] = Path(value).expanduser()
+    return dirs
+
+
+def _task_specs(args: argparse.Namespace, user_models: bool) -> tuple[list, list]:
+    from iaa_eval.runner.engine import TaskSpec
+    from iaa_eval.runner.suites import load_suite, with_options
+    from iaa_eval.tasks import TASKS
+
+    if bool(args.tasks) == bool(args.suite):
+        raise UsageError("give exactly one of --tasks and --suite")
+    models: list = []
+    if args.suite:
+        suite = load_suite(args.suite)
+        tasks = list(suite.real_tasks or suite.tasks) if user_models else list(suite.tasks)
+        models = [] if user_models else list(suite.models)
+        if not user_models and not models:
+            raise UsageError(f"suite {suite.name!r} has no default models: pass --model/--base/--llava/--iaa")
+    else:
+        tasks = [TaskSpec(name.strip()) for name in args.tasks.split(",") if name.strip()]
+    for spec in tasks:
+        TASKS.require(spec.name)
+    dirs = _data_dirs(args)
+    if None in dirs and len(tasks) > 1:
+        raise UsageError("--data-dir PATH with several tasks is ambiguous: use --data-dir TASK=PATH")
+    tasks = [
+        with_options(t, data_dir=dirs.get(t.name, dirs.get(None)), limit=args.limit, num_fewshot=args.num_fewshot,
+                     formulation=args.formulation, on_error=args.on_error if args.on_error != "raise" else None)
+        for t in tasks
+    ]
+    return models, tasks
+
+
+def _run_id(label: str, models: list, tasks: list) -> str:
+    payload = json.dumps([repr(m) for m in models] + [repr(t) for t in tasks], sort_keys=True)
+    return f"{label}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+
+
+def _free_cores() -> int:
+    cores = os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    return max(1, cores - busy)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`iaa-eval run`."""
+    import dataclasses
+
+    import torch
+
+    from iaa_eval.runner.distributed import init_shards
+    from iaa_eval.runner.engine import RunConfig, run
+
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and args.device == "cuda":
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    torch.set_num_threads(args.threads or max(1, _free_cores() // world_size))
+    user_models = _model_specs(args)
+    suite_models, tasks = _task_specs(args, bool(user_models))
+    models = user_models or [
+        dataclasses.replace(m, device=args.device, dtype=args.dtype, batch_size=args.batch_size) for m in suite_models
+    ]
+    if not models:
+        raise UsageError("no models: pass --model NAME=KIND:PATH (or --base/--llava/--iaa), or a suite with defaults")
+    run_id = args.run_id or _run_id(args.suite or "run", models, tasks)
+    config = RunConfig(tuple(models), tuple(tasks), args.output_path / run_id, args.log_samples or bool(args.suite),
+                       args.suite)
+    run_dir = run(config, init_shards(rank, world_size, args.device))
+    if rank == 0:
+        print(f"results: {run_dir / 'results.json'}")  # noqa: T201
+    return 0
+
+
+def cmd_tasks(_: argparse.Namespace) -> int:
+    """`iaa-eval tasks`: names only, no heavy imports."""
+    from iaa_eval.runner.suites import list_suites
+    from iaa_eval.tasks import TASKS
+
+    print("tasks:  " + ", ".join(TASKS.names()))  # noqa: T201
+    for suite in list_suites():
+        print(f"suite {suite.name}: {' '.join(suite.description.split())}")  # noqa: T201
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`iaa-eval report`."""
+    from iaa_eval import forgetting, report
+
+    if len(args.runs) > 2:
+        raise UsageError("report takes one run directory, or two to compare")
+    if args.format != "html":
+        out = args.out or Path("reports") / args.runs[0].name
+        paths = forgetting.export(forgetting.analyse(args.runs[0]), args.format, out)
+        print("\n".join(str(p) for p in paths))  # noqa: T201
+        return 0
+    if len(args.runs) == 2:
+        out = args.out or Path("reports") / f"{args.runs[0].name}-vs-{args.runs[1].name}"
+        page = report.render_comparison(args.runs[0], args.runs[1], out)
+    else:
+        page = report.render_report(args.runs[0], args.out or Path("reports") / args.runs[0].name)
+    print(f"report: {page}")  # noqa: T201
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """`iaa-eval gate`: the exit code is the verdict."""
+    from iaa_eval.gate import run_gate
+
+    outcome = run_gate(args.run, args.thresholds, against=args.against)
+    print(outcome.table())  # noqa: T201
+    return outcome.exit_code
+
+
+def cmd_miniworld(args: argparse.Namespace) -> int:
+    """`iaa-eval miniworld build|info`."""
+    from iaa_eval.miniworld import build
+    from iaa_eval.runner.suites import MINIWORLD_ASSETS
+
+    out = args.out or MINIWORLD_ASSETS
+    if args.action == "info":
+        print(json.dumps(build.info(out), indent=2))  # noqa: T201
+        return 0
+    manifest = build.build(out, seed=args.seed, device=args.device, quick=args.quick)
+    print(f"mini-world written to {out} ({manifest.total_bytes / 1e6:.1f} MB)")  # noqa: T201
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "tasks": cmd_tasks, "report": cmd_report, "gate": cmd_gate, "miniworld": cmd_miniworld}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s")
+    if not args.debug:
+        for noisy in ("transformers", "datasets", "lm_eval", "httpx", "urllib3", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        return COMMANDS[args.command](args)
+    except IAAEvalError as exc:
+        if args.debug:
+            raise
+        print(f"iaa-eval: error: {exc}", file=sys.stderr)  # noqa: T201
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("iaa-eval: interrupted; finished work is cached, rerun to resume", file=sys.stderr)  # noqa: T201
+        return 130

@@ -1,0 +1,213 @@
+"""The model x task matrix: load each model once, run its tasks, cache every answer, write results.
+
+Models are evaluated one at a time (bounded memory). A multimodal task on a model without eyes
+runs *blind* (the question without its image): the floor for multimodal gain. Text results are
+shared between models whose text fingerprints match (IAA's text workflow *is* its base model), so
+the forgetting suite pays for two text evaluations, not three.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from iaa_eval.errors import RunInterrupted
+from iaa_eval.models.base import EvalModel, MMRequest, ModelSpec
+from iaa_eval.runner.cache import RequestCache, request_key
+from iaa_eval.runner.distributed import Shards
+from iaa_eval.runner.results import SCHEMA_VERSION, TaskResult, write_results, write_samples
+from iaa_eval.tasks import TASKS, TaskContext, TaskOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task to run and the key its results are stored under."""
+
+    name: str
+    options: TaskOptions = field(default_factory=TaskOptions)
+    alias: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The name results, samples and reports use."""
+        return self.alias or self.name
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's answers (and so its id)."""
+
+    models: tuple[ModelSpec, ...]
+    tasks: tuple[TaskSpec, ...]
+    run_dir: Path
+    log_samples: bool = True
+    suite: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able form for results.json."""
+        data = dataclasses.asdict(self)
+        data["run_dir"] = str(self.run_dir)
+        return data
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of what shapes the numbers."""
+    versions = {"python": platform.python_version()}
+    for name in ("iaa-eval", "torch", "transformers", "lm_eval", "datasets", "tokenizers"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+class Answerer:
+    """The cached, chunked, progress-reporting way tasks ask a model multimodal questions."""
+
+    def __init__(
+        self, model: EvalModel, cache: RequestCache, blind: bool, label: str, shards: Shards, chunk: int = 16
+    ) -> None:
+        self.model = model
+        self.shards = shards
+        self.cache = cache
+        self.blind = blind
+        self.label = label
+        self.chunk = chunk
+        self.fingerprint = model.fingerprint("text" if blind else "mm")
+        self.requests = 0
+        self.cached = 0
+
+    def _key(self, request: MMRequest) -> str:
+        from iaa_eval.models.vision import image_key
+
+        image = None
+        if not self.blind and request.image is not None:
+            image = request.image_key or image_key(request.image)
+        return request_key(
+            {"op": "generate", "prompt": request.prompt, "image": image, "max_new_tokens": request.max_new_tokens}
+        )
+
+    def __call__(self, requests: Sequence[MMRequest]) -> list[str]:
+        if self.blind:
+            requests = [dataclasses.replace(r, image=None, image_key=None) for r in requests]
+        keys = [self._key(r) for r in requests]
+        self.shards.barrier()  # every rank sees the same cache state, so all agree on what is left
+        found = self.cache.get_many(self.fingerprint, keys)
+        todo = [i for i, key in enumerate(keys) if key not in found]
+        self.requests += len(requests)
+        self.cached += len(requests) - len(todo)
+        chunk = self.chunk * self.shards.world_size
+        quiet = not todo or not self.shards.is_writer
+        with tqdm(total=len(todo), desc=self.label, unit="req", leave=False, disable=quiet) as bar:
+            for start in range(0, len(todo), chunk):
+                batch = todo[start : start + chunk]
+                answers = self.shards.map([requests[i] for i in batch], self.model.generate)
+                if self.shards.is_writer:
+                    self.cache.put_many(self.fingerprint, [(keys[i], a) for i, a in zip(batch, answers, strict=True)])
+                found.update({keys[i]: a for i, a in zip(batch, answers, strict=True)})
+                bar.update(len(batch))
+        return [found[key] for key in keys]
+
+
+def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str, shards: Shards) -> TaskResult:
+    task = TASKS.get(spec.name)
+    blind = task.modality == "image" and not model.supports_images
+    answerer = Answerer(model, cache, blind, label, shards)
+    ctx = TaskContext(model=model, options=spec.options, cache=cache, answer=answerer, blind=blind, shards=shards)
+    start = time.perf_counter()
+    result = task.run(ctx)
+    result.task = spec.key
+    result.wall_s = time.perf_counter() - start
+    result.blind = blind
+    if task.modality == "image":
+        result.requests, result.cached_requests = answerer.requests, answerer.cached
+    return result
+
+
+def describe_model(model: EvalModel) -> dict[str, Any]:
+    """The ``models`` entry of results.json: kind, path, fingerprints, parameter counts."""
+    from iaa_eval.runner.parameters import parameter_summary
+
+    fingerprints = {"text": model.fingerprint("text")}
+    if model.supports_images:
+        fingerprints["mm"] = model.fingerprint("mm")
+    return {
+        "kind": model.spec.kind,
+        "path": model.spec.path,
+        "fingerprints": fingerprints,
+        "parameters": parameter_summary(model),
+    }
+
+
+def run(config: RunConfig, shards: Shards | None = None) -> Path:
+    """Run every model on every task; returns the run directory. Under torchrun, pass this rank's
+    ``shards``: all ranks compute, rank 0 writes."""
+    from iaa_eval.models import load_model
+
+    shards = shards or Shards()
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache = RequestCache(run_dir / "cache.sqlite")
+    reused_before = cache.count()
+    data: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_dir.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config.to_json(),
+        "versions": package_versions(),
+        "models": {},
+        "results": {},
+    }
+    shared: dict[tuple[str, str], tuple[str, TaskResult]] = {}
+    start = time.perf_counter()
+    try:
+        for spec in config.models:
+            log.info("loading %s (%s:%s)", spec.name, spec.kind, spec.path)
+            model = load_model(spec)
+            data["models"][spec.name] = describe_model(model)
+            data["results"][spec.name] = {}
+            text_fp = data["models"][spec.name]["fingerprints"]["text"]
+            for task_spec in config.tasks:
+                label = f"{spec.name}/{task_spec.key}"
+                memo_key = (text_fp, repr(task_spec))
+                modality = TASKS.get(task_spec.name).modality
+                if modality == "text" and memo_key in shared:
+                    owner, result = shared[memo_key]
+                    log.info("%s: text fingerprint equals %s's, results shared", label, owner)
+                    result = dataclasses.replace(result, task_config={**result.task_config, "shared_with": owner})
+                else:
+                    result = _run_task(model, task_spec, cache, label, shards)
+                    if modality == "text":
+                        shared[memo_key] = (spec.name, result)
+                log.info(
+                    "%s: %s=%.4f n=%d (%d/%d requests cached) in %.1fs",
+                    label, result.primary, result.metrics.get(result.primary, float("nan")), result.n,
+                    result.cached_requests, result.requests, result.wall_s,
+                )
+                data["results"][spec.name][task_spec.key] = result.to_json()
+                data["wall_s"] = time.perf_counter() - start
+                if shards.is_writer:
+                    if config.log_samples:
+                        write_samples(run_dir, spec.name, result)
+                    write_results(run_dir, data)
+            del model
+    except KeyboardInterrupt as exc:
+        cache.close()
+        raise RunInterrupted(
+            f"interrupted: finished requests are kept in {run_dir / 'cache.sqlite'}; rerun the same command to resume"
+        ) from exc
+    log.info("reused %d cached requests from an earlier attempt", min(reused_before, cache.hits))
+    cache.close()
+    return run_dir
