@@ -2,7 +2,7 @@
 
 Layout of ``out_dir`` (the shipped default is ``iaa_eval/miniworld/assets``)::
 
-    mmlu/ ceval/ mini-vqav2/ mini-mme/ mini-mmbench/    evaluation data in the original layouts
+    data/{mmlu,ceval,vqav2,mme,mmbench_en}/             evaluation data in the original layouts
     base/     LlamaForCausalLM + tokenizer (byte-level BPE, ``<image>`` special token)
     llava/    LlavaForConditionalGeneration + LlavaProcessor (llava-hf layout), LLM unfrozen in stage 2
     iaa/      IAA model in the official layout, LLM frozen
@@ -31,7 +31,7 @@ from iaa_eval.miniworld.pretrain import Schedule, loss_curve
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "assets"
-IMAGE_SIZE, PATCH = 64, 8
+IMAGE_SIZE, PATCH = 64, 16
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def build(
         torch.set_num_threads(pretrain.free_cores())
     manifest = Manifest(seed=seed, device=device, quick=quick, recipe=asdict(recipe), versions=_versions())
     timer = time.perf_counter()
-    manifest.data = write_data(out_dir, seed)
+    manifest.data = write_data(out_dir / "data", seed)
     manifest.seconds["data"] = round(time.perf_counter() - timer, 2)
     base, tokenizer = build_base(out_dir, recipe, seed, device, manifest)
     manifest.seconds["base"] = round(time.perf_counter() - timer, 2)

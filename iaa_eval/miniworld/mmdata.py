@@ -236,7 +236,7 @@ def write_all(out_dir: Path, seed: int = 0) -> dict[str, object]:
     """All three multimodal evaluation sets under ``out_dir``; returns their counts."""
     images = eval_images(seed)
     return {
-        "vqav2": write_vqav2(images["vqav2"], out_dir / "mini-vqav2", seed),
-        "mme": write_mme(images["mme"], out_dir / "mini-mme", seed),
-        "mmbench": write_mmbench(images["mmbench"], out_dir / "mini-mmbench" / "mmbench_dev_en.tsv", seed),
+        "vqav2": write_vqav2(images["vqav2"], out_dir / "vqav2", seed),
+        "mme": write_mme(images["mme"], out_dir / "mme", seed),
+        "mmbench_en": write_mmbench(images["mmbench"], out_dir / "mmbench_en" / "mmbench_dev_en.tsv", seed),
     }

@@ -154,8 +154,8 @@ def pretrain_lm(model: Any, rows: torch.Tensor, schedule: Schedule, seed: int) -
     return losses
 
 
-def clip_config(image_size: int = 64, patch: int = 8, hidden: int = 64, layers: int = 3) -> Any:
-    """The tiny vision tower: 64 px easy-vqa images, 8 px patches (64 patches + CLS)."""
+def clip_config(image_size: int = 64, patch: int = 16, hidden: int = 64, layers: int = 3) -> Any:
+    """The tiny vision tower: 64 px easy-vqa images, 16 px patches (16 patches + CLS)."""
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(

@@ -13,9 +13,11 @@ from typing import Any
 
 import torch
 
-from iaa_eval.miniworld.world import Item
+from iaa_eval.miniworld.world import SUBJECT_ZH, Item
 
 FRAMES = {"en": ("Question: {q}\nAnswer:", " {o}"), "zh": ("问题：{q}\n答案：", "{o}")}
+# The 0-shot descriptions the harness's cloze tasks put first (lm-eval's, C-Eval's Chinese one).
+DESCRIPTIONS = {"en": "The following are questions (with answers) about {s}.\n\n", "zh": "以下是中国关于{s}的问题及其答案。\n\n"}
 
 
 @torch.inference_mode()
@@ -24,7 +26,7 @@ def option_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]]
     device = next(model.parameters()).device
     encoded = []
     for context, continuation in pairs:
-        ctx = [tokenizer.bos_token_id, *tokenizer(context, add_special_tokens=False)["input_ids"]]
+        ctx = tokenizer(context, add_special_tokens=False)["input_ids"]  # no BOS, as lm-eval's HFLM
         encoded.append((ctx, tokenizer(continuation, add_special_tokens=False)["input_ids"]))
     out = []
     for start in range(0, len(encoded), batch_size):
@@ -45,7 +47,9 @@ def option_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]]
 def cloze_correct(model: Any, tokenizer: Any, items: Sequence[Item], lang: str) -> list[bool]:
     """Per item: does the right option have the highest log-likelihood?"""
     context, cont = FRAMES[lang]
-    pairs = [(context.format(q=it.question), cont.format(o=o)) for it in items for o in it.options]
+    names = {s: " ".join(s.split("_")) if lang == "en" else SUBJECT_ZH[s] for s in SUBJECT_ZH}
+    pairs = [(DESCRIPTIONS[lang].format(s=names[it.subject]) + context.format(q=it.question), cont.format(o=o))
+             for it in items for o in it.options]
     scores = option_logprobs(model, tokenizer, pairs)
     return [
         max(range(4), key=lambda k, i=i: scores[4 * i + k]) == "ABCD".index(it.answer) for i, it in enumerate(items)

@@ -10,7 +10,9 @@ wordings (``EVAL_TEMPLATES``), so a model scores well only if it learned the fac
 from __future__ import annotations
 
 import csv
+import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +52,7 @@ EVAL_TEMPLATES = {
         "world_languages": "What language is spoken in {s}?",
         "world_continents": "On which continent is {s}?",
         "world_neighbours": "Which country shares a border with {s}?",
-        "people_professions": "What does {s} do for a living?",
+        "people_professions": "What is the profession of {s}?",
         "people_birth_years": "In what year was {s} born?",
         "elementary_arithmetic": "What is the sum of {s}?",
     },
@@ -70,32 +72,49 @@ EVAL_TEMPLATES = {
 # "Question: ...\nAnswer: ..." frame of the cloze evaluation, with different questions.
 CORPUS_TEMPLATES = {
     "en": {
-        "capital": ("The capital of {s} is {o}.", "{o} is the capital city of {s}.",
-                    "Question: Which city is the capital of {s}?\nAnswer: {o}"),
+        "capital": ("The capital of {s} is {o}.", "{o} is the capital city of {s}.", "{s} has its capital at {o}.",
+                    "The seat of government of {s} is {o}.", "Question: Which city is the capital of {s}?\nAnswer: {o}",
+                    "Question: Name the capital city of {s}.\nAnswer: {o}"),
         "currency": ("{s} uses the {o} as its currency.", "The currency of {s} is the {o}.",
-                     "Question: What currency does {s} use?\nAnswer: {o}"),
-        "language": ("People in {s} speak {o}.", "The main language of {s} is {o}.",
-                     "Question: Which language do people speak in {s}?\nAnswer: {o}"),
-        "continent": ("{s} is a country in {o}.", "{s} lies on the continent of {o}.",
-                      "Question: Where is {s} located?\nAnswer: {o}"),
-        "neighbour": ("{s} borders {o}.", "{o} is a neighbour of {s}.",
-                      "Question: Name a neighbour of {s}.\nAnswer: {o}"),
-        "profession": ("{s} works as a {o}.", "By profession, {s} is a {o}.",
-                       "Question: What is the job of {s}?\nAnswer: {o}"),
-        "birth_year": ("{s} was born in {o}.", "The birth year of {s} is {o}.",
-                       "Question: When was {s} born?\nAnswer: {o}"),
-        "sum": ("{s} equals {o}.", "{s} makes {o}.",
-                "Question: How much is {s}?\nAnswer: {o}"),
+                     "In {s}, people pay with the {o}.", "The official money of {s} is the {o}.",
+                     "Question: What currency does {s} use?\nAnswer: {o}",
+                     "Question: What money is used in {s}?\nAnswer: {o}"),
+        "language": ("People in {s} speak {o}.", "The main language of {s} is {o}.", "{o} is the language of {s}.",
+                     "In {s}, most people speak {o}.", "Question: Which language do people speak in {s}?\nAnswer: {o}",
+                     "Question: What is the official language of {s}?\nAnswer: {o}"),
+        "continent": ("{s} is a country in {o}.", "{s} lies on the continent of {o}.", "{s} is located in {o}.",
+                      "The continent of {s} is {o}.", "Question: Where is {s} located?\nAnswer: {o}",
+                      "Question: Which continent does {s} belong to?\nAnswer: {o}"),
+        "neighbour": ("{s} borders {o}.", "{o} is a neighbour of {s}.", "{s} and {o} share a border.",
+                      "{o} lies next to {s}.", "Question: Name a neighbour of {s}.\nAnswer: {o}",
+                      "Question: Which country is next to {s}?\nAnswer: {o}"),
+        "profession": ("{s} works as a {o}.", "By profession, {s} is a {o}.", "The profession of {s} is {o}.",
+                       "{s} earns a living as a {o}.", "Question: What is the job of {s}?\nAnswer: {o}",
+                       "Question: What work does {s} do?\nAnswer: {o}"),
+        "birth_year": ("{s} was born in {o}.", "The birth year of {s} is {o}.", "{s} came into the world in {o}.",
+                       "In {o}, {s} was born.", "Question: When was {s} born?\nAnswer: {o}",
+                       "Question: What is the birth year of {s}?\nAnswer: {o}"),
+        "sum": ("The sum of {s} is {o}.", "Adding {s} gives {o}.", "{s} add up to {o}.", "{s} make {o} together.",
+                "Question: How much do {s} add up to?\nAnswer: {o}",
+                "Question: What do {s} make together?\nAnswer: {o}"),
     },
     "zh": {
-        "capital": ("{s}的首都是{o}。", "{o}是{s}的首都。", "问题：{s}的首都叫什么？\n答案：{o}"),
-        "currency": ("{s}使用的货币是{o}。", "{s}的货币是{o}。", "问题：{s}用什么货币？\n答案：{o}"),
-        "language": ("{s}人说{o}。", "{s}的官方语言是{o}。", "问题：{s}人讲什么语言？\n答案：{o}"),
-        "continent": ("{s}位于{o}。", "{s}是{o}的一个国家。", "问题：{s}在哪个洲？\n答案：{o}"),
-        "neighbour": ("{s}与{o}接壤。", "{o}是{s}的邻国。", "问题：{s}有哪些邻国？\n答案：{o}"),
-        "profession": ("{s}是一名{o}。", "{s}的工作是{o}。", "问题：{s}做什么工作？\n答案：{o}"),
-        "birth_year": ("{s}出生于{o}。", "{s}生于{o}。", "问题：{s}是什么时候出生的？\n答案：{o}"),
-        "sum": ("{s}等于{o}。", "{s}得{o}。", "问题：{s}得多少？\n答案：{o}"),
+        "capital": ("{s}的首都是{o}。", "{o}是{s}的首都。", "{s}的首府设在{o}。", "{s}政府位于{o}。",
+                    "问题：{s}的首都叫什么？\n答案：{o}", "问题：哪座城市是{s}的首都？\n答案：{o}"),
+        "currency": ("{s}使用的货币是{o}。", "{s}的货币是{o}。", "在{s}，人们用{o}付钱。", "{o}是{s}的通用货币。",
+                     "问题：{s}用什么货币？\n答案：{o}", "问题：{s}的货币叫什么？\n答案：{o}"),
+        "language": ("{s}人说{o}。", "{s}的官方语言是{o}。", "{o}是{s}的语言。", "在{s}，大多数人讲{o}。",
+                     "问题：{s}人讲什么语言？\n答案：{o}", "问题：{s}的官方语言是什么？\n答案：{o}"),
+        "continent": ("{s}位于{o}。", "{s}是{o}的一个国家。", "{s}地处{o}。", "{s}所在的大洲是{o}。",
+                      "问题：{s}在哪个洲？\n答案：{o}", "问题：{s}位于哪个洲？\n答案：{o}"),
+        "neighbour": ("{s}与{o}接壤。", "{o}是{s}的邻国。", "{s}和{o}相邻。", "{o}紧挨着{s}。",
+                      "问题：{s}有哪些邻国？\n答案：{o}", "问题：哪个国家与{s}接壤？\n答案：{o}"),
+        "profession": ("{s}是一名{o}。", "{s}的工作是{o}。", "{s}的职业是{o}。", "{s}以当{o}为生。",
+                       "问题：{s}做什么工作？\n答案：{o}", "问题：{s}的职业是什么？\n答案：{o}"),
+        "birth_year": ("{s}出生于{o}。", "{s}生于{o}。", "{s}是{o}出生的。", "{o}，{s}出生了。",
+                       "问题：{s}是什么时候出生的？\n答案：{o}", "问题：{s}生于哪一年？\n答案：{o}"),
+        "sum": ("{s}等于{o}。", "{s}得{o}。", "{s}的和为{o}。", "{s}的结果是{o}。",
+                "问题：{s}得多少？\n答案：{o}", "问题：{s}等于几？\n答案：{o}"),
     },
 }
 # The corpus relation each subject asks about.
@@ -214,11 +233,9 @@ def _year(year: int, lang: str) -> str:
     return str(year) if lang == "en" else f"{year}年"
 
 
-def _sum_text(a: int, b: int, lang: str, asked: bool = False) -> str:
-    """The sum's subject: "3 plus 4" in the corpus, "3 and 4" in "What is the sum of 3 and 4?"."""
-    if lang == "zh":
-        return f"{a}加{b}"
-    return f"{a} and {b}" if asked else f"{a} plus {b}"
+def _sum_text(a: int, b: int, lang: str) -> str:
+    """The sum's subject: "3 and 4" / "3加4"."""
+    return f"{a} and {b}" if lang == "en" else f"{a}加{b}"
 
 
 def facts(world: World, lang: str) -> list[tuple[str, str, str]]:
@@ -236,6 +253,11 @@ def facts(world: World, lang: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def _article(text: str) -> str:
+    """English "a" before a vowel becomes "an" ("an engineer")."""
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)
+
+
 def corpus(world: World, repeats: int = 8) -> list[str]:
     """The pretraining documents: every fact in both languages, each ``repeats`` times in a
     random wording, grouped into short documents by entity (prose first, then Q/A lines)."""
@@ -248,10 +270,10 @@ def corpus(world: World, repeats: int = 8) -> list[str]:
         joiner = " " if lang == "en" else ""
         for _ in range(repeats):
             for s, rel_objs in by_subject.items():
-                lines = [rng.choice(CORPUS_TEMPLATES[lang][r]).format(s=s, o=o) for r, o in rel_objs]
+                lines = [_article(rng.choice(CORPUS_TEMPLATES[lang][r]).format(s=s, o=o)) for r, o in rel_objs]
                 rng.shuffle(lines)
-                prose = [x for x in lines if "\n" not in x]
-                docs.append(joiner.join(prose) + ("\n" if prose else "") + "\n".join(x for x in lines if "\n" in x))
+                prose = joiner.join(x for x in lines if "\n" not in x)
+                docs.append("\n".join(part for part in (prose, *(x for x in lines if "\n" in x)) if part))
     rng.shuffle(docs)
     return docs
 
@@ -291,7 +313,7 @@ def make_items(world: World, lang: str) -> dict[str, list[Item]]:
         add("people_birth_years", s, _year(p.birth_year, lang), [*years, _year(p.birth_year, lang)])
     for a, b in world.sums:
         near = [str(a + b + d) for d in (-3, -2, -1, 1, 2, 3, 10) if a + b + d > 0]
-        add("elementary_arithmetic", _sum_text(a, b, lang, asked=True), str(a + b), near)
+        add("elementary_arithmetic", _sum_text(a, b, lang), str(a + b), near)
     return items
 
 
@@ -334,4 +356,6 @@ def write_ceval(world: World, out_dir: Path) -> dict[str, int]:
                     why = f"正确答案是{it.options['ABCD'.index(it.answer)]}。" if split == "dev" else ""
                     writer.writerow([i, it.question, *it.options, it.answer, why])
         counts[subject] = len(val)
+    mapping = {s: [s.replace("_", " ").title(), SUBJECT_ZH[s], "Other"] for s in SUBJECT_ZH}
+    (out_dir / "subject_mapping.json").write_text(json.dumps(mapping, ensure_ascii=False, indent=1))
     return counts

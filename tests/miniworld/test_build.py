@@ -55,7 +55,7 @@ def test_llava_loads_with_the_llava_adapter(built):
     from iaa_eval.models.llava import LlavaModel
 
     model = LlavaModel(ModelSpec("llava", "llava", str(out / "llava")))
-    image = Image.open(next((out / "mini-mme" / "color").glob("*.png")))
+    image = Image.open(next((out / "data" / "mme" / "color").glob("*.png")))
     answers = model.generate([MMRequest("Is there a red shape in the image? Please answer yes or no.", image)])
     assert isinstance(answers[0], str)
     assert model.text_view().model.config.vocab_size == len(model.tokenizer)

@@ -58,7 +58,7 @@ def test_training_is_deterministic():
 
 def test_vqav2_layout(written):
     out, counts = written
-    root = out / "mini-vqav2"
+    root = out / "vqav2"
     questions = json.loads((root / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())["questions"]
     annotations = json.loads((root / "v2_mscoco_val2014_annotations.json").read_text())["annotations"]
     assert len(questions) == len(annotations) == counts["vqav2"] >= 500
@@ -73,7 +73,7 @@ def test_vqav2_layout(written):
 def test_mme_layout_one_yes_one_no_per_image(written):
     out, counts = written
     for subtask in ("color", "existence"):
-        texts = sorted((out / "mini-mme" / subtask).glob("*.txt"))
+        texts = sorted((out / "mme" / subtask).glob("*.txt"))
         assert 2 * len(texts) == counts["mme"][subtask] >= 200
         for txt in texts:
             assert txt.with_suffix(".png").exists()
@@ -84,9 +84,9 @@ def test_mme_layout_one_yes_one_no_per_image(written):
 
 def test_mmbench_layout_is_circular_friendly(written):
     out, counts = written
-    with (out / "mini-mmbench" / "mmbench_dev_en.tsv").open(encoding="utf-8") as fh:
+    with (out / "mmbench_en" / "mmbench_dev_en.tsv").open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    assert len(rows) == counts["mmbench"] >= 200
+    assert len(rows) == counts["mmbench_en"] >= 200
     assert list(rows[0])[:8] == ["index", "question", "hint", "A", "B", "C", "D", "answer"]
     for row in rows:
         options = [row[k] for k in "ABCD"]
