@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check iaa_eval tests bench
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_cpu.py
+	$(BIN)/python bench/mmlu_cpu.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

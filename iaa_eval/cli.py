@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="render a run (or compare two) as HTML, or export tables")
     report.add_argument("runs", nargs="+", type=Path, help="one run directory, or two to compare")
-    report.add_argument("--out", type=Path, help="output folder (default: reports/<run-id>)")
+    report.add_argument("--out", type=Path, help="reports root (default: reports/, page in reports/<run-id>/)")
     report.add_argument("--format", choices=["html", "csv", "json"], default="html")
 
     gate = sub.add_parser("gate", help="check a run against thresholds; exit 0 pass, 1 breach, 2 unusable")
@@ -201,32 +201,22 @@ def cmd_tasks(_: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """`iaa-eval report`."""
-    from iaa_eval import forgetting, report
+    """`iaa-eval report`: a page for one run, a comparison for two; --format csv|json adds the tables."""
+    from iaa_eval.report.cli_helpers import report
 
-    if len(args.runs) > 2:
-        raise UsageError("report takes one run directory, or two to compare")
-    if args.format != "html":
-        out = args.out or Path("reports") / args.runs[0].name
-        paths = forgetting.export(forgetting.analyse(args.runs[0]), args.format, out)
-        print("\n".join(str(p) for p in paths))  # noqa: T201
-        return 0
-    if len(args.runs) == 2:
-        out = args.out or Path("reports") / f"{args.runs[0].name}-vs-{args.runs[1].name}"
-        page = report.render_comparison(args.runs[0], args.runs[1], out)
-    else:
-        page = report.render_report(args.runs[0], args.out or Path("reports") / args.runs[0].name)
-    print(f"report: {page}")  # noqa: T201
+    fmt = None if args.format == "html" else args.format
+    for path in report(args.runs, args.out or Path("reports"), fmt):
+        print(path)  # noqa: T201
     return 0
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    """`iaa-eval gate`: the exit code is the verdict."""
-    from iaa_eval.gate import run_gate
+    """`iaa-eval gate`: the exit code is the verdict (0 pass, 1 breach, 2 unusable input)."""
+    from iaa_eval.report.cli_helpers import gate
 
-    outcome = run_gate(args.run, args.thresholds, against=args.against)
-    print(outcome.table())  # noqa: T201
-    return outcome.exit_code
+    code, text = gate(args.run, args.thresholds, args.against)
+    print(text)  # noqa: T201
+    return code
 
 
 def cmd_miniworld(args: argparse.Namespace) -> int:

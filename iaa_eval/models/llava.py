@@ -2,20 +2,42 @@
 
 Multimodal tasks use the whole model; text tasks use its language model and head alone, which
 is where the forgetting of fully fine-tuned multimodal training shows.
+
+Generation encodes each distinct image once per model per run (``feature_cache``): MME asks two
+questions per image and MMBench one per option rotation. The cached features reach ``generate``
+as ``mm_encoder_outputs``, the pre-encoded-features entry point of transformers' LLaVA, so the
+language model sees exactly the embeddings the pixel path would have spliced in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from iaa_eval.models.base import MMRequest, ModelSpec, TextView, fingerprint_weights, text_model_fingerprint
 from iaa_eval.models.generation import batches, ensure_pad_token, greedy_decode
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
 from iaa_eval.models.scoring import score_options
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
+from iaa_eval.models.vision import FeatureCache
+
+
+def llava_prompt(processor: Any, text: str, has_image: bool) -> str:
+    """The prompt for a question: the processor's chat template (with the LLaVA system prompt)
+    when it has one, else the plain template. Training uses it too, so train and eval agree."""
+    if getattr(processor, "chat_template", None):
+        content = [{"type": "image"}] if has_image else []
+        content.append({"type": "text", "text": text})
+        messages = [
+            {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+            {"role": "user", "content": content},
+        ]
+        return processor.apply_chat_template(messages, add_generation_prompt=True)
+    return build_prompt(processor.tokenizer, text, processor.image_token if has_image else None)
 
 
 class LlavaModel:
@@ -37,6 +59,7 @@ class LlavaModel:
         ensure_pad_token(self.tokenizer)
         self._text_lm = self._build_text_lm()
         self._fingerprints: dict[str, str] = {}
+        self.feature_cache = FeatureCache(self._encode_images)
 
     def _build_text_lm(self) -> torch.nn.Module:
         """A causal LM that *shares* the LLaVA language model and head (no copy)."""
@@ -50,35 +73,53 @@ class LlavaModel:
         """Language model + head, without the vision tower and projector."""
         return TextView(self._text_lm, self.tokenizer, self.fingerprint("text"))
 
-    def _prompt(self, request: MMRequest) -> str:
-        placeholder = self.processor.image_token if request.image is not None else None
-        if getattr(self.processor, "chat_template", None):
-            content = [{"type": "image"}] if request.image is not None else []
-            content.append({"type": "text", "text": request.prompt})
-            messages = [
-                {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-                {"role": "user", "content": content},
-            ]
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        return build_prompt(self.tokenizer, request.prompt, placeholder)
+    def render_prompt(self, request: MMRequest) -> str:
+        """The exact text the model is given for a request, image placeholder unexpanded."""
+        return llava_prompt(self.processor, request.prompt, request.image is not None)
 
     def _encode(self, chunk: Sequence[MMRequest]) -> dict[str, torch.Tensor]:
         images = [r.image.convert("RGB") for r in chunk if r.image is not None]
         enc = self.processor(
-            images=images or None, text=[self._prompt(r) for r in chunk], return_tensors="pt", padding=True
+            images=images or None, text=[self.render_prompt(r) for r in chunk], return_tensors="pt", padding=True
         )
         return {k: v.to(self.model.device) for k, v in enc.items()}
 
-    def generate(self, requests: Sequence[MMRequest]) -> list[str]:
-        """Greedy answers; requests without an image are asked blind."""
+    def _encode_images(self, images: list) -> torch.Tensor:
+        """Projected vision features, shape ``(n_images, n_patches, hidden)``."""
+        pixels = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
+        pixel_values = pixels["pixel_values"].to(self.model.device, self.model.dtype)
+        with torch.inference_mode():
+            out = self.model.model.get_image_features(pixel_values=pixel_values, return_dict=True)
+        return torch.stack(list(out.pooler_output))
+
+    def _generate_with_images(self, chunk: Sequence[MMRequest], budget: int) -> list[str]:
+        """Greedy answers for requests that all carry an image, features from the cache."""
+        features = self.feature_cache.get([r.image for r in chunk], [r.image_key for r in chunk])
+        token = self.processor.image_token
+        texts = [self.render_prompt(r).replace(token, token * f.shape[0]) for r, f in zip(chunk, features, strict=True)]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True)  # as the processor calls it
+        enc = {k: v.to(self.model.device) for k, v in enc.items()}
+        pooled = [f.to(self.model.device, self.model.dtype) for f in features]
+        enc["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        return greedy_decode(self.model.generate, self.tokenizer, enc, budget)
+
+    def generate(self, requests: Sequence[MMRequest], use_feature_cache: bool = True) -> list[str]:
+        """Greedy answers; requests without an image are asked blind.
+
+        ``use_feature_cache=False`` runs the processor's pixel path (the reference the cache is
+        tested against).
+        """
         answers: dict[int, str] = {}
         size = self.spec.batch_size if isinstance(self.spec.batch_size, int) else 8
         for has_image in (True, False):
             group = [(i, r) for i, r in enumerate(requests) if (r.image is not None) == has_image]
             for chunk in batches(group, size):
-                enc = self._encode([r for _, r in chunk])
-                budget = max(r.max_new_tokens for _, r in chunk)
-                texts = greedy_decode(self.model.generate, self.tokenizer, enc, budget)
+                reqs = [r for _, r in chunk]
+                budget = max(r.max_new_tokens for r in reqs)
+                if has_image and use_feature_cache:
+                    texts = self._generate_with_images(reqs, budget)
+                else:
+                    texts = greedy_decode(self.model.generate, self.tokenizer, self._encode(reqs), budget)
                 answers.update({i: t for (i, _), t in zip(chunk, texts, strict=True)})
         return [answers[i] for i in range(len(requests))]
 

@@ -1,0 +1,309 @@
+"""The regression gate: a run (and optionally an earlier one) against thresholds from YAML.
+
+Exit codes: 0 every rule passed, 1 a rule was breached (the table says which, with the numbers),
+2 the input is unusable (missing file, schema mismatch, a rule naming a task, metric or model
+kind the run does not have, samples a rule needs but the run did not log).
+
+``gate.yaml`` (every key optional except where noted; unknown keys are errors)::
+
+    version: 1                      # required
+    text:                           # per model kind, against the run's base model
+      <kind>:
+        max_flips: int              # items whose correctness changed (right->wrong + wrong->right)
+        max_drop: float             # largest allowed fall of the paired mean (fraction, 0.05 = 5 points)
+        report_only: bool           # show the numbers, never fail
+        tasks: [task, ...]          # default: every text task of the run
+    multimodal:                     # floors per model kind and task
+      - {kind: str, task: str, metric: str?, min: float?, min_gain: float?}
+    regression:                     # only used with --against <earlier run>
+      tolerance: float              # breach when the paired CI of (now - then) lies wholly below -tolerance
+      tasks: [task, ...]            # default: every task both runs share
+
+``min`` is in the metric's own units (fractions for accuracies, points for MME); ``min_gain`` is
+the score minus the base model's (blind) score on the same task.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import types
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from iaa_eval.errors import DataError, IAAEvalError
+from iaa_eval.forgetting import Analysis, analyse, compare_runs
+from iaa_eval.rundata import RunData
+
+log = logging.getLogger(__name__)
+GATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TextRule:
+    """Limits on a model kind's text change against the base."""
+
+    kind: str
+    max_flips: int | None = None
+    max_drop: float | None = None
+    report_only: bool = False
+    tasks: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class MultimodalRule:
+    """A floor on one task's score (or its gain over the blind base) for a model kind."""
+
+    kind: str
+    task: str
+    metric: str | None = None
+    min: float | None = None
+    min_gain: float | None = None
+
+
+@dataclass(frozen=True)
+class RegressionRule:
+    """No task may fall, beyond its paired CI, below an earlier run."""
+
+    tolerance: float = 0.0
+    tasks: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """A parsed thresholds file."""
+
+    version: int
+    text: tuple[TextRule, ...] = ()
+    multimodal: tuple[MultimodalRule, ...] = ()
+    regression: RegressionRule | None = None
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """One rule applied to one model and task."""
+
+    rule: str
+    model: str
+    task: str
+    value: float
+    threshold: str
+    status: str  # "pass", "fail" or "report"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """What the gate decided; ``exit_code`` is 0 pass, 1 breach, 2 unusable input."""
+
+    exit_code: int
+    rows: tuple[GateRow, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> tuple[GateRow, ...]:
+        """The breached rules."""
+        return tuple(r for r in self.rows if r.status == "fail")
+
+    def table(self, everything: bool = False) -> str:
+        """A plain-text table of the failed rules (or of every row), or the input errors."""
+        if self.errors:
+            return "\n".join(f"unusable input: {e}" for e in self.errors)
+        rows = self.rows if everything else self.failed
+        if not rows:
+            return f"gate passed: {len(self.rows)} checks"
+        head = ("status", "rule", "model", "task", "value", "threshold", "detail")
+        body = [(r.status.upper(), r.rule, r.model, r.task, _fmt(r.value), r.threshold, r.detail) for r in rows]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+        lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in (head, *body)]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.6g}"
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against a dataclass field's type hint (the few shapes gate.yaml uses)."""
+    options = get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if get_origin(option) is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    raise DataError(f"{where}: expected {hint}, got {value!r}")
+
+
+def _build(cls: type, data: Any, where: str, **fixed: Any) -> Any:
+    if not isinstance(data, dict):
+        raise DataError(f"{where}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    allowed = [f.name for f in fields(cls) if f.name not in fixed]
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise DataError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    values = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**fixed, **values)
+    except TypeError as exc:
+        raise DataError(f"{where}: {exc}") from exc
+
+
+def load_thresholds(path: Path | str) -> GateThresholds:
+    """Parse a thresholds file strictly (``yaml.safe_load``; unknown keys name file and key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: thresholds file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping at the top level")
+    unknown = sorted(set(data) - {"version", "text", "multimodal", "regression"})
+    if unknown:
+        raise DataError(f"{path}: unknown key {unknown[0]!r}; allowed: version, text, multimodal, regression")
+    if data.get("version") != GATE_VERSION:
+        raise DataError(f"{path}: version {data.get('version')!r}, expected {GATE_VERSION}")
+    text = data.get("text") or {}
+    if not isinstance(text, dict):
+        raise DataError(f"{path}: text: expected a mapping of model kind -> limits")
+    regression = data.get("regression")
+    return GateThresholds(
+        version=GATE_VERSION,
+        text=tuple(_build(TextRule, v, f"{path}: text.{k}", kind=k) for k, v in text.items()),
+        multimodal=tuple(
+            _build(MultimodalRule, v, f"{path}: multimodal[{i}]") for i, v in enumerate(data.get("multimodal") or [])
+        ),
+        regression=None if regression is None else _build(RegressionRule, regression, f"{path}: regression"),
+    )
+
+
+def _models_of(run: RunData, kind: str, rule: str) -> list[str]:
+    models = [m for m in run.models if run.kind(m) == kind]
+    if not models:
+        kinds = sorted({run.kind(m) for m in run.models})
+        raise DataError(f"rule {rule}: no model of kind {kind!r} in {run.run_dir} (kinds: {', '.join(kinds)})")
+    return models
+
+
+def _check_task(run: RunData, model: str, task: str, rule: str) -> None:
+    if run.result(model, task) is None:
+        raise DataError(
+            f"rule {rule}: unknown task {task!r} for model {model!r} in {run.run_dir} "
+            f"(tasks: {', '.join(run.tasks(model))})"
+        )
+
+
+def _needs_samples(run: RunData, model: str, task: str, rule: str) -> None:
+    if run.items(model, task) is None:
+        raise DataError(f"rule {rule}: {run.run_dir / 'samples' / model / (task + '.jsonl')} is missing "
+                        "(per-item samples needed; run with --log-samples)")
+
+
+def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow]:
+    rows, name = [], f"text.{rule.kind}"
+    text = analysis.text.set_index(["model", "task"]) if not analysis.text.empty else None
+    for model in _models_of(run, rule.kind, name):
+        if model == analysis.base:
+            raise DataError(f"rule {name}: model {model!r} of kind {rule.kind!r} is the base model itself")
+        for task in rule.tasks or tuple(analysis.meta["text_tasks"]):
+            _check_task(run, model, task, name)
+            _check_task(run, analysis.base, task, name)
+            row = text.loc[(model, task)]
+            if rule.max_flips is not None:
+                _needs_samples(run, model, task, f"{name}.max_flips")
+                _needs_samples(run, analysis.base, task, f"{name}.max_flips")
+            flips = float(row.get("right_to_wrong", math.nan) + row.get("wrong_to_right", math.nan))
+            detail = f"delta {row.delta:+.4f}, {flips:.0f} flips"
+            if rule.report_only:
+                rows.append(GateRow(f"{name}.report", model, task, float(row.delta), "-", "report", detail))
+            if rule.max_flips is not None:
+                ok = flips <= rule.max_flips
+                rows.append(GateRow(f"{name}.max_flips", model, task, flips, f"<= {rule.max_flips}",
+                                    "pass" if ok else "fail", detail))
+            if rule.max_drop is not None:
+                ok = -float(row.delta) <= rule.max_drop
+                rows.append(GateRow(f"{name}.max_drop", model, task, -float(row.delta), f"<= {rule.max_drop:g}",
+                                    "pass" if ok else "fail", detail))
+    return rows
+
+
+def _multimodal_rows(run: RunData, base: str, rule: MultimodalRule, index: int) -> list[GateRow]:
+    rows, name = [], f"multimodal[{index}]"
+    for model in _models_of(run, rule.kind, name):
+        _check_task(run, model, rule.task, name)
+        entry = run.result(model, rule.task)
+        metric = rule.metric or entry["primary"]
+        if metric not in entry["metrics"]:
+            raise DataError(f"rule {name}: unknown metric {metric!r} for task {rule.task!r} "
+                            f"(metrics: {', '.join(entry['metrics'])})")
+        score = run.score(model, rule.task, metric)
+        if rule.min is not None:
+            rows.append(GateRow(f"{name}.min", model, rule.task, score, f"{metric} >= {rule.min:g}",
+                                "pass" if score >= rule.min else "fail"))
+        if rule.min_gain is not None:
+            _check_task(run, base, rule.task, f"{name}.min_gain")
+            gain = score - run.score(base, rule.task, metric)
+            rows.append(GateRow(f"{name}.min_gain", model, rule.task, gain, f"{metric} gain >= {rule.min_gain:g}",
+                                "pass" if gain >= rule.min_gain else "fail", f"{metric} {score:.4g} vs base"))
+    return rows
+
+
+def _regression_rows(run: RunData, earlier: RunData, rule: RegressionRule, resamples: int, seed: int) -> list[GateRow]:
+    table = compare_runs(earlier, run, resamples=resamples, seed=seed)
+    rows = []
+    for task in rule.tasks or ():
+        if task not in run.tasks() or task not in earlier.tasks():
+            raise DataError(f"rule regression: unknown task {task!r} (not in both {earlier.run_dir} and {run.run_dir})")
+    for r in table.itertuples():
+        if rule.tasks and r.task not in rule.tasks:
+            continue
+        if r.n_paired == 0:
+            for source in (earlier, run):
+                _needs_samples(source, r.model, r.task, "regression")
+            raise DataError(f"rule regression: {r.model}/{r.task} shares no doc_id between the two runs")
+        ok = not r.ci_high < -rule.tolerance
+        detail = f"{r.metric} {r.score_a:.4g} -> {r.score_b:.4g}; item delta {r.item_delta:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
+        rows.append(GateRow("regression", r.model, r.task, float(r.item_delta),
+                            f"CI high >= {0.0 - rule.tolerance:g}", "pass" if ok else "fail", detail))
+    return rows
+
+
+def run_gate(run_dir: Path | str, thresholds_path: Path | str, against: Path | str | None = None,
+             resamples: int = 2000, seed: int = 0) -> GateOutcome:
+    """Apply ``thresholds_path`` to ``run_dir`` (and to its change since ``against``).
+
+    Returns a :class:`GateOutcome`; never raises for bad input (that is exit code 2).
+    """
+    try:
+        thresholds = load_thresholds(thresholds_path)
+        run = RunData(run_dir)
+        earlier = RunData(against) if against is not None else None
+        analysis = analyse(run, resamples=resamples, seed=seed)
+        rows: list[GateRow] = []
+        for rule in thresholds.text:
+            rows += _text_rows(run, analysis, rule)
+        for index, mm_rule in enumerate(thresholds.multimodal):
+            rows += _multimodal_rows(run, analysis.base, mm_rule, index)
+        if earlier is not None:
+            if thresholds.regression is None:
+                log.warning("--against given but %s has no 'regression' section", thresholds_path)
+            else:
+                rows += _regression_rows(run, earlier, thresholds.regression, resamples, seed)
+    except IAAEvalError as exc:
+        return GateOutcome(2, errors=(str(exc),))
+    breached = any(r.status == "fail" for r in rows)
+    return GateOutcome(1 if breached else 0, rows=tuple(rows))

@@ -1,0 +1,139 @@
+"""Adapter for ``--model NAME=iaa:<dir>[#g]``: our IAA model behind the ``EvalModel`` protocol.
+
+Text tasks get the wrapped base LM itself (a real ``*ForCausalLM`` sharing the frozen weights),
+so its text fingerprint equals the ``hf`` adapter's on the same base and tokenizer and the runner
+shares their text results. Multimodal tasks use the MM workflow (``#g`` after the path selects
+the grounding workflow); a request without an image runs that workflow blind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, CLIPImageProcessor
+
+from iaa_eval.errors import ModelError
+from iaa_eval.models.base import (
+    MMRequest,
+    ModelSpec,
+    TextView,
+    fingerprint_weights,
+    text_model_fingerprint,
+    tokenizer_digest,
+)
+from iaa_eval.models.generation import batches, ensure_pad_token, greedy_decode
+from iaa_eval.models.iaa.convert import resolve_vision_dir
+from iaa_eval.models.iaa.modeling import IAAForCausalLM
+from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
+from iaa_eval.models.loading import check_vocabulary, load_pretrained, resolve_dtype
+from iaa_eval.models.scoring import score_options
+from iaa_eval.models.vision import FeatureCache
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """``"dir#g"`` -> ``("dir", "g")``; no suffix means the MM workflow."""
+    folder, _, workflow = path.partition("#")
+    workflow = workflow or "mm"
+    if workflow not in ("mm", "g"):
+        raise ModelError(f"--model ...=iaa:{path}: workflow suffix #{workflow} unknown; use #mm or #g")
+    return folder, workflow
+
+
+class IAAModel:
+    """Adapter for ``--model NAME=iaa:<dir>``; ``feature_cache`` counts vision-encoder hits/misses."""
+
+    supports_images = True
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        folder, self.workflow = split_path(spec.path)
+        if not Path(folder).expanduser().is_dir():
+            raise ModelError(f"IAA checkpoint {folder!r}: no such directory (hub ids are not fetched; pass a local "
+                             "download of the checkpoint)")
+        dtype = resolve_dtype(spec.dtype, spec.device)
+        self.model = IAAForCausalLM.from_pretrained(folder, dtype=dtype, device=spec.device)
+        self.model.branch(self.workflow)  # raises early if the checkpoint lacks the G branch
+        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, folder, "tokenizer",
+                                         trust_remote_code=spec.trust_remote_code)
+        check_vocabulary(self.tokenizer, self.model.config.text_config.vocab_size, folder)
+        ensure_pad_token(self.tokenizer)
+        self.image_processor = self._image_processor(Path(folder).expanduser())
+        self.feature_cache = FeatureCache(self._encode_images)
+        self._fingerprints: dict[str, str] = {}
+
+    def _image_processor(self, folder: Path) -> Any:
+        """The checkpoint's CLIP processor: in the folder (our layout) or the vision tower's folder."""
+        for candidate in (folder, resolve_vision_dir(self.model.config.vision_tower_path, folder)):
+            if candidate is not None and (candidate / "preprocessor_config.json").exists():
+                return CLIPImageProcessor.from_pretrained(candidate, trust_remote_code=False)
+        raise ModelError(f"{folder}: no preprocessor_config.json here or in the vision-tower folder "
+                         f"({self.model.config.vision_tower_path!r})")
+
+    @torch.no_grad()
+    def _encode_images(self, images: list[Any]) -> torch.Tensor:
+        pixels = pixel_values(images, self.image_processor, self.model.config.image_aspect_ratio)
+        return self.model.model.vision_tower(pixels.to(self.model.device))  # (n, patches, mm_hidden)
+
+    def text_view(self) -> TextView:
+        """The wrapped base LM, unmodified (its weights are the frozen ones IAA runs on)."""
+        return TextView(self.model.base_lm, self.tokenizer, self.fingerprint("text"))
+
+    def _inputs(self, chunk: Sequence[MMRequest]) -> tuple[list[list[int]], torch.Tensor | None]:
+        """Prompt ids (with -200 where the image goes) and the chunk's vision features, in order."""
+        token_id = self.model.config.image_token_id
+        ids = []
+        for request in chunk:
+            has_image = request.image is not None
+            text = prompt_text(self.tokenizer, request.prompt, token_id, has_image)
+            ids.append(to_model_ids(self.tokenizer(text, add_special_tokens=False)["input_ids"], token_id, has_image))
+        with_image = [r for r in chunk if r.image is not None]
+        if not with_image:
+            return ids, None
+        features = self.feature_cache.get([r.image for r in with_image], [r.image_key for r in with_image])
+        return ids, torch.stack(features)
+
+    def generate(self, requests: Sequence[MMRequest]) -> list[str]:
+        """Greedy answers through the MM (or G) workflow; left-padded batches, images and blind mixed."""
+        size = self.spec.batch_size if isinstance(self.spec.batch_size, int) else 8
+        answers: list[str] = []
+        for chunk in batches(list(requests), size):
+            ids, features = self._inputs(chunk)
+            width = max(len(row) for row in ids)
+            pad = self.tokenizer.pad_token_id
+            batch = {
+                "input_ids": torch.tensor([[pad] * (width - len(r)) + r for r in ids], device=self.model.device),
+                "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids],
+                                               device=self.model.device),
+            }
+
+            def run(features: torch.Tensor | None = features, **kwargs: Any) -> torch.Tensor:
+                return self.model.generate(workflow=self.workflow, image_features=features, **kwargs)
+
+            answers += greedy_decode(run, self.tokenizer, batch, max(r.max_new_tokens for r in chunk))
+        return answers
+
+    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
+        """Log-likelihood of each option after the image + prompt, through the MM (or G) workflow."""
+        contexts, extras = [], []
+        for request in requests:
+            ids, features = self._inputs([request])
+            contexts.append(ids[0])
+            extras.append({"workflow": self.workflow, "image_features": features})
+        return score_options(self.model, self.tokenizer, contexts, [r.options for r in requests], extras)
+
+    def fingerprint(self, workflow: str) -> str:
+        """``text``: the base LM as a text model; otherwise all weights + the workflow actually run."""
+        key = "text" if workflow == "text" else self.workflow
+        if key not in self._fingerprints:
+            if key == "text":
+                value = text_model_fingerprint(self.model.base_lm, self.tokenizer)
+            else:
+                config = self.model.config.to_dict()
+                config.pop("vision_tower_path", None)  # where it was loaded from does not change answers
+                config["tokenizer"] = tokenizer_digest(self.tokenizer)
+                value = fingerprint_weights(config, dict(self.model.state_dict(keep_vars=True)), f"iaa:{key}")
+            self._fingerprints[key] = value
+        return self._fingerprints[key]

@@ -1,0 +1,306 @@
+"""``IAAForCausalLM``: a frozen Hugging Face decoder plus inner adaptors (IAA, arXiv 2408.12902).
+
+The frozen stack, the insertion layers, the norms and the rotary embedding are transformers' own
+modules of the base family; nothing is vendored. Attribute names follow the official checkpoint
+(``model.condition_layers.k``, ``lm_head_condtion`` (sic), ...), so its keys load without renaming.
+The base ``*ForCausalLM`` is kept unregistered: its modules are registered once, under ``model.``
+and ``lm_head``, and ``base_lm`` is that very model (text workflow == base LM, bit for bit).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, CLIPVisionModel, DynamicCache, PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.masking_utils import create_causal_mask
+from transformers.utils import ModelOutput
+
+from iaa_eval.errors import ModelError
+from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID, SUPPORTED_BASES, IAAConfig
+from iaa_eval.models.iaa.multimodal import IGNORE_INDEX, VisionTower, build_projector, claim_cache, splice_images
+
+
+@dataclass
+class IAAOutput(ModelOutput):
+    """logits: ``(batch, spliced_len, vocab)`` float32; attention_mask: the spliced mask covering the
+    cache and this call (what the next decode step extends); cache: the updated KV cache."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    cache: Cache | None = None
+
+
+class Branch(NamedTuple):
+    """The modules one workflow reads (``layers``/``projector`` are ``None`` for text)."""
+
+    embed: nn.Embedding
+    layers: nn.ModuleList | None
+    norm: nn.Module
+    head: nn.Linear
+    projector: nn.Module | None
+
+
+class IAAInner(nn.Module):
+    """Holds every ``model.*`` module: the frozen ones (shared with the base LM) and the branches."""
+
+    def __init__(self, config: IAAConfig, base: PreTrainedModel, vision: CLIPVisionModel) -> None:
+        super().__init__()
+        text, inner = base.config, base.model
+        self.embed_tokens, self.layers, self.norm, self.rotary_emb = (
+            inner.embed_tokens, inner.layers, inner.norm, inner.rotary_emb)
+        n_layers = len(inner.layers)
+        for suffix, proj_name in (("", "mm_projector"), ("_grounding", "mm_projector_G")):
+            if suffix and "g" not in config.workflows:
+                continue
+            setattr(self, f"embed_tokens_condition{suffix}", nn.Embedding(text.vocab_size, text.hidden_size))
+            layers = [type(inner.layers[0])(text, after) for after in config.insert_after_layers]
+            for k, layer in enumerate(layers):  # cache slot n_layers + k: one cache object, no collisions
+                layer.self_attn.layer_idx = n_layers + k
+            setattr(self, f"condition_layers{suffix}", nn.ModuleList(layers))
+            setattr(self, f"norm_condition{suffix}", copy.deepcopy(inner.norm))
+            setattr(self, proj_name, build_projector(config.projector_type, config.mm_hidden_size, text.hidden_size))
+        self.vision_tower = VisionTower(vision, config.vision_feature_layer, config.vision_feature_select)
+
+
+class IAAForCausalLM(nn.Module):
+    """Frozen base LM + inner adaptors; ``forward(..., workflow="text"|"mm"|"g")``.
+
+    Example:
+        >>> model = IAAForCausalLM.from_base(llama, clip, positions=[0, 1])
+        >>> model(ids, pixel_values=px, workflow="mm").logits.shape  # (1, len(ids) - 1 + 16, vocab)
+    """
+
+    def __init__(self, config: IAAConfig, base: PreTrainedModel | None = None, vision: CLIPVisionModel | None = None):
+        super().__init__()
+        self.config = config
+        base = base if base is not None else AutoModelForCausalLM.from_config(config.text_config)
+        object.__setattr__(self, "base_lm", base)  # unregistered: its modules are registered below
+        self.model = IAAInner(config, base, vision if vision is not None else CLIPVisionModel(config.vision_config))
+        self.lm_head = base.lm_head
+        text = base.config
+        self.lm_head_condtion = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+        if "g" in config.workflows:
+            self.lm_head_condtion_grounding = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+
+    @classmethod
+    def from_base(
+        cls,
+        base: PreTrainedModel,
+        vision_tower: CLIPVisionModel,
+        positions: list[int] | str = "iaa-14",
+        workflows: tuple[str, ...] = ("mm",),
+        **config_fields: object,
+    ) -> IAAForCausalLM:
+        """Wrap ``base`` (shared, frozen): insertion layers copy the layers they follow, the MM/G
+        embedding, norm and head copy the base's; projectors are freshly initialised (LLaVA style).
+
+        ``config_fields`` go to :class:`IAAConfig` (``image_token_id``, ``vision_feature_layer``, ...).
+        """
+        model_type = getattr(base.config, "model_type", None)
+        if not hasattr(base, "model") or not hasattr(base.model, "layers") or model_type not in SUPPORTED_BASES:
+            raise ModelError(f"cannot wrap base {type(base).__name__} (model_type={model_type!r}); supported: "
+                             f"{', '.join(SUPPORTED_BASES)} causal LMs")
+        config = IAAConfig(text_config=base.config, vision_config=vision_tower.config, insert_after_layers=positions,
+                           workflows=list(workflows), **config_fields)
+        model = cls(config, base=base, vision=vision_tower)
+        base.requires_grad_(False)
+        vision_tower.requires_grad_(False)
+        with torch.no_grad():
+            for name in config.workflows:
+                branch = model.branch(name)
+                for module in (branch.embed, branch.layers, branch.norm, branch.head, branch.projector):
+                    module.to(device=base.device, dtype=base.dtype)  # never .to() the shared base (its RoPE buffer)
+                for k, after in enumerate(config.insert_after_layers):
+                    branch.layers[k].load_state_dict(base.model.layers[after].state_dict())
+                branch.embed.weight.copy_(base.model.embed_tokens.weight)
+                branch.norm.load_state_dict(base.model.norm.state_dict())
+                branch.head.weight.copy_(base.lm_head.weight)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
+                        dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> IAAForCausalLM:
+        """Load our layout or the official one (detected from ``config.json``); weights via safetensors."""
+        from iaa_eval.models.iaa.convert import load_iaa
+
+        return load_iaa(path, dtype=dtype or torch_dtype, device=device)
+
+    def save_pretrained(self, path: str | os.PathLike, official: bool = False, **kwargs: object) -> None:
+        """Write ``config.json`` + ``model.safetensors``; see :func:`iaa_eval.models.iaa.convert.save_iaa`
+        (``official=True``, ``vision_inside``, ``tokenizer``, ``image_processor``)."""
+        from iaa_eval.models.iaa.convert import save_iaa
+
+        save_iaa(self, path, official=official, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def train(self, mode: bool = True) -> IAAForCausalLM:
+        """Also flips the (unregistered) base LM's own flag, so ``base_lm.training`` stays truthful."""
+        self.base_lm.train(mode)
+        return super().train(mode)
+
+    def branch(self, workflow: str) -> Branch:
+        """The embedding, insertion layers, norm, head and projector that ``workflow`` uses."""
+        m = self.model
+        if workflow == "text":
+            return Branch(m.embed_tokens, None, m.norm, self.lm_head, None)
+        if workflow == "mm":
+            return Branch(m.embed_tokens_condition, m.condition_layers, m.norm_condition, self.lm_head_condtion,
+                          m.mm_projector)
+        if workflow == "g" and "g" in self.config.workflows:
+            return Branch(m.embed_tokens_condition_grounding, m.condition_layers_grounding,
+                          m.norm_condition_grounding, self.lm_head_condtion_grounding, m.mm_projector_G)
+        raise ModelError(f"workflow={workflow!r}: this model has workflows text, {', '.join(self.config.workflows)}")
+
+    def trainable_groups(self, workflow: str = "mm") -> dict[str, list[nn.Parameter]]:
+        """The parameter groups that IAA training may update, per name (everything else stays frozen)."""
+        b = self.branch(workflow)
+        return {"projector": list(b.projector.parameters()), "insertion_layers": list(b.layers.parameters()),
+                "embedding": list(b.embed.parameters()), "norm": list(b.norm.parameters()),
+                "head": list(b.head.parameters())}
+
+    def project_images(self, workflow: str, pixel_values: torch.Tensor | None = None,
+                       image_features: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Vision features (from pixels, or given pre-projector) through the workflow's projector."""
+        if pixel_values is None and image_features is None:
+            return None
+        projector = self.branch(workflow).projector
+        if projector is None:
+            raise ModelError("workflow='text' takes no images: it is the unmodified base LM; use workflow='mm'")
+        if pixel_values is not None and image_features is not None:
+            raise ModelError("pass pixel_values or image_features, not both")
+        features = self.model.vision_tower(pixel_values) if image_features is None else image_features
+        if features.shape[-1] != self.config.mm_hidden_size:
+            raise ModelError(f"image features have width {features.shape[-1]} but the projector expects "
+                             f"mm_hidden_size={self.config.mm_hidden_size}")
+        return projector(features.to(self.dtype))  # (n_images, patches, hidden)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        workflow: str = "text",
+        labels: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool = False,
+        image_features: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> IAAOutput:
+        """One pass of ``workflow``; ``input_ids`` carry -200 where each image goes (one per image, in order).
+
+        Args:
+            input_ids: ``(batch, seq)``; -200 marks an image.
+            attention_mask: ``(batch, past + seq)``, 1 = real token; left or right padding both work
+                (positions come from the mask). Past columns are at the spliced length.
+            pixel_values: ``(n_images, 3, H, W)``, images in placeholder order across the batch.
+            workflow: ``text`` (base LM, bit-identical), ``mm`` or ``g``.
+            labels: ``(batch, seq)`` targets aligned with ``input_ids`` (-100 = no loss); shifted here.
+            cache: a config-less ``DynamicCache`` owned by one workflow; created when ``use_cache``.
+            use_cache: return the updated cache.
+            image_features: ``(n_images, patches, mm_hidden)`` vision features instead of pixels.
+            logits_to_keep: compute logits for the last N positions only (0 = all).
+        """
+        branch = self.branch(workflow)
+        if use_cache and cache is None:
+            cache = DynamicCache()
+        if cache is not None:
+            claim_cache(cache, workflow)
+        past = cache.get_seq_length() if cache is not None else 0
+        if attention_mask is not None and attention_mask.shape[1] != past + input_ids.shape[1]:
+            raise ModelError(f"attention_mask has {attention_mask.shape[1]} columns; expected cached {past} + "
+                             f"new {input_ids.shape[1]}")
+        images = self.project_images(workflow, pixel_values, image_features)
+        if workflow == "text" and (input_ids == IMAGE_PLACEHOLDER_ID).any():
+            raise ModelError("workflow='text' got image placeholders (-200) in input_ids; use workflow='mm'")
+        current_mask = attention_mask[:, past:] if attention_mask is not None else None
+        hidden, current_mask, labels = splice_images(input_ids, current_mask, labels, branch.embed, images)
+        length = hidden.shape[1]  # spliced length of this call
+        if current_mask is None:
+            mask = None
+            positions = torch.arange(past, past + length, device=hidden.device).unsqueeze(0)
+        else:
+            past_mask = attention_mask[:, :past] if attention_mask is not None else current_mask.new_ones(
+                current_mask.shape[0], past)
+            mask = torch.cat([past_mask.to(current_mask.dtype), current_mask], dim=1)
+            positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (batch, length)
+        text_config = self.base_lm.config
+        causal = create_causal_mask(config=text_config, inputs_embeds=hidden, attention_mask=mask, cache=cache,
+                                    position_ids=positions)
+        rope = self.model.rotary_emb(hidden, position_ids=positions)  # one RoPE for every layer
+        inserted = dict(zip(self.config.insert_after_layers, branch.layers or [], strict=False))
+        for index, layer in enumerate(self.model.layers):
+            layer_args = dict(attention_mask=causal, position_ids=positions, cache=cache, use_cache=use_cache,
+                              position_embeddings=rope)
+            hidden = layer(hidden, **layer_args)
+            if index in inserted:  # the insertion layer's output replaces the hidden state
+                hidden = inserted[index](hidden, **layer_args)
+        hidden = branch.norm(hidden)
+        logits = branch.head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden).float()
+        loss = None
+        if labels is not None:
+            shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+            loss = nn.functional.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]), shift_labels.reshape(-1),
+                                               ignore_index=IGNORE_INDEX)
+        full_mask = mask if mask is not None else torch.ones(hidden.shape[0], past + length, dtype=torch.long,
+                                                             device=hidden.device)
+        return IAAOutput(loss=loss, logits=logits, attention_mask=full_mask, cache=cache if use_cache else None)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        workflow: str = "text",
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        num_beams: int = 1,
+        eos_token_id: int | list[int] | None = None,
+        pad_token_id: int | None = None,
+        use_cache: bool = True,
+        image_features: torch.Tensor | None = None,
+    ) -> torch.LongTensor:
+        """Greedy decoding; returns prompt (as given, -200 included) + new tokens, like transformers.
+
+        Rows that reached an EOS are filled with ``pad_token_id``. Pass left-padded batches.
+        """
+        if do_sample or num_beams != 1:
+            raise ModelError(f"IAA generate is greedy only: got do_sample={do_sample}, num_beams={num_beams}")
+        text = self.base_lm.config
+        eos = eos_token_id if eos_token_id is not None else text.eos_token_id
+        eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=input_ids.device)
+        pad = pad_token_id if pad_token_id is not None else text.pad_token_id
+        pad = pad if pad is not None else (int(eos[0]) if len(eos) else 0)
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        sequence, step_ids, cache = input_ids, input_ids, DynamicCache() if use_cache else None
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        images = {"pixel_values": pixel_values, "image_features": image_features}
+        for _ in range(max_new_tokens):
+            out = self(step_ids, attention_mask=mask, workflow=workflow, cache=cache, use_cache=use_cache,
+                       logits_to_keep=1, **images)
+            token = out.logits[:, -1].argmax(-1).masked_fill(done, pad)
+            sequence = torch.cat([sequence, token[:, None]], dim=1)
+            done |= torch.isin(token, eos)
+            if use_cache:  # later steps: only the new token, against the spliced mask
+                step_ids, images = token[:, None], {}
+                mask = torch.cat([out.attention_mask, torch.ones_like(token[:, None])], dim=1)
+            else:
+                step_ids = sequence
+                mask = torch.cat([mask, torch.ones_like(token[:, None])], dim=1)
+            if done.all():
+                break
+        return sequence

@@ -1,0 +1,158 @@
+"""Small, seeded training loops shared by the IAA and LLaVA-style stages.
+
+Both model families train on the same :class:`Example` list with the same :class:`TrainConfig`
+(steps, learning rate, batch size, seed), so their budgets are comparable by construction. Prompts
+come from :mod:`iaa_eval.models.templates`, exactly as at evaluation time; the loss covers the
+answer tokens only.
+
+Example:
+    >>> history = train_iaa_stage(iaa, tokenizer, image_processor, examples, stage=2,
+    ...                           config=TrainConfig(steps=300, lr=1e-3, batch_size=16, seed=0))
+    >>> history = train_llava_stage(llava, processor, examples, stage=2, config=TrainConfig(...),
+    ...                             text_replay=["plain text ..."], replay_ratio=0.15)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from iaa_eval.errors import UsageError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    """One supervised multimodal example: ``image`` (or ``None`` for text only), the user's
+    ``prompt`` (no image placeholder: the model's template adds it) and the expected ``answer``."""
+
+    image: Image | None
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule of one stage (AdamW, linear warm-up then cosine decay to zero).
+
+    Args:
+        steps: optimizer steps.
+        lr: peak learning rate.
+        batch_size: examples per step.
+        seed: seeds batch order, replay mixing and torch.
+        warmup_ratio: fraction of ``steps`` spent warming up.
+        weight_decay: AdamW weight decay (LLaVA-1.5 uses 0).
+        max_grad_norm: gradient clipping (``None``: off).
+        progress: show a tqdm bar.
+    """
+
+    steps: int = 100
+    lr: float = 1e-3
+    batch_size: int = 8
+    seed: int = 0
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise UsageError(f"TrainConfig: steps={self.steps}, batch_size={self.batch_size} and lr={self.lr} "
+                             "must be positive")
+
+
+def warmup_cosine(steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over ``ceil(steps * warmup_ratio)`` steps, then cosine to 0."""
+    warmup = math.ceil(steps * warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def batch_indices(n_items: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """``steps`` batches drawn from reshuffled epochs (every item seen once per epoch)."""
+    if n_items == 0:
+        raise UsageError("training needs at least one example")
+    rng, order, batches = random.Random(seed), [], []
+    for _ in range(steps):
+        batch = []
+        while len(batch) < batch_size:
+            if not order:
+                order = list(range(n_items))
+                rng.shuffle(order)
+            batch.append(order.pop())
+        batches.append(batch)
+    return batches
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over positions whose label is not -100 (labels unshifted)."""
+    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+    return nn.functional.cross_entropy(shift_logits, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def left_pad(rows: Sequence[list[int]], value: int) -> torch.Tensor:
+    """Stack variable-length id lists into ``(batch, max_len)``, padding on the left."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([[value] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
+
+
+def run_training(
+    parameters: Sequence[nn.Parameter],
+    batch_loss: Callable[[int], torch.Tensor],
+    config: TrainConfig,
+    desc: str,
+) -> list[float]:
+    """Optimise ``parameters`` for ``config.steps`` steps; ``batch_loss(step)`` returns that step's loss.
+
+    Returns the loss of every step (the history the caller plots or checks).
+    """
+    parameters = [p for p in parameters if p.requires_grad]
+    if not parameters:
+        raise UsageError(f"{desc}: nothing to train (no parameter requires grad)")
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.steps, config.warmup_ratio))
+    history: list[float] = []
+    bar = tqdm(range(config.steps), desc=desc, disable=not config.progress)
+    for step in bar:
+        loss = batch_loss(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        history.append(loss.item())
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+    return history
+
+
+def train_iaa_stage(*args: object, **kwargs: object) -> list[float]:
+    """See :func:`iaa_eval.train.iaa.train_iaa_stage` (imported lazily)."""
+    from iaa_eval.train.iaa import train_iaa_stage as impl
+
+    return impl(*args, **kwargs)
+
+
+def train_llava_stage(*args: object, **kwargs: object) -> list[float]:
+    """See :func:`iaa_eval.train.llava.train_llava_stage` (imported lazily)."""
+    from iaa_eval.train.llava import train_llava_stage as impl
+
+    return impl(*args, **kwargs)

@@ -1,0 +1,75 @@
+"""The ``iaa`` adapter: text view = the base LM (same fingerprint as ``hf``), batched == single."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iaa_eval.errors import ModelError
+from iaa_eval.models import load_model
+from iaa_eval.models.base import EvalModel, MMRequest, ModelSpec
+from iaa_eval.models.iaa.adapter import IAAModel
+from tests.iaa_helpers import random_image, tiny_iaa
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(base saved in HF format, IAA built from it in our layout), sharing one tokenizer."""
+    tokenizer, base, _, processor, model = tiny_iaa(seed=11, workflows=("mm", "g"))
+    base_dir, iaa_dir = tmp_path_factory.mktemp("base"), tmp_path_factory.mktemp("iaa")
+    base.save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    model.save_pretrained(iaa_dir, tokenizer=tokenizer, image_processor=processor)
+    return base_dir, iaa_dir
+
+
+def test_text_view_is_the_base_lm_with_the_hf_fingerprint(checkpoints: tuple[Path, Path]) -> None:
+    base_dir, iaa_dir = checkpoints
+    iaa, hf = load_model(ModelSpec("iaa", "iaa", str(iaa_dir))), load_model(ModelSpec("base", "hf", str(base_dir)))
+    assert isinstance(iaa, EvalModel)
+    view = iaa.text_view()
+    assert type(view.model).__name__ == "LlamaForCausalLM"
+    assert view.fingerprint == hf.text_view().fingerprint
+    assert iaa.fingerprint("mm") not in (view.fingerprint, load_model(ModelSpec("g", "iaa", f"{iaa_dir}#g")).fingerprint("mm"))
+    ids = torch.tensor([[5, 9, 33, 7, 80, 12]])
+    assert torch.equal(view.model(ids).logits, hf.model(ids).logits)
+    assert view.model.model.layers[0].mlp.up_proj.weight is iaa.model.model.layers[0].mlp.up_proj.weight
+
+
+def test_batched_generation_equals_one_at_a_time_and_images_are_encoded_once(checkpoints: tuple[Path, Path]) -> None:
+    _, iaa_dir = checkpoints
+    model = IAAModel(ModelSpec("iaa", "iaa", str(iaa_dir), batch_size=3))
+    wide, tall = random_image(1, (44, 28)), random_image(2, (20, 36))
+    requests = [
+        MMRequest("What colour is the shape?", wide, max_new_tokens=5),
+        MMRequest("Why?", None, max_new_tokens=5),
+        MMRequest("Is there a dog? Please answer yes or no.", tall, max_new_tokens=5),
+        MMRequest("What shape?", wide, max_new_tokens=5),
+    ]
+    batched = model.generate(requests)
+    assert model.feature_cache.misses == 2 and model.feature_cache.hits == 1
+    assert batched == [model.generate([r])[0] for r in requests]
+    assert model.feature_cache.misses == 2
+
+
+def test_score_matches_a_direct_forward(checkpoints: tuple[Path, Path]) -> None:
+    _, iaa_dir = checkpoints
+    model = IAAModel(ModelSpec("iaa", "iaa", str(iaa_dir)))
+    image = random_image(3)
+    scores = model.score([MMRequest("Colour?", image, options=("red", "blue"))])
+    assert len(scores[0]) == 2 and all(np.isfinite(scores[0]))
+    ids, features = model._inputs([MMRequest("Colour?", image)])
+    option = model.tokenizer("red", add_special_tokens=False)["input_ids"]
+    logits = model.model(torch.tensor([ids[0] + option]), image_features=features, workflow="mm").logits[0]
+    logprobs = torch.log_softmax(logits[-len(option) - 1 : -1], -1)
+    assert scores[0][0] == pytest.approx(logprobs.gather(1, torch.tensor(option)[:, None]).sum().item(), abs=1e-5)
+
+
+def test_bad_paths_and_suffixes(tmp_path: Path, checkpoints: tuple[Path, Path]) -> None:
+    with pytest.raises(ModelError, match="no such directory"):
+        IAAModel(ModelSpec("iaa", "iaa", str(tmp_path / "missing")))
+    with pytest.raises(ModelError, match="workflow suffix #x unknown"):
+        IAAModel(ModelSpec("iaa", "iaa", f"{checkpoints[1]}#x"))

@@ -1,0 +1,69 @@
+"""IAA training: base weights byte-identical, text logits unchanged, multimodal loss falls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iaa_eval.errors import UsageError
+from iaa_eval.train import Example, TrainConfig, train_iaa_stage
+from iaa_eval.train.iaa import encode_examples
+from tests.iaa_helpers import solid_image, tiny_iaa
+
+COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20), "white": (250, 250, 250)}
+
+
+def colour_examples() -> list[Example]:
+    return [Example(solid_image(rgb), "What colour is the shape?", name) for name, rgb in COLOURS.items()]
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def fixed_loss(model, tokenizer, processor, examples) -> float:
+    batch = encode_examples(model, tokenizer, processor, examples)
+    with torch.no_grad():
+        return model(workflow="mm", **batch).loss.item()
+
+
+def test_stage2_leaves_base_untouched_and_lowers_mm_loss() -> None:
+    tokenizer, base, clip, processor, model = tiny_iaa(seed=3)
+    examples = colour_examples()
+    ids = torch.randint(3, len(tokenizer), (2, 11), generator=torch.Generator().manual_seed(4))
+    text_before = model(ids).logits
+    base_before, vision_before = snapshot(base), snapshot(clip)
+    loss_before = fixed_loss(model, tokenizer, processor, examples)
+    history = train_iaa_stage(model, tokenizer, processor, examples, stage=2,
+                              config=TrainConfig(steps=12, lr=5e-3, batch_size=4, seed=0, progress=False))
+    assert len(history) == 12
+    assert fixed_loss(model, tokenizer, processor, examples) < loss_before * 0.7
+    for name, tensor in base.state_dict().items():
+        assert torch.equal(tensor, base_before[name]), name
+        assert not base.get_parameter(name).requires_grad if name in dict(base.named_parameters()) else True
+    assert all(torch.equal(v, vision_before[k]) for k, v in clip.state_dict().items())
+    assert torch.equal(model(ids).logits, text_before)
+    assert torch.equal(base(ids).logits, text_before)
+
+
+def test_stage1_trains_the_projector_only() -> None:
+    tokenizer, base, clip, processor, model = tiny_iaa(seed=5)
+    before = snapshot(model)
+    train_iaa_stage(model, tokenizer, processor, colour_examples(), stage=1,
+                    config=TrainConfig(steps=3, lr=1e-2, batch_size=2, seed=1, progress=False))
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("model.mm_projector.") for k in changed)
+
+
+def test_labels_cover_the_answer_only() -> None:
+    tokenizer, _, _, processor, model = tiny_iaa(seed=6)
+    batch = encode_examples(model, tokenizer, processor, [Example(solid_image((1, 2, 3)), "Colour?", "red")])
+    labelled = batch["labels"][batch["labels"] != -100].tolist()
+    assert tokenizer.decode(labelled) == " red" + tokenizer.eos_token
+    assert (batch["input_ids"] == -200).sum() == 1 and batch["pixel_values"].shape == (1, 3, 32, 32)
+
+
+def test_bad_stage_is_an_error() -> None:
+    tokenizer, _, _, processor, model = tiny_iaa(seed=7)
+    with pytest.raises(UsageError, match="stage=3: expected 1"):
+        train_iaa_stage(model, tokenizer, processor, colour_examples(), stage=3, config=TrainConfig(steps=1))
