@@ -38,19 +38,19 @@ IMAGE_SIZE, PATCH = 64, 16
 class Recipe:
     """Every knob of a build. ``stage1``/``stage2`` are shared by the LLaVA-style and IAA runs."""
 
-    lm: Schedule = Schedule(steps=3000, batch_size=32, lr=3e-3)
-    vision: Schedule = Schedule(steps=600, batch_size=64, lr=1e-3)
-    stage1: Schedule = Schedule(steps=300, batch_size=32, lr=1e-3)
+    lm: Schedule = Schedule(steps=2000, batch_size=32, lr=3e-3)
+    vision: Schedule = Schedule(steps=1500, batch_size=64, lr=3e-3)
+    stage1: Schedule = Schedule(steps=100, batch_size=32, lr=1e-3)
     stage2: Schedule = Schedule(steps=300, batch_size=32, lr=5e-4)
     seq_len: int = 128
     vocab_size: int = 1536
     corpus_repeats: int = 8
-    insert_after: tuple[int, ...] = (1, 3)
+    insert_after: tuple[int, ...] = (0, 1, 2, 3)
     replay_ratio: float = 0.0
 
 
 QUICK = Recipe(
-    lm=Schedule(steps=150, batch_size=16, lr=3e-3), vision=Schedule(steps=60, batch_size=32, lr=1e-3),
+    lm=Schedule(steps=150, batch_size=16, lr=3e-3), vision=Schedule(steps=100, batch_size=32, lr=3e-3),
     stage1=Schedule(steps=30, batch_size=8, lr=1e-3), stage2=Schedule(steps=30, batch_size=8, lr=5e-4),
     corpus_repeats=2,
 )
