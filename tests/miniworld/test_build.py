@@ -73,3 +73,12 @@ def test_base_is_deterministic_per_seed(tmp_path):
         model, _ = build.build_base(tmp_path / run, recipe, 1, "cpu", manifest)
         weights.append(torch.cat([p.flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
+
+
+def test_iaa_text_answers_are_the_base_answers_item_for_item(built):
+    out, _ = built
+    from iaa_eval.miniworld import measure
+
+    results = measure.text_results(measure._adapters(out), seed=0)
+    assert results["mmlu"]["n"] >= 600
+    assert results["mmlu"]["iaa_identical"] and results["ceval"]["iaa_identical"]
