@@ -86,8 +86,9 @@ def load_split(split: str) -> list[ImageRecord]:
     records = []
     for image_id in sorted(qas):
         labels = _labels(qas[image_id])
-        if labels is not None:
-            records.append(ImageRecord(image_id, Path(paths[image_id]), *labels, tuple(qas[image_id])))
+        if labels is not None:  # questions in sentence case, as VQAv2 and MME write them
+            questions = tuple((q[:1].upper() + q[1:], a) for q, a in qas[image_id])
+            records.append(ImageRecord(image_id, Path(paths[image_id]), *labels, questions))
     return records
 
 

@@ -29,9 +29,10 @@ def _pixels(image: Image.Image) -> str:
 def test_labels_agree_with_every_question():
     for record in mmdata.load_split("test")[:200]:
         for question, answer in record.questions:
-            if question.startswith("what") and "color" in question:
+            assert question[0].isupper()
+            if question.startswith("What") and "color" in question:
                 assert answer == record.colour
-            elif question.startswith("what"):
+            elif question.startswith("What"):
                 assert answer == record.shape
 
 
