@@ -74,7 +74,7 @@ def mm_requests(data_dir: Path) -> dict[str, list[tuple[Any, str]]]:
         image = Image.open(txt.with_suffix(".png")).convert("RGB")
         for line in txt.read_text().splitlines():
             question, answer = line.split("\t")
-            mme.append((MMRequest(f"{question}\n{mmdata.SHORT_ANSWER}", image), answer.lower()))
+            mme.append((MMRequest(question, image), answer.lower()))  # MME's prompt: the question
     mmb = []
     with (data_dir / "mmbench_en" / "mmbench_dev_en.tsv").open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh, delimiter="\t"):

@@ -128,16 +128,22 @@ def training_examples(seed: int = 0) -> dict[str, list[MMExample]]:
     """The multimodal training data, from easy-vqa's train split only.
 
     ``stage1``: one caption per image (LLaVA's brief-caption prompts). ``stage2``: every easy-vqa
-    question with LLaVA-1.5's short-answer suffix, plus one multiple-choice question per image
-    with the letter-answer suffix (as LLaVA-1.5's instruction mix does with A-OKVQA).
+    question, open ones with LLaVA-1.5's short-answer suffix, yes/no ones half with that suffix
+    and half in the yes/no wording of MME/POPE-style data; plus three multiple-choice questions
+    per image (colour, shape, both) with the letter-answer suffix, as LLaVA-1.5's mix does with
+    A-OKVQA.
     """
     rng = random.Random(seed)
     records = load_split("train")
     stage1 = [MMExample(r.path, rng.choice(CAPTION_PROMPTS), caption(r)) for r in records]
-    stage2 = [MMExample(r.path, f"{q}\n{SHORT_ANSWER}", a) for r in records for q, a in r.questions]
+    stage2 = []
     for r in records:
-        question, options, right = _mc_question(r, rng, rng.choice(("colour", "shape", "both")))
-        stage2.append(MMExample(r.path, mc_prompt(question, options), "ABCD"[options.index(right)]))
+        for q, a in r.questions:
+            yes_no = a in ("yes", "no") and rng.random() < 0.5
+            stage2.append(MMExample(r.path, f"{q} {YES_NO}" if yes_no else f"{q}\n{SHORT_ANSWER}", a))
+        for kind in ("colour", "shape", "both"):
+            question, options, right = _mc_question(r, rng, kind)
+            stage2.append(MMExample(r.path, mc_prompt(question, options), "ABCD"[options.index(right)]))
     rng.shuffle(stage1)
     rng.shuffle(stage2)
     return {"stage1": stage1, "stage2": stage2}

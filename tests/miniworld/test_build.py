@@ -31,8 +31,13 @@ def test_manifest_hashes_every_file_and_info_verifies(built):
     assert on_disk["files"] == manifest.files and manifest.total_bytes > 0
     assert "base/model.safetensors" in manifest.files and "llava/model.safetensors" in manifest.files
     assert build.info(out)["verified"]
-    (out / "base" / "config.json").write_text("{}")
-    assert build.info(out)["mismatched"] == ["base/config.json"]
+    config = out / "base" / "config.json"
+    original = config.read_bytes()
+    config.write_text("{}")
+    try:
+        assert build.info(out)["mismatched"] == ["base/config.json"]
+    finally:
+        config.write_bytes(original)
 
 
 def test_weights_are_fp16_and_small(built):
