@@ -41,7 +41,7 @@ class Recipe:
     lm: Schedule = Schedule(steps=2000, batch_size=32, lr=3e-3)
     vision: Schedule = Schedule(steps=1500, batch_size=64, lr=3e-3)
     stage1: Schedule = Schedule(steps=100, batch_size=32, lr=1e-3)
-    stage2: Schedule = Schedule(steps=300, batch_size=32, lr=5e-4)
+    stage2: Schedule = Schedule(steps=600, batch_size=32, lr=5e-4)  # ~0.4 epoch of the 50 k stage-2 mix
     seq_len: int = 128
     vocab_size: int = 1536
     corpus_repeats: int = 8
