@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,8 @@ def build_multimodal(out_dir: Path, base: Any, tokenizer: Any, tower: Any, recip
     iaa = IAAForCausalLM.from_base(copy.deepcopy(base), copy.deepcopy(tower), positions=list(recipe.insert_after),
                                    image_token_id=image_id)
     for stage, (name, schedule) in budgets.items():
+        if stage == 2:  # stage 1 (projector only) is the same job for both families
+            schedule = replace(schedule, lr=schedule.lr * recipe.iaa_lr_scale)
         losses = train_iaa_stage(iaa, tokenizer, image_processor(), examples[name], stage=stage,
                                  config=stage_config(schedule, seed))
         manifest.losses[f"iaa_{name}"] = pretrain.loss_curve(losses)

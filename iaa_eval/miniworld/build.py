@@ -47,6 +47,9 @@ class Recipe:
     corpus_repeats: int = 8
     insert_after: tuple[int, ...] = (0, 1, 2, 3)
     replay_ratio: float = 0.0
+    # IAA trains only its adapters on top of a frozen LM; adapters take a larger learning rate than
+    # a full fine-tune (as LoRA-style methods do). Steps, batch size, data and order stay shared.
+    iaa_lr_scale: float = 1.0
 
 
 QUICK = Recipe(
@@ -156,14 +159,14 @@ def save_fp16(model: Any, path: Path) -> None:
 
 def build(
     out_dir: Path | str = DEFAULT_DIR, seed: int = 0, device: str = "cpu", quick: bool = False,
-    replay_ratio: float | None = None,
+    replay_ratio: float | None = None, recipe: Recipe | None = None,
 ) -> Manifest:
     """Write the data and train the trio into ``out_dir``; returns the manifest (also written)."""
     from iaa_eval.miniworld import assemble
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    recipe = QUICK if quick else Recipe()
+    recipe = recipe or (QUICK if quick else Recipe())
     if replay_ratio is not None:
         recipe = replace(recipe, replay_ratio=replay_ratio)
     if device == "cpu":
