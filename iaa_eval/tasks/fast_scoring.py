@@ -46,6 +46,7 @@ from iaa_eval.tasks.prefix_packing import (
     _Row,
     pack,
     padded_prefix,
+    partition,
     plan_groups,
     plan_waves,
     prefix_layout,
@@ -69,10 +70,11 @@ MAX_TOKENS = 16384  # past ~8-16k tokens an 8B forward is matmul-bound; bigger o
 STORE_SHARE = 4  # a wave's prefix store may take 1/STORE_SHARE of the budget
 # Packing heuristics, from the MMLU 5-shot plan on an 8B model (prefixes 199-2347 tokens): a wave that
 # already has a full forward of suffix tokens takes no group with a prefix under 1/PREFIX_SPREAD of its
-# longest (padded keys cost gathers, copies and attention); a suffix batch past a quarter of the token
-# cap takes no row that would make padding exceed PAD_SLACK of its real tokens.
+# longest (padded keys cost gathers, copies and attention). Batches are cut at the least padded tokens
+# plus FORWARD_COST x the token cap per forward: a forward's fixed cost (launches, weight reads, a
+# small matmul's lower efficiency), so padding is only traded for fewer forwards where it is cheaper.
 PREFIX_SPREAD = 2.0
-PAD_SLACK = 0.25
+FORWARD_COST = 1 / 8
 T = TypeVar("T")
 
 
@@ -268,6 +270,21 @@ class FastScorer:
         work = sum(len(r.tokens) - g.prefix_len for g in groups[:-1] for r in g.rows)
         return groups[0].prefix_len <= PREFIX_SPREAD * groups[-1].prefix_len or work < self.plan.max_tokens
 
+    def _batches(self, items: list[T], lengths: list[int], fits: Callable[[list[T]], bool]) -> list[list[T]]:
+        """Items sorted longest first, cut at the least padding plus per-forward cost under the token and
+        row caps (:func:`partition`); a part over the memory budget is split further by ``fits``."""
+        cap, rows = self.plan.max_tokens, self.plan.max_rows or len(items)
+        cuts = partition(lengths, lambda i: min(rows, cap // max(1, lengths[i])), FORWARD_COST * cap)
+        return [batch for start, stop in cuts for batch in pack(items[start:stop], fits)]
+
+    def _prefix_batches(self, groups: list[_Group]) -> list[list[_Group]]:
+        """A wave's groups (longest prefix first) in prefix forwards."""
+        return self._batches(groups, [g.prefix_len for g in groups], self._prefixes_fit)
+
+    def _suffix_batches(self, slots: list[Slot], reserved: int) -> list[list[Slot]]:
+        """A wave's rows (longest suffix first) in suffix forwards, next to ``reserved`` store bytes."""
+        return self._batches(slots, [s.suffix for s in slots], lambda trial: self._suffixes_fit(trial, reserved))
+
     def _prefixes_fit(self, groups: list[_Group]) -> bool:
         seq = max(g.prefix_len for g in groups)
         nbytes = self.plan.prefix_bytes(len(groups), seq)
@@ -275,9 +292,7 @@ class FastScorer:
 
     def _suffixes_fit(self, slots: list[Slot], reserved: int) -> bool:
         """Slots sorted by suffix length, longest first (it sets the batch's ``seq``)."""
-        seq, real = slots[0].suffix, sum(s.suffix for s in slots)
-        if len(slots) * seq > max(self.plan.max_tokens / 4, (1 + PAD_SLACK) * real):
-            return False
+        seq = slots[0].suffix
         reads = sum(s.row.max_k for s in slots)
         nbytes = self.plan.batch_bytes(len(slots), seq, padded_prefix(slots, seq), reads)
         return self.plan.fits(len(slots), seq, nbytes, reserved)
@@ -289,12 +304,12 @@ class FastScorer:
         store = None
         if wave.groups:
             parts: list[PrefixStore] = []
-            for batch in pack(wave.groups, self._prefixes_fit):
+            for batch in self._prefix_batches(wave.groups):
                 parts += self._retrying(batch, lambda b: [self._run_prefixes(b)])
             store = PrefixStore.join(parts)
         reserved = self.plan.kv_bytes * sum(g.prefix_len for g in wave.groups)
         pending: list[_Pending] = []
-        for batch in pack(wave.slots, lambda trial: self._suffixes_fit(trial, reserved)):
+        for batch in self._suffix_batches(wave.slots, reserved):
             pending += self._retrying(batch, lambda b: [self._score_batch(b, store)])
             bar.update(sum(len(s.row.readouts) for s in batch))
         if not pending:

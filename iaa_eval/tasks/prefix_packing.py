@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -150,6 +151,27 @@ def pack(items: Sequence[T], fits: Callable[[list[T]], bool]) -> list[list[T]]:
     if current:
         batches.append(current)
     return batches
+
+
+def partition(lengths: Sequence[int], most: Callable[[int], int], step: float) -> list[tuple[int, int]]:
+    """Cut items sorted longest first into consecutive batches, each padded to its first item's length,
+    at the least ``padded tokens + step * batches`` (exact, by dynamic programming from the end). A
+    batch starting at item ``i`` holds at most ``most(i)`` items (at least one). Greedy filling instead
+    leaves a wave's last batch nearly empty and pads every other batch up to whatever bound it uses.
+    Returns ``(start, stop)`` ranges."""
+    n = len(lengths)
+    cost = np.zeros(n + 1)
+    take = np.ones(n, dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        m = max(1, min(most(i), n - i))
+        totals = np.arange(1, m + 1) * float(lengths[i]) + cost[i + 1 : i + m + 1]
+        k = m - int(np.argmin(totals[::-1]))  # the largest batch among equally cheap ones
+        take[i], cost[i] = k, totals[k - 1] + step
+    cuts, i = [], 0
+    while i < n:
+        cuts.append((i, i + int(take[i])))
+        i += int(take[i])
+    return cuts
 
 
 def plan_waves(groups: Sequence[_Group], fits: Callable[[list[_Group]], bool]) -> list[Wave]:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from iaa_eval.tasks.fast_scoring import FastScorer, _Group, _Row, plan_groups
-from iaa_eval.tasks.prefix_packing import pack, plan_waves
+from iaa_eval.tasks.fast_scoring import FastScorer, MemoryPlan, _Group, _Row, plan_groups
+from iaa_eval.tasks.prefix_packing import pack, partition, plan_waves
 from tests.tasks.text_helpers import hflm, tiny_model
 
 
@@ -208,3 +208,44 @@ def test_waves_bound_the_prefix_spread_and_batches_the_padding() -> None:
                                                                          waves[0].slots[2:]]
     scorer.plan.max_tokens = 10_000  # one wave's worth of work: any spread goes
     assert len(plan_waves(groups, scorer._wave_fits)) == 1
+
+
+def test_mmlu_sized_plan_runs_few_full_forwards() -> None:
+    """The planner alone (no model runs) on the 5-shot MMLU bench's shape, under an 8B model's memory
+    plan on an 80 GB GPU: 57 subjects x 35 questions, few-shot prefixes ~200-2400 tokens (log-normal),
+    question suffixes ~40-900. It must run in a couple of dozen forwards near the token cap, with
+    bounded padding (the bench ran 110 forwards of ~3k tokens when fed 256 requests at a time)."""
+    model, _ = tiny_model(0, max_positions=64)
+    scorer = FastScorer(model, 8192, progress=False)
+    layers, kv_heads, heads, head_dim, hidden, inter = 32, 8, 32, 128, 4096, 14336
+    scorer.plan = MemoryPlan(2 * (6 * hidden + 3 * inter), 2 * layers * kv_heads * head_dim * 2,
+                             2 * head_dim * 2 * (2 * kv_heads + heads), 2, 8 * 128256, int(53.6 * 2**30))
+    rng = random.Random(0)
+    groups = []
+    for subject in range(57):
+        scale = rng.lognormvariate(0, 0.5)
+        prefix = min(2400, max(200, round(550 * scale)))
+        head = tuple(subject * 10_000 + t for t in range(prefix))
+        rows = [_Row(head + (7,) * min(900, max(30, round(rng.gauss(95, 25) * scale))), [(0, (1,))]) for _ in range(35)]
+        groups.append(_Group(prefix, rows))
+    shapes, real = [], 0
+    for wave in plan_waves(groups, scorer._wave_fits):
+        for batch in scorer._prefix_batches(wave.groups):
+            shapes.append((len(batch), batch[0].prefix_len))
+            real += sum(g.prefix_len for g in batch)
+        reserved = scorer.plan.kv_bytes * sum(g.prefix_len for g in wave.groups)
+        for slots in scorer._suffix_batches(wave.slots, reserved):
+            shapes.append((len(slots), slots[0].suffix))
+            real += sum(s.suffix for s in slots)
+    padded = [rows * seq for rows, seq in shapes]
+    assert max(padded) <= scorer.plan.max_tokens
+    assert len(shapes) <= 30 and sum(padded) / len(shapes) >= 0.55 * scorer.plan.max_tokens
+    assert sum(padded) <= 1.25 * real  # padding stays bounded
+
+
+def test_partition_trades_padding_against_forwards() -> None:
+    lengths = [100, 90, 90, 50, 50, 50, 10]
+    assert partition(lengths, lambda i: 10, 0) == [(0, 1), (1, 3), (3, 6), (6, 7)]  # no padding at all
+    assert partition(lengths, lambda i: 10, 1000) == [(0, 7)]  # a forward costs more than 260 padded slots
+    assert partition(lengths, lambda i: 300 // lengths[i], 1000) == [(0, 3), (3, 7)]  # the token cap (300)
+    assert partition([], lambda i: 1, 1.0) == []

@@ -84,3 +84,20 @@ def test_generate_until_stops_at_the_stop_string(pair: tuple) -> None:
     (text,) = lm.generate_until(_instances("generate_until", args))
     assert isinstance(text, str) and "\n" not in text
     assert lm.generate_until(_instances("generate_until", args)) == [text]
+
+
+def test_loglikelihood_chunks_are_big_enough_to_pack(pair: tuple) -> None:
+    """The scorer packs one chunk of requests into forwards: 256 at a time (two MMLU subjects) made the
+    5-shot bench run 110 small forwards; a whole bench-sized request list is one chunk."""
+    model, tokenizer, _ = pair
+    lm = TextViewLM(TextView(model, tokenizer, "fp"), progress=False)
+    calls: list[int] = []
+
+    def score(pairs: list) -> list:
+        calls.append(len(pairs))
+        return [(-1.0, False)] * len(pairs)
+
+    lm.scorer.score = score  # type: ignore[method-assign]
+    args = [(f"Question {q}: which?\nAnswer:", f" {option}") for q in range(500) for option in "ABCD"]
+    assert lm.loglikelihood(_instances("loglikelihood", args)) == [(-1.0, False)] * len(args)
+    assert calls == [len(args)]
