@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/iaa-eval run --suite forgetting --log-samples
+	$(BIN)/iaa-eval run --suite forgetting --run-id miniworld
+	$(BIN)/iaa-eval report runs/miniworld
+	$(BIN)/iaa-eval gate runs/miniworld --thresholds baselines/gate.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check iaa_eval tests bench
@@ -29,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/mmlu_cpu.py
+	$(BIN)/python bench/miniworld_cpu.py --out bench/results/miniworld_cpu.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache

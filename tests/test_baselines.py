@@ -7,15 +7,20 @@ from pathlib import Path
 import pytest
 
 from iaa_eval.gate import GateThresholds, load_thresholds
+from iaa_eval.miniworld.reference import load_reference
 from iaa_eval.report.paper import PaperBaselines, load_paper
 
 BASELINES = Path(__file__).resolve().parents[1] / "baselines"
 FILES = sorted(p for p in BASELINES.rglob("*") if p.is_file())
-LOADERS = {"gate.yaml": (load_thresholds, GateThresholds), "iaa_paper.json": (load_paper, PaperBaselines)}
+LOADERS = {
+    "gate.yaml": (load_thresholds, GateThresholds),
+    "iaa_paper.json": (load_paper, PaperBaselines),
+    "miniworld.json": (load_reference, dict),
+}
 
 
 def test_count() -> None:
-    assert len(FILES) == 2, [p.name for p in FILES]
+    assert len(FILES) == 3, [p.name for p in FILES]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

@@ -89,6 +89,7 @@ class Answerer:
         self.fingerprint = model.fingerprint("text" if blind else "mm")
         self.requests = 0
         self.cached = 0
+        self._bar: tqdm | None = None
 
     def _key(self, request: MMRequest) -> str:
         from iaa_eval.models.vision import image_key
@@ -100,6 +101,19 @@ class Answerer:
             {"op": "generate", "prompt": request.prompt, "image": image, "max_new_tokens": request.max_new_tokens}
         )
 
+    def _progress(self, more: int) -> tqdm:
+        """One bar per task, however many calls the task makes; it grows as requests arrive."""
+        if self._bar is None:
+            self._bar = tqdm(total=0, desc=self.label, unit="req", leave=False, disable=not self.shards.is_writer)
+        self._bar.total += more
+        self._bar.refresh()
+        return self._bar
+
+    def close(self) -> None:
+        """Close the progress bar."""
+        if self._bar is not None:
+            self._bar.close()
+
     def __call__(self, requests: Sequence[MMRequest]) -> list[str]:
         if self.blind:
             requests = [dataclasses.replace(r, image=None, image_key=None) for r in requests]
@@ -110,15 +124,14 @@ class Answerer:
         self.requests += len(requests)
         self.cached += len(requests) - len(todo)
         chunk = self.chunk * self.shards.world_size
-        quiet = not todo or not self.shards.is_writer
-        with tqdm(total=len(todo), desc=self.label, unit="req", leave=False, disable=quiet) as bar:
-            for start in range(0, len(todo), chunk):
-                batch = todo[start : start + chunk]
-                answers = self.shards.map([requests[i] for i in batch], self.model.generate)
-                if self.shards.is_writer:
-                    self.cache.put_many(self.fingerprint, [(keys[i], a) for i, a in zip(batch, answers, strict=True)])
-                found.update({keys[i]: a for i, a in zip(batch, answers, strict=True)})
-                bar.update(len(batch))
+        bar = self._progress(len(todo))
+        for start in range(0, len(todo), chunk):
+            batch = todo[start : start + chunk]
+            answers = self.shards.map([requests[i] for i in batch], self.model.generate)
+            if self.shards.is_writer:
+                self.cache.put_many(self.fingerprint, [(keys[i], a) for i, a in zip(batch, answers, strict=True)])
+            found.update({keys[i]: a for i, a in zip(batch, answers, strict=True)})
+            bar.update(len(batch))
         return [found[key] for key in keys]
 
 
@@ -130,6 +143,7 @@ def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str,
     start = time.perf_counter()
     try:
         result = task.run(ctx)
+        answerer.close()
     except NonFiniteOutput as exc:
         model_spec = model.spec
         raise NonFiniteOutput(

@@ -153,7 +153,7 @@ def _samples(run: TextRun) -> list[SampleRecord]:
                 SampleRecord(
                     doc_id=f"{subject}/{example['doc_id']}", prompt=example["arguments"][0][0],
                     target=target_text.strip(), response=choices[chosen].strip(), correct=bool(example["acc"]),
-                    group=subject, score=lls[chosen], extra={"loglikelihoods": lls},
+                    group=subject, extra={"loglikelihoods": lls},
                 )
             )
     return records
