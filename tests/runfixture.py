@@ -116,6 +116,9 @@ def make_run(
         results[model]["mme"] = _mme_result(model, rng.random(n_mm) < p, _source("mme", real), blind)
         results[model]["mmbench_en"] = _mean_task("mmbench_en", "circular_acc", (rng.random(n_mm) < p - 0.1).astype(float),
                                                   _source("mmbench_en", real), blind)
+        # the real task also reports single-pass accuracy (every rotation counted on its own)
+        results[model]["mmbench_en"].metrics["vanilla_acc"] = min(1.0, results[model]["mmbench_en"].metrics[
+            "circular_acc"] + 0.15)
         vqa = np.clip(np.round(rng.random(n_mm) * (0.6 + p), 1), 0, 1)
         results[model]["vqav2"] = _mean_task("vqav2", "accuracy", vqa, _source("vqav2", real), blind)
     text_fp = "fp-base-text"

@@ -34,10 +34,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_TOKENS = 256
 COMMIT_REQUESTS = 256  # requests per cache transaction (per rank): what a crash can cost at most
-# ... except log-likelihoods: a chunk is also what the scorer packs into forwards, and 256 requests
-# (~64 MMLU questions, 2 subjects) made 110 small forwards of the 5-shot bench instead of ~24 full ones
-# (a chunk of this size is ~15 s of an 8B model on MMLU)
+# ... except log-likelihoods on an accelerator: a chunk is also what the scorer packs into forwards,
+# and 256 requests (~64 MMLU questions, 2 subjects) made 110 small forwards of the 5-shot bench on an
+# H100 instead of ~24 full ones (a chunk of this size is ~15 s of an 8B model on MMLU). On a CPU a
+# forward is compute-bound at any size, so packing across chunks buys nothing there and the small
+# chunks keep what an interrupted run loses small.
 SCORE_COMMIT_REQUESTS = 8192
+
+
+def default_score_chunk(device: torch.device) -> int:
+    """Log-likelihood requests per cache transaction: big on accelerators, small on CPU."""
+    return COMMIT_REQUESTS if device.type == "cpu" else SCORE_COMMIT_REQUESTS
 
 
 class TextViewLM(LM):
@@ -50,6 +57,7 @@ class TextViewLM(LM):
         prefix_reuse: reuse shared prompt prefixes (identical numbers, less compute).
         max_length: context length for left truncation (default: as HFLM resolves it).
         max_tokens: cap on padded tokens per scoring forward (default: the scorer's).
+        score_chunk: log-likelihood requests scored and cached per transaction (default: by device).
         progress: tqdm bars.
         shards: data-parallel place (torchrun): uncached requests are split across ranks, every rank
             gets every answer, only the writer stores them.
@@ -66,6 +74,7 @@ class TextViewLM(LM):
         prefix_reuse: bool = True,
         max_length: int | None = None,
         max_tokens: int | None = None,
+        score_chunk: int | None = None,
         progress: bool = True,
         shards: Shards | None = None,
     ) -> None:
@@ -81,6 +90,7 @@ class TextViewLM(LM):
             progress=progress,
         )
         self.batch_size = batch_size
+        self.score_chunk = score_chunk or default_score_chunk(next(view.model.parameters()).device)
         self.requests = 0
         self.cached_requests = 0
         bos = self.tokenizer.bos_token_id
@@ -155,7 +165,7 @@ class TextViewLM(LM):
         def compute(args: list[tuple]) -> list[list]:
             return [list(v) for v in self.scorer.score(self.encode_pairs(args))]
 
-        values = self._through_cache("loglikelihood", [tuple(r.args) for r in requests], compute, SCORE_COMMIT_REQUESTS)
+        values = self._through_cache("loglikelihood", [tuple(r.args) for r in requests], compute, self.score_chunk)
         return [(float(v[0]), bool(v[1])) for v in values]
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:

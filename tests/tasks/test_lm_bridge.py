@@ -6,11 +6,12 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 from lm_eval.api.instance import Instance
 
 from iaa_eval.models.base import TextView
 from iaa_eval.runner.cache import RequestCache
-from iaa_eval.tasks.lm_bridge import TextViewLM
+from iaa_eval.tasks.lm_bridge import COMMIT_REQUESTS, SCORE_COMMIT_REQUESTS, TextViewLM, default_score_chunk
 from tests.tasks.text_helpers import hflm, tiny_model
 
 
@@ -87,17 +88,21 @@ def test_generate_until_stops_at_the_stop_string(pair: tuple) -> None:
 
 
 def test_loglikelihood_chunks_are_big_enough_to_pack(pair: tuple) -> None:
-    """The scorer packs one chunk of requests into forwards: 256 at a time (two MMLU subjects) made the
-    5-shot bench run 110 small forwards; a whole bench-sized request list is one chunk."""
+    """On an accelerator the scorer packs one chunk of requests into forwards: 256 at a time (two
+    MMLU subjects) made the 5-shot bench run 110 small forwards; there a bench-sized request list is
+    one chunk. On CPU, chunks stay small so an interrupted run loses little."""
     model, tokenizer, _ = pair
-    lm = TextViewLM(TextView(model, tokenizer, "fp"), progress=False)
-    calls: list[int] = []
-
-    def score(pairs: list) -> list:
-        calls.append(len(pairs))
-        return [(-1.0, False)] * len(pairs)
-
-    lm.scorer.score = score  # type: ignore[method-assign]
+    assert default_score_chunk(torch.device("cuda")) == SCORE_COMMIT_REQUESTS
+    assert default_score_chunk(torch.device("cpu")) == COMMIT_REQUESTS
     args = [(f"Question {q}: which?\nAnswer:", f" {option}") for q in range(500) for option in "ABCD"]
-    assert lm.loglikelihood(_instances("loglikelihood", args)) == [(-1.0, False)] * len(args)
-    assert calls == [len(args)]
+    for chunk, expected in ((SCORE_COMMIT_REQUESTS, [len(args)]), (None, [256] * 7 + [len(args) - 7 * 256])):
+        lm = TextViewLM(TextView(model, tokenizer, "fp"), progress=False, score_chunk=chunk)
+        calls: list[int] = []
+
+        def score(pairs: list, calls: list[int] = calls) -> list:
+            calls.append(len(pairs))
+            return [(-1.0, False)] * len(pairs)
+
+        lm.scorer.score = score  # type: ignore[method-assign]
+        assert lm.loglikelihood(_instances("loglikelihood", args)) == [(-1.0, False)] * len(args)
+        assert calls == expected
