@@ -15,6 +15,7 @@ from pathlib import Path
 
 from iaa_eval import __version__
 from iaa_eval.errors import IAAEvalError, UsageError
+from iaa_eval.machine import free_cores
 
 log = logging.getLogger("iaa_eval")
 KIND_FLAGS = {"base": "hf", "llava": "llava", "iaa": "iaa"}
@@ -151,15 +152,6 @@ def _run_id(label: str, models: list, tasks: list) -> str:
     return f"{label}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
 
-def _free_cores() -> int:
-    cores = os.cpu_count() or 1
-    try:
-        busy = round(os.getloadavg()[0])
-    except OSError:
-        busy = 0
-    return max(1, cores - busy)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """`iaa-eval run`."""
     import dataclasses
@@ -172,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and args.device == "cuda":
         args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    torch.set_num_threads(args.threads or max(1, _free_cores() // world_size))
+    torch.set_num_threads(args.threads or max(1, free_cores() // world_size))
     user_models = _model_specs(args)
     suite_models, tasks = _task_specs(args, bool(user_models))
     models = user_models or [

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from iaa_eval.machine import free_cores
 from iaa_eval.miniworld import mmdata, pretrain, world
 from iaa_eval.miniworld.pretrain import Schedule, loss_curve
 
@@ -170,7 +171,7 @@ def build(
     if replay_ratio is not None:
         recipe = replace(recipe, replay_ratio=replay_ratio)
     if device == "cpu":
-        torch.set_num_threads(pretrain.free_cores())
+        torch.set_num_threads(free_cores())
     manifest = Manifest(seed=seed, device=device, quick=quick, recipe=asdict(recipe), versions=_versions())
     timer = time.perf_counter()
     manifest.data = write_data(out_dir / "data", seed)

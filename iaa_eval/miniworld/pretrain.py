@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,16 +19,6 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<image>")
-
-
-def free_cores() -> int:
-    """Cores not busy with other processes (cpu count minus the 1-minute load, at least 1)."""
-    total = os.cpu_count() or 1
-    try:
-        busy = round(os.getloadavg()[0])
-    except OSError:
-        busy = 0
-    return max(1, min(total, total - busy))
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -166,3 +166,19 @@ def copy_tree(src: Path, dst: Path) -> Path:
     """A writable copy of a fixture folder (tests that break files work on their own copy)."""
     shutil.copytree(src, dst)
     return dst
+
+
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
+
+
+def check_snapshot(name: str, rendered: Any) -> None:
+    """Compare ``rendered`` (JSON-able) with ``tests/snapshots/<name>.json``; with
+    ``IAA_EVAL_UPDATE_SNAPSHOTS=1`` in the environment, rewrite the snapshot instead."""
+    import os
+
+    text = json.dumps(rendered, ensure_ascii=False, indent=1) + "\n"
+    path = SNAPSHOTS / f"{name}.json"
+    if os.environ.get("IAA_EVAL_UPDATE_SNAPSHOTS") == "1":
+        path.write_text(text, encoding="utf-8")
+    assert path.is_file(), f"no snapshot {path}; create it with IAA_EVAL_UPDATE_SNAPSHOTS=1 (tests/snapshots/README.md)"
+    assert text == path.read_text(encoding="utf-8"), f"prompt drift: {path} (tests/snapshots/README.md)"

@@ -9,8 +9,6 @@ intended, regenerate and review the diff:
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
@@ -19,10 +17,7 @@ from PIL import Image
 from iaa_eval.models.base import MMRequest
 from iaa_eval.tasks import mmbench, mme, vqav2
 from iaa_eval.tasks.multimodal import Problems
-from tests.tasks.conftest import write_mmbench, write_mme, write_vqav2
-
-SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
-UPDATE = os.environ.get("IAA_EVAL_UPDATE_SNAPSHOTS") == "1"
+from tests.tasks.conftest import check_snapshot, write_mmbench, write_mme, write_vqav2
 
 
 def _items(task: str, root: Path) -> list:
@@ -42,9 +37,4 @@ def test_prompt_snapshot(tiny_llava, tmp_path: Path, task: str) -> None:
     rendered = [{"doc_id": it.doc_id, "prompt": tiny_llava.render_prompt(MMRequest(it.prompt, picture))}
                 for it in items]
     rendered.append({"doc_id": f"{items[0].doc_id} (blind)", "prompt": tiny_llava.render_prompt(MMRequest(items[0].prompt))})
-    text = json.dumps(rendered, ensure_ascii=False, indent=1) + "\n"
-    path = SNAPSHOTS / f"{task}.json"
-    if UPDATE:
-        path.write_text(text, encoding="utf-8")
-    assert path.is_file(), f"no snapshot {path}; create it with IAA_EVAL_UPDATE_SNAPSHOTS=1 (see this file's docstring)"
-    assert text == path.read_text(encoding="utf-8"), f"prompt drift in {task}: see {path} and this file's docstring"
+    check_snapshot(task, rendered)

@@ -10,18 +10,15 @@ If the change is intended, regenerate and review the diff:
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 
 from iaa_eval.tasks.text import load_tasks
 from iaa_eval.tasks.text_configs import CEVAL, MMLU
+from tests.tasks.conftest import check_snapshot
 from tests.tasks.text_helpers import write_ceval, write_mmlu
 
-SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
-UPDATE = os.environ.get("IAA_EVAL_UPDATE_SNAPSHOTS") == "1"
 CASES = [("mmlu", "letter", 5), ("mmlu", "cloze", 0), ("ceval", "letter", 5), ("ceval", "cloze", 0)]
 
 
@@ -38,9 +35,4 @@ def test_text_prompt_snapshot(tmp_path: Path, bench: str, formulation: str, shot
     for inst in task.instances:
         entry = rendered.setdefault(str(inst.doc_id), {"context": inst.args[0], "continuations": []})
         entry["continuations"].append(inst.args[1])  # type: ignore[union-attr]
-    text = json.dumps(rendered, ensure_ascii=False, indent=1) + "\n"
-    path = SNAPSHOTS / f"text_{bench}_{formulation}_{shots}shot.json"
-    if UPDATE:
-        path.write_text(text, encoding="utf-8")
-    assert path.is_file(), f"no snapshot {path}; create it with IAA_EVAL_UPDATE_SNAPSHOTS=1 (see this file's docstring)"
-    assert text == path.read_text(encoding="utf-8"), f"prompt drift in {bench}/{formulation}: see {path}"
+    check_snapshot(f"text_{bench}_{formulation}_{shots}shot", rendered)
