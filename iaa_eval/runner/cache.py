@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,15 +47,28 @@ class RequestCache:
         self.hits = 0
         self.reused = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-            self._db.commit()
-            self._opened_at = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise DataError(f"{self.path}: request cache unusable ({exc}); delete it to start afresh") from exc
+        self._db = self._open()
+        self._opened_at = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
+
+    def _open(self, attempts: int = 40) -> sqlite3.Connection:
+        """Connect, switch to WAL and create the table. Ranks of a torchrun job open the same file at
+        once; switching the journal mode needs a moment alone with it, so "locked" is retried."""
+        attempt = 0
+        while True:
+            attempt += 1
+            db = sqlite3.connect(self.path, timeout=30)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(_SCHEMA)
+                db.commit()
+                return db
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                if not locked or attempt >= attempts:
+                    raise DataError(f"{self.path}: request cache unusable ({exc}); delete it to start afresh") from exc
+                time.sleep(0.05 * attempt)
 
     def get_many(self, fingerprint: str, keys: Sequence[str]) -> dict[str, Any]:
         """The cached values among ``keys`` (missing keys are absent from the result)."""
