@@ -213,10 +213,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def cmd_miniworld(args: argparse.Namespace) -> int:
     """`iaa-eval miniworld build|info`."""
-    from iaa_eval.miniworld import build
-    from iaa_eval.runner.suites import MINIWORLD_ASSETS
+    from iaa_eval.miniworld import ASSETS, build
 
-    out = args.out or MINIWORLD_ASSETS
+    out = args.out or ASSETS
     if args.action == "info":
         print(json.dumps(build.info(out), indent=2))  # noqa: T201
         return 0

@@ -26,12 +26,11 @@ from typing import Any
 import torch
 
 from iaa_eval.machine import free_cores
-from iaa_eval.miniworld import mmdata, pretrain, world
+from iaa_eval.miniworld import ASSETS, mmdata, pretrain, world
 from iaa_eval.miniworld.pretrain import Schedule, loss_curve
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIR = Path(__file__).resolve().parent / "assets"
 IMAGE_SIZE, PATCH = 64, 16
 
 
@@ -159,7 +158,7 @@ def save_fp16(model: Any, path: Path) -> None:
 
 
 def build(
-    out_dir: Path | str = DEFAULT_DIR, seed: int = 0, device: str = "cpu", quick: bool = False,
+    out_dir: Path | str = ASSETS, seed: int = 0, device: str = "cpu", quick: bool = False,
     replay_ratio: float | None = None, recipe: Recipe | None = None,
 ) -> Manifest:
     """Write the data and train the trio into ``out_dir``; returns the manifest (also written)."""
@@ -204,7 +203,7 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
 
 
-def info(out_dir: Path | str = DEFAULT_DIR) -> dict[str, Any]:
+def info(out_dir: Path | str = ASSETS) -> dict[str, Any]:
     """The manifest of a built mini-world, with ``verified``: whether every file's sha256 matches."""
     out_dir = Path(out_dir)
     path = out_dir / "manifest.json"

@@ -22,7 +22,7 @@ def summarise(run_dir: Path | str) -> dict[str, Any]:
     import hashlib
 
     from iaa_eval.forgetting import analyse
-    from iaa_eval.runner.suites import MINIWORLD_ASSETS
+    from iaa_eval.miniworld import ASSETS
 
     data = read_results(Path(run_dir))
     analysis = analyse(run_dir)
@@ -31,7 +31,7 @@ def summarise(run_dir: Path | str) -> dict[str, Any]:
     text = analysis.text[["model", "task", "base_score", "score", "delta", "ci_low", "ci_high", "right_to_wrong",
                           "wrong_to_right", "mcnemar_p"]]
     gain = analysis.gain[["model", "task", "metric", "score", "blind_score", "item_gain"]]
-    manifest = MINIWORLD_ASSETS / "manifest.json"
+    manifest = ASSETS / "manifest.json"
     return {
         "source": "iaa-eval run --suite forgetting (the shipped mini-world trio), analysed by iaa_eval.forgetting",
         "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None,

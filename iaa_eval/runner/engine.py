@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from iaa_eval.errors import NonFiniteOutput, RunInterrupted, UsageError
 from iaa_eval.models.base import EvalModel, MMRequest, ModelSpec
+from iaa_eval.models.vision import image_key
 from iaa_eval.runner.cache import RequestCache, request_key
 from iaa_eval.runner.distributed import Shards
 from iaa_eval.runner.results import SCHEMA_VERSION, TaskResult, write_results, write_samples
@@ -92,8 +93,6 @@ class Answerer:
         self._bar: tqdm | None = None
 
     def _key(self, request: MMRequest) -> str:
-        from iaa_eval.models.vision import image_key
-
         image = None
         if not self.blind and request.image is not None:
             image = request.image_key or image_key(request.image)

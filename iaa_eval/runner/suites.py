@@ -15,13 +15,13 @@ from typing import Any
 import yaml
 
 from iaa_eval.errors import UsageError
+from iaa_eval.miniworld import ASSETS as MINIWORLD_ASSETS
 from iaa_eval.models.base import ModelSpec
 from iaa_eval.runner.engine import TaskSpec
 from iaa_eval.tasks import TaskOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITES_DIR = REPO_ROOT / "tasks" / "suites"
-MINIWORLD_ASSETS = REPO_ROOT / "iaa_eval" / "miniworld" / "assets"
 _TASK_KEYS = {"task", "alias", "data_dir", "limit", "num_fewshot", "formulation", "on_error", "extra"}
 _SUITE_KEYS = {"description", "models", "tasks", "real_tasks"}
 
