@@ -202,6 +202,8 @@ def workload(lm: Any, instances: list, shape: dict) -> dict:
 
 
 def run_ours(view: Any, instances: list, device: str, reuse: bool, max_tokens: int | None = None) -> dict:
+    from torch._dynamo.utils import counters as dynamo_counters
+
     from iaa_eval.tasks.lm_bridge import TextViewLM
 
     lm = TextViewLM(view, None, batch_size="auto", prefix_reuse=reuse, max_tokens=max_tokens, progress=False)
@@ -212,7 +214,9 @@ def run_ours(view: Any, instances: list, device: str, reuse: bool, max_tokens: i
     scorer = lm.scorer
     result.update(forwards=scorer.forwards, tokens_run=scorer.tokens, padded_tokens=scorer.padded_tokens,
                   attended=scorer.attended, budget_gib=scorer.plan.budget_bytes / 2**30,
-                  max_tokens=scorer.plan.max_tokens, forward_shapes=[list(s) for s in scorer.shapes])
+                  max_tokens=scorer.plan.max_tokens, flex_attention=scorer.flex,
+                  compiled_graphs=int(dynamo_counters["stats"]["unique_graphs"]),
+                  forward_shapes=[list(s) for s in scorer.shapes])
     return result
 
 

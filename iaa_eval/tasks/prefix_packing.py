@@ -1,34 +1,35 @@
-"""Planning and tensors for packing many prefix groups into one forward pass (used by ``FastScorer``).
+"""Packing prefix groups into long sequences, one forward each (used by ``FastScorer``).
 
-One MMLU subject's suffix batch (~35 rows of ~100 tokens) is far too small to keep an 8B model's
-GPU busy; a forward of that size is bound by kernel launches and host work. So rows of *several*
-groups share a forward, each attending only to its own group's prefix:
+One MMLU subject's questions (~35 rows of ~100 tokens after a ~600-token few-shot prefix) are far
+too little work to keep an 8B model's GPU busy, and re-running the prefix for every row wastes
+80% of the tokens. So the scorer lays many groups out *back to back in one sequence*:
 
-- a **wave** is a set of groups whose prefixes are run (several per forward, right-padded, plain
-  causal attention) and kept as one flat K/V store per layer, ``(prefix tokens, kv_heads, head_dim)``;
-- a suffix batch takes rows of any groups of the wave, longest suffix first (least query padding);
-  :class:`GatheredPrefixCache` gathers each row's prefix K/V from the store, padded to the batch's
-  longest prefix, and joins it to the new K/V *one layer at a time* (nothing is retained, so a
-  batch never holds all layers' K/V at once);
-- an additive 4D mask ``(rows, 1, seq, prefix + seq)`` hides the prefix padding and keeps the suffix
-  causal, and per-row ``position_ids`` start at each row's real prefix length. transformers returns a
-  4D mask unchanged (``masking_utils._preprocess_mask_arguments``); SDPA takes it to the
-  memory-efficient kernel, which wants the mask in the query's dtype and its key length a multiple
-  of 8 (else it copies a padded mask every layer), hence the ``align`` of the key length.
+    [prefix A][row A1][row A2]...[prefix B][row B1]...[padding]
+
+and gives every token a position (each row continues its prefix's positions, as if it stood
+alone), a segment (its group's place in the pack) and a part (0 for a prefix, ``1 + i`` for the
+i-th row). A query may see a key when both are in the same segment, the key is not later, and the
+key belongs to the prefix or to the query's own row. Every row thus attends exactly as it would
+unpacked, the prefix is computed once per pack, and no K/V is copied or padded per row.
+
+The mask reaches attention in one of two forms, from the same layout:
+
+- :func:`dense_mask`: an additive ``(1, 1, T, T)`` mask for SDPA/eager attention (CPU, or where
+  flex attention is unavailable); its cost grows with ``T**2``, so such packs stay short;
+- :func:`block_mask`: a flex-attention ``BlockMask``, built from the layout block by block, whose
+  kernel skips every 128x128 block in which nothing is visible (on MMLU 5-shot packs of 16k tokens
+  about 95% of them), so packs can be as long as memory allows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
-import numpy as np
 import torch
-from transformers import DynamicCache
 
-T = TypeVar("T")
-KEY_ALIGN = 8  # the memory-efficient SDPA kernel's mask alignment (elements)
+FLEX_BLOCK = 128  # flex attention's block size (tokens)
+DENSE_ALIGN = 8  # the memory-efficient SDPA kernel's mask alignment (elements)
 
 
 @dataclass
@@ -49,27 +50,6 @@ class _Group:
 
     prefix_len: int
     rows: list[_Row]
-
-
-@dataclass
-class Slot:
-    """A row placed in a wave: its group's prefix length and where that prefix starts in the store."""
-
-    row: _Row
-    prefix: int
-    offset: int
-
-    @property
-    def suffix(self) -> int:
-        return len(self.row.tokens) - self.prefix
-
-
-@dataclass
-class Wave:
-    """Groups whose prefixes are stored together (longest first) and all their rows (longest suffix first)."""
-
-    groups: list[_Group]
-    slots: list[Slot]
 
 
 def _lcp(a: Sequence[int], b: Sequence[int], limit: int) -> int:
@@ -124,183 +104,177 @@ def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
     return host.pin_memory().to(device, non_blocking=True)
 
 
-def prefix_layout(groups: Sequence[_Group]) -> tuple[torch.Tensor, list[int], int]:
-    """One host buffer for a prefix batch: ids ``(groups * longest)`` right-padded with 0, then for each
-    real token its batch row and position (to gather the cache). Returns (buffer, sizes, longest)."""
-    longest = max(g.prefix_len for g in groups)
-    ids: list[int] = []
-    batch: list[int] = []
-    position: list[int] = []
-    for b, group in enumerate(groups):
-        ids += group.rows[0].tokens[: group.prefix_len]
-        ids += [0] * (longest - group.prefix_len)
-        batch += [b] * group.prefix_len
-        position += range(group.prefix_len)
-    return torch.tensor(ids + batch + position, dtype=torch.long), [len(ids), len(batch), len(position)], longest
+# ---------------------------------------------------------------- packs
+@dataclass
+class Segment:
+    """A group's prefix (``prefix_len`` tokens, possibly none) followed by some of its rows' suffixes."""
 
+    prefix_len: int
+    rows: list[_Row]
 
-def pack(items: Sequence[T], fits: Callable[[list[T]], bool]) -> list[list[T]]:
-    """Consecutive runs of ``items`` while ``fits(run)`` holds; an item that fits nowhere goes alone."""
-    batches: list[list[T]] = []
-    current: list[T] = []
-    for item in items:
-        if current and not fits([*current, item]):
-            batches.append(current)
-            current = []
-        current.append(item)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def partition(lengths: Sequence[int], most: Callable[[int], int], step: float) -> list[tuple[int, int]]:
-    """Cut items sorted longest first into consecutive batches, each padded to its first item's length,
-    at the least ``padded tokens + step * batches`` (exact, by dynamic programming from the end). A
-    batch starting at item ``i`` holds at most ``most(i)`` items (at least one). Greedy filling instead
-    leaves a wave's last batch nearly empty and pads every other batch up to whatever bound it uses.
-    Returns ``(start, stop)`` ranges."""
-    n = len(lengths)
-    cost = np.zeros(n + 1)
-    take = np.ones(n, dtype=np.int64)
-    for i in range(n - 1, -1, -1):
-        m = max(1, min(most(i), n - i))
-        totals = np.arange(1, m + 1) * float(lengths[i]) + cost[i + 1 : i + m + 1]
-        k = m - int(np.argmin(totals[::-1]))  # the largest batch among equally cheap ones
-        take[i], cost[i] = k, totals[k - 1] + step
-    cuts, i = [], 0
-    while i < n:
-        cuts.append((i, i + int(take[i])))
-        i += int(take[i])
-    return cuts
-
-
-def plan_waves(groups: Sequence[_Group], fits: Callable[[list[_Group]], bool]) -> list[Wave]:
-    """Waves of consecutive groups by prefix length, longest first, while ``fits`` holds (a store
-    budget; a bound on how far prefix lengths may spread, as a batch's rows are padded to its longest
-    prefix). Rows without a shared prefix join the last wave (shortest prefixes; no store needed)."""
-    shared = sorted((g for g in groups if g.prefix_len), key=lambda g: -g.prefix_len)
-    plain = [row for g in groups if not g.prefix_len for row in g.rows]
-    chunks = pack(shared, fits) or ([[]] if plain else [])
-    waves = []
-    for i, chunk in enumerate(chunks):
-        slots, offset = [], 0
-        for group in chunk:
-            slots += [Slot(row, group.prefix_len, offset) for row in group.rows]
-            offset += group.prefix_len
-        slots += [Slot(row, 0, 0) for row in plain] if i == len(chunks) - 1 else []
-        slots.sort(key=lambda s: (-s.suffix, -s.prefix))
-        waves.append(Wave(chunk, slots))
-    return waves
-
-
-def padded_prefix(slots: Sequence[Slot], seq: int, align: int = KEY_ALIGN) -> int:
-    """The batch's past length: its longest prefix, padded so ``past + seq`` is a multiple of ``align``
-    (0 when no row has a prefix: then there is no past at all)."""
-    longest = max(s.prefix for s in slots)
-    return longest + (-(longest + seq)) % align if longest else 0
+    @property
+    def size(self) -> int:
+        return self.prefix_len + sum(len(r.tokens) - self.prefix_len for r in self.rows)
 
 
 @dataclass
-class SuffixLayout:
-    """A suffix batch laid out on the host, to be copied to the device as one buffer.
+class Pack:
+    """Segments laid out back to back in one sequence."""
 
-    ``buffer`` holds, in order: token ids ``(rows * seq)`` right-padded with 0; each row's prefix
-    length and store offset ``(rows)`` twice; the distinct read-out positions in the flattened
-    ``(rows * seq)`` states; per requested target token, its read-out's index and the token.
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    @property
+    def rows(self) -> list[_Row]:
+        return [r for s in self.segments for r in s.rows]
+
+    def groups(self) -> list[_Group]:
+        """The pack's rows as groups again (to re-plan them, e.g. into smaller packs)."""
+        return [_Group(s.prefix_len, s.rows) for s in self.segments]
+
+
+def plan_packs(groups: Sequence[_Group], capacity: int, max_rows: int | None = None,
+               max_reads: int | None = None) -> list[Pack]:
+    """Every group's rows in packs of at most ``capacity`` tokens, ``max_rows`` rows and ``max_reads``
+    read-out positions.
+
+    Groups fill packs in order. A group that does not fit in what is left of a pack is split when
+    the rows that do fit carry at least as many tokens as its prefix (the next pack runs the prefix
+    again); otherwise the pack is closed. A row longer than ``capacity`` gets a pack of its own.
+    Rows without a shared prefix (``prefix_len`` 0) share a segment but still see only themselves.
+    """
+    packs = [Pack()]
+    for group in groups:
+        rows = list(group.rows)
+        while rows:
+            current = packs[-1]
+            room = capacity - current.size - group.prefix_len
+            row_room = len(rows) if max_rows is None else max_rows - len(current.rows)
+            read_room = max_reads - sum(r.max_k for r in current.rows) if max_reads else None
+            taken = carried = reads = 0
+            while taken < min(len(rows), row_room):
+                length = len(rows[taken].tokens) - group.prefix_len
+                reads += rows[taken].max_k
+                if carried + length > room or (read_room is not None and reads > read_room):
+                    break
+                carried += length
+                taken += 1
+            if not current.segments:
+                taken = max(taken, 1)
+            elif taken < len(rows) and (not taken or carried < group.prefix_len):
+                packs.append(Pack())
+                continue
+            current.segments.append(Segment(group.prefix_len, rows[:taken]))
+            rows = rows[taken:]
+            if rows:
+                packs.append(Pack())
+    return [p for p in packs if p.segments]
+
+
+@dataclass
+class PackLayout:
+    """Packs laid out on the host as a ``(len(packs), length)`` batch, to go to the device as one buffer.
+
+    ``buffer`` holds, each ``(packs * length)``: token ids, positions, segments (-1: padding), parts
+    (0: a prefix token, ``1 + i``: the segment's i-th row, -1: padding); then the distinct read-out
+    positions in the flattened batch; per target token, its read-out's index and the token.
     ``readouts`` lists ``(request index, target tokens)`` in buffer order.
     """
 
-    rows: int
-    seq: int
-    past: int
+    packs: int
+    length: int
     buffer: torch.Tensor
     sizes: list[int]
     readouts: list[tuple[int, int]]
 
 
-def suffix_layout(slots: Sequence[Slot]) -> SuffixLayout:
-    """Everything the batch's forward and read-out need, built with plain Python and one tensor."""
-    seq = max(s.suffix for s in slots)
+def pack_layout(packs: Sequence[Pack], length: int) -> PackLayout:
+    """Everything a batch of packs needs, built with plain Python and one tensor."""
     ids: list[int] = []
-    positions: dict[int, int] = {}
+    positions: list[int] = []
+    segment: list[int] = []
+    part: list[int] = []
+    where: dict[int, int] = {}
     picks: list[int] = []
     targets: list[int] = []
     readouts: list[tuple[int, int]] = []
-    for b, slot in enumerate(slots):
-        tokens = slot.row.tokens[slot.prefix :]
-        ids += tokens
-        ids += [0] * (seq - len(tokens))  # right padding: causal rows never see it
-        for index, wanted in slot.row.readouts:
-            start = b * seq + len(tokens) - len(wanted)
-            picks += [positions.setdefault(start + j, len(positions)) for j in range(len(wanted))]
-            targets += wanted
-            readouts.append((index, len(wanted)))
-    head = [s.prefix for s in slots] + [s.offset for s in slots]
-    buffer = torch.tensor(ids + head + list(positions) + picks + targets, dtype=torch.long)
-    sizes = [len(ids), len(slots), len(slots), len(positions), len(picks), len(targets)]
-    return SuffixLayout(len(slots), seq, padded_prefix(slots, seq), buffer, sizes, readouts)
+    for pack in packs:
+        start = len(ids)
+        for s, seg in enumerate(pack.segments):
+            head = seg.rows[0].tokens[: seg.prefix_len]
+            ids += head
+            positions += range(seg.prefix_len)
+            segment += [s] * seg.prefix_len
+            part += [0] * seg.prefix_len
+            for i, row in enumerate(seg.rows, start=1):
+                tail = row.tokens[seg.prefix_len :]
+                ids += tail
+                positions += range(seg.prefix_len, len(row.tokens))
+                segment += [s] * len(tail)
+                part += [i] * len(tail)
+                for index, wanted in row.readouts:
+                    first = len(ids) - len(wanted)
+                    picks += [where.setdefault(first + j, len(where)) for j in range(len(wanted))]
+                    targets += wanted
+                    readouts.append((index, len(wanted)))
+        pad = length - (len(ids) - start)
+        if pad < 0:
+            raise ValueError(f"a pack of {len(ids) - start} tokens does not fit a layout of {length}")
+        ids += [0] * pad
+        positions += [0] * pad
+        segment += [-1] * pad
+        part += [-1] * pad
+    buffer = torch.tensor(ids + positions + segment + part + list(where) + picks + targets, dtype=torch.long)
+    sizes = [len(ids)] * 4 + [len(where), len(picks), len(targets)]
+    return PackLayout(len(packs), length, buffer, sizes, readouts)
 
 
-def additive_mask(prefix_lens: torch.Tensor, past: int, seq: int, dtype: torch.dtype) -> torch.Tensor:
-    """``(rows, 1, seq, past + seq)``: 0 where a query may look (its row's real prefix, then its own
-    suffix causally), the dtype's minimum elsewhere (finite: no NaN even in an all-masked row)."""
-    device = prefix_lens.device
-    key = torch.arange(past + seq, device=device)
-    query = torch.arange(seq, device=device)
-    in_prefix = key[None, None, :] < prefix_lens[:, None, None]  # (rows, 1, keys)
-    causal = (key[None, :] >= past) & (key[None, :] - past <= query[:, None])  # (seq, keys)
-    visible = in_prefix | causal[None]
-    mask = torch.full(visible.shape, torch.finfo(dtype).min, dtype=dtype, device=device)
-    return mask.masked_fill_(visible, 0.0)[:, None]
+# ---------------------------------------------------------------- masks
+def visible(segment: torch.Tensor, part: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """Whether ``query`` may attend to ``key`` (indices into one pack): same segment, not later, and
+    the key is a prefix token or in the query's own row. Also flex attention's ``mask_mod``."""
+    return (segment[query] == segment[key]) & (key <= query) & ((part[key] == 0) | (part[key] == part[query]))
 
 
-class PrefixStore:
-    """One wave's prefix K/V, per layer ``(tokens, kv_heads, head_dim)``: groups back to back."""
-
-    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.layers = layers
-
-    @classmethod
-    def from_cache(cls, cache: Any, batch: torch.Tensor, position: torch.Tensor) -> PrefixStore:
-        """The real tokens ``(batch[i], position[i])`` of a right-padded prefix batch's cache, one
-        gather per tensor."""
-        return cls([(k.transpose(1, 2)[batch, position], v.transpose(1, 2)[batch, position]) for k, v, *_ in cache])
-
-    @classmethod
-    def join(cls, parts: Sequence[PrefixStore]) -> PrefixStore:
-        """Stores of consecutive prefix batches as one (groups keep their order)."""
-        if len(parts) == 1:
-            return parts[0]
-        return cls([(torch.cat([p.layers[i][0] for p in parts]), torch.cat([p.layers[i][1] for p in parts]))
-                    for i in range(len(parts[0].layers))])
+def dense_mask(segment: torch.Tensor, part: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(1, 1, T, T)`` additive mask of one pack: 0 where visible, the dtype's minimum elsewhere
+    (finite, so a padding row gives no NaN)."""
+    index = torch.arange(len(segment), device=segment.device)
+    seen = visible(segment, part, index[:, None], index[None, :])
+    return torch.zeros(seen.shape, dtype=dtype, device=seen.device).masked_fill_(~seen, torch.finfo(dtype).min)[None, None]
 
 
-class GatheredPrefixCache(DynamicCache):
-    """The past of a packed suffix batch: each row's prefix from a :class:`PrefixStore`, gathered per
-    layer as the model asks for it and joined to the batch's new K/V; nothing is retained (the
-    scorer never decodes), so peak memory holds one layer's keys, not all layers'.
+def block_mask(segment: torch.Tensor, part: torch.Tensor, *, chunk: int = 16) -> torch.Tensor:
+    """Flex attention's ``BlockMask`` of one pack (``len(segment)`` a multiple of ``FLEX_BLOCK``), from
+    the layout: each block of queries x keys is empty, full, or partial (then :func:`visible` decides
+    per element). The dense mask is evaluated ``chunk`` query blocks at a time, never all at once;
+    building it through ``create_block_mask(_compile=True)`` took minutes to compile on an H100."""
+    from torch.nn.attention.flex_attention import BlockMask
 
-    It also carries what the rows' different pasts imply for the forward: the additive mask and the
-    per-row position ids (``FastScorer._forward`` passes them on).
-    """
+    length = len(segment)
+    if length % FLEX_BLOCK:
+        raise ValueError(f"a flex pack's length must be a multiple of {FLEX_BLOCK}, got {length}")
+    n = length // FLEX_BLOCK
+    keys = torch.arange(length, device=segment.device)
+    partial, full = [], []
+    for start in range(0, n, chunk):
+        queries = keys[start * FLEX_BLOCK : min(n, start + chunk) * FLEX_BLOCK]
+        seen = visible(segment, part, queries[:, None], keys[None, :]).view(-1, FLEX_BLOCK, n, FLEX_BLOCK)
+        some, every = seen.any(dim=3).any(dim=1), seen.all(dim=3).all(dim=1)
+        partial.append(some & ~every)
+        full.append(every)
 
-    def __init__(self, store: PrefixStore, prefix_lens: torch.Tensor, offsets: torch.Tensor, past: int,
-                 seq: int, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.store = store
-        self.rows, self.past = len(prefix_lens), past
-        last = (prefix_lens - 1).clamp_min(0)[:, None]  # padded slots repeat a real token; the mask hides them
-        steps = torch.arange(past, device=prefix_lens.device)[None, :]
-        self.index = (torch.minimum(steps, last) + offsets[:, None]).reshape(-1)
-        self.mask = additive_mask(prefix_lens, past, seq, dtype)
-        self.positions = prefix_lens[:, None] + torch.arange(seq, device=prefix_lens.device)[None, :]
+    def blocks(flags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per query block: how many key blocks are flagged, and their indices first."""
+        table = torch.cat(flags)
+        order = torch.argsort(table.to(torch.int8), dim=-1, descending=True, stable=True)
+        return table.sum(-1, dtype=torch.int32)[None, None], order.to(torch.int32)[None, None]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(rows, kv_heads, past + seq, head_dim)`` keys and values for layer ``layer_idx``."""
-        keys, values = self.store.layers[layer_idx]
-        return self._join(keys, key_states), self._join(values, value_states)
+    def mask_mod(batch: torch.Tensor, head: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        return visible(segment, part, query, key)
 
-    def _join(self, stored: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        past = stored.index_select(0, self.index).view(self.rows, self.past, *stored.shape[1:])
-        return torch.cat([past.transpose(1, 2), new], dim=2)
+    return BlockMask.from_kv_blocks(*blocks(partial), *blocks(full), BLOCK_SIZE=FLEX_BLOCK, mask_mod=mask_mod,
+                                    seq_lengths=(length, length))

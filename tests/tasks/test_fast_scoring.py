@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from iaa_eval.tasks.fast_scoring import FastScorer, MemoryPlan, _Group, _Row, plan_groups
-from iaa_eval.tasks.prefix_packing import pack, partition, plan_waves
+from iaa_eval.tasks.fast_scoring import MAX_TOKENS, FastScorer, MemoryPlan, _Group, _Row, plan_groups
+from iaa_eval.tasks.prefix_packing import FLEX_BLOCK, Pack, block_mask, dense_mask, pack_layout, plan_packs
 from tests.tasks.text_helpers import hflm, tiny_model
 
 
@@ -68,25 +68,28 @@ def test_prefix_stops_before_the_readout_positions() -> None:
     assert group.prefix_len == 31 - 4  # read-outs cover the last 4 positions of each row
 
 
-def test_out_of_memory_shrinks_the_budget_and_splits(seed: int, caplog: pytest.LogCaptureFixture) -> None:
+def test_out_of_memory_shrinks_the_budget_and_replans(seed: int, caplog: pytest.LogCaptureFixture) -> None:
     model, tokenizer = tiny_model(seed, max_positions=128)
     pairs = _pairs(random.Random(seed), len(tokenizer))
     expected = FastScorer(model, 128, progress=False).score(pairs)
     scorer = FastScorer(model, 128, progress=False)
-    real_forward = scorer._forward
+    real_score = scorer._score
+    refused: list[int] = []  # segments (groups) in each refused pack
 
-    def forward(ids: torch.Tensor, kv: object, use_cache: bool) -> tuple:
-        if ids.shape[0] > 2:
+    def score(batch: list[Pack]) -> Any:
+        if len(batch[0].rows) > 2:
+            refused.append(len(batch[0].segments))
             raise torch.OutOfMemoryError("injected: CUDA out of memory")
-        return real_forward(ids, kv, use_cache)
+        return real_score(batch)
 
-    scorer._forward = forward
+    scorer._score = score
     budget = scorer.plan.budget_bytes
     with caplog.at_level(logging.WARNING):
         got = scorer.score(pairs)
     assert [g for _, g in got] == [g for _, g in expected]
     assert max(abs(a - b) for (a, _), (b, _) in zip(got, expected, strict=True)) < 1e-5
     assert scorer.plan.budget_bytes < budget and "out of memory" in caplog.text
+    assert refused[0] >= 3  # the first refused pack held every subject; its rows were re-planned
 
 
 def test_fixed_batch_size_caps_rows_and_full_logit_fallback_agrees(seed: int) -> None:
@@ -135,29 +138,34 @@ def _assert_same(got: list, want: list, pairs: list) -> None:
         assert max(options, key=lambda i: got[i][0]) == max(options, key=lambda i: want[i][0])
 
 
-def test_subjects_share_one_prefix_forward_and_one_suffix_forward(seed: int) -> None:
+def test_subjects_share_one_packed_forward(seed: int) -> None:
     model, tokenizer = tiny_model(seed, max_positions=256)
     pairs = _subjects(random.Random(seed), len(tokenizer))
     want = FastScorer(model, 256, prefix_reuse=False, progress=False).score(pairs)
     scorer = FastScorer(model, 256, progress=False)
     _assert_same(scorer.score(pairs), want, pairs)
-    (prefixes, longest, past), (suffixes, seq, past_2) = scorer.shapes  # two forwards in all
-    assert prefixes >= 4 and longest >= 90 and past == 0  # every subject's prefix, right-padded
-    assert past_2 >= 90 and (past_2 + seq) % 8 == 0 and suffixes == len({tuple(c + d)[:-1] for c, d in pairs})
+    rows = [_Row(r, [(0, (1,))]) for r in {tuple(c + d)[:-1] for c, d in pairs}]
+    groups = plan_groups(rows, reuse=True, min_prefix=16)
+    ((sequences, length, segments),) = scorer.shapes  # one forward in all
+    assert sequences == 1 and segments == len(groups) >= 4 and length % 8 == 0
+    once = sum(g.prefix_len + sum(len(r.tokens) - g.prefix_len for r in g.rows) for g in groups)
+    assert scorer.tokens == once < sum(len(r.tokens) for r in rows) - 3 * 20  # each prefix ran once, not per row
 
 
-def test_token_cap_packs_groups_into_several_forwards(seed: int) -> None:
+def test_token_cap_splits_a_group_across_packs(seed: int) -> None:
     model, tokenizer = tiny_model(seed, max_positions=256)
     pairs = _subjects(random.Random(seed), len(tokenizer))
     want = FastScorer(model, 256, prefix_reuse=False, progress=False).score(pairs)
     scorer = FastScorer(model, 256, max_tokens=150, progress=False)
     _assert_same(scorer.score(pairs), want, pairs)
-    assert all(rows * seq <= 150 or rows == 1 for rows, seq, _ in scorer.shapes)
-    assert sum(1 for _, _, past in scorer.shapes if past) >= 3  # several packed suffix forwards
-    assert sum(1 for _, _, past in scorer.shapes if not past) >= 2  # the prefixes need several too
+    assert len(scorer.shapes) >= 4 and all(length <= 152 for _, length, _ in scorer.shapes)
+    groups = plan_groups([_Row(tuple(c + d)[:-1], [(0, tuple(d))]) for c, d in pairs], reuse=True, min_prefix=16)
+    packs = plan_packs(groups, 150)
+    runs = [s.prefix_len for p in packs for s in p.segments if s.prefix_len]
+    assert len(runs) > len(groups)  # some group's prefix ran in two packs
 
 
-def test_single_row_group_and_plain_row_in_a_packed_batch(seed: int) -> None:
+def test_single_row_group_and_plain_row_in_one_pack(seed: int) -> None:
     model, tokenizer = tiny_model(seed, max_positions=128)
     rng = random.Random(seed)
     a, b = ([rng.randrange(3, len(tokenizer)) for _ in range(n)] for n in (40, 25))
@@ -168,58 +176,78 @@ def test_single_row_group_and_plain_row_in_a_packed_batch(seed: int) -> None:
     scorer = FastScorer(model, 128, progress=False)
     got = scorer._score_groups([_Group(40, rows[:3]), _Group(25, rows[3:4]), _Group(0, rows[4:])], len(pairs))
     _assert_same(got, want, pairs)
-    assert scorer.shapes == [(2, 40, 0), (5, 17, 47)]  # 47 + 17 = 64: key length aligned to 8
+    assert scorer.shapes == [(1, 112, 3)]  # 40 + 2 + 9 + 17 + 25 + 5 + 12 = 110 tokens, aligned to 8
+    assert scorer.tokens == 110
 
 
-def test_out_of_memory_splits_a_multi_group_batch(seed: int, caplog: pytest.LogCaptureFixture) -> None:
-    model, tokenizer = tiny_model(seed, max_positions=256)
-    pairs = _subjects(random.Random(seed), len(tokenizer))
-    expected = FastScorer(model, 256, progress=False).score(pairs)
-    scorer = FastScorer(model, 256, progress=False)
-    real_forward = scorer._forward
-    refused: list[int] = []  # distinct prefix lengths (groups) in each refused batch
-
-    def forward(ids: torch.Tensor, kv: Any, use_cache: bool) -> tuple:
-        if getattr(kv, "past", 0) and ids.shape[0] > 8:
-            refused.append(kv.positions[:, 0].unique().numel())
-            raise torch.OutOfMemoryError("injected: CUDA out of memory")
-        return real_forward(ids, kv, use_cache)
-
-    scorer._forward = forward
-    with caplog.at_level(logging.WARNING):
-        _assert_same(scorer.score(pairs), expected, pairs)
-    assert "out of memory" in caplog.text and refused[0] >= 4  # the first refused batch held every subject
-    assert all(rows <= 8 for rows, _, past in scorer.shapes if past) and len(scorer.shapes) >= 3
-
-
-def test_waves_bound_the_prefix_spread_and_batches_the_padding() -> None:
-    model, _ = tiny_model(0, max_positions=512)
-    scorer = FastScorer(model, 512, max_tokens=64, progress=False)
-
+def test_plan_packs_fills_packs_and_splits_only_when_worth_it() -> None:
     def group(prefix: int, suffixes: list[int]) -> _Group:
         return _Group(prefix, [_Row(tuple(range(prefix)) + (7,) * n, [(0, (1,))]) for n in suffixes])
 
-    groups = [group(30, [9, 9]), group(100, [10, 8]), group(80, [40, 40]), group(20, [5, 5]), _Group(0, [_Row((3,) * 6)])]
-    waves = plan_waves(groups, scorer._wave_fits)
-    assert [[g.prefix_len for g in w.groups] for w in waves] == [[100, 80], [30, 20]]  # spread <= 2 once busy
-    assert [s.prefix for s in waves[-1].slots].count(0) == 1  # the plain row joins the shortest prefixes
-    assert [s.suffix for s in waves[0].slots] == [40, 40, 10, 8]  # longest suffix first
-    assert pack(waves[0].slots, lambda t: scorer._suffixes_fit(t, 0)) == [waves[0].slots[:1], waves[0].slots[1:2],
-                                                                         waves[0].slots[2:]]
-    scorer.plan.max_tokens = 10_000  # one wave's worth of work: any spread goes
-    assert len(plan_waves(groups, scorer._wave_fits)) == 1
+    packs = plan_packs([group(30, [20, 20]), group(50, [10] * 12), group(40, [5, 5])], 200)
+    assert [[(s.prefix_len, len(s.rows)) for s in p.segments] for p in packs] == [[(30, 2), (50, 8)], [(50, 4), (40, 2)]]
+    # 80 tokens left after the first group: 3 rows of 10 would fit but carry less than the 50-token prefix
+    packs = plan_packs([group(30, [20, 20]), group(50, [10] * 6)], 150)
+    assert [[(s.prefix_len, len(s.rows)) for s in p.segments] for p in packs] == [[(30, 2)], [(50, 6)]]
+    assert [len(p.rows) for p in plan_packs([group(30, [1] * 7)], 1000, max_rows=3)] == [3, 3, 1]
+    assert [len(p.rows) for p in plan_packs([group(30, [1] * 7)], 1000, max_reads=2)] == [2, 2, 2, 1]
+    assert [p.size for p in plan_packs([group(0, [300, 5])], 100)] == [300, 5]  # a long row goes alone
+
+
+def test_block_mask_matches_the_dense_mask() -> None:
+    """The flex block table (empty / partial / full per 128 x 128 block) and its mask_mod against the
+    dense mask of a random layout: several groups, rows, a plain segment and padding."""
+    rng = random.Random(0)
+
+    def group(prefix: int, rows: int) -> _Group:
+        head = tuple(rng.randrange(5, 99) for _ in range(prefix))
+        return _Group(prefix, [_Row(head + (rng.randrange(5, 99),) * rng.randrange(1, 90), [(0, (1,))])
+                               for _ in range(rows)])
+
+    groups = [group(200, 3), group(0, 1), group(130, 5), group(0, 2)]
+    (pack,) = plan_packs(groups, 10_000)
+    layout = pack_layout([pack], 128 * (pack.size // 128 + 1))
+    _, _, segment, part, *_ = layout.buffer.split(layout.sizes)
+    dense = dense_mask(segment, part, torch.float32)[0, 0] == 0
+    blocks = block_mask(segment, part)
+    n = layout.length // FLEX_BLOCK
+    per_block = dense.view(n, FLEX_BLOCK, n, FLEX_BLOCK)
+    assert torch.equal(blocks.to_dense()[0, 0].bool(), per_block.any(dim=3).any(dim=1))
+    index = torch.arange(layout.length)
+    assert torch.equal(blocks.mask_mod(0, 0, index[:, None], index[None, :]), dense)
+    full = per_block.all(dim=3).all(dim=1)
+    assert 0 < int(full.sum()) < int(per_block.any(dim=3).any(dim=1).sum())  # some full, some partial
+    assert bool(dense.any(dim=1).all())  # every query (padding too) sees at least itself
+
+
+def _compiles() -> bool:
+    try:
+        torch.compile(lambda x: x + 1)(torch.ones(2))
+    except Exception:  # noqa: BLE001 - any failure means no working compiler here
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _compiles(), reason="torch.compile does not work on this machine")
+def test_flex_attention_packs_match_dense_packs(seed: int) -> None:
+    """The CUDA path (flex attention over a block mask, packs of one compiled length) run on CPU."""
+    model, tokenizer = tiny_model(seed, max_positions=256)
+    pairs = _subjects(random.Random(seed), len(tokenizer))
+    want = FastScorer(model, 256, progress=False).score(pairs)
+    scorer = FastScorer(model, 256, flex=True, max_tokens=256, progress=False)
+    assert scorer.flex and scorer.plan.mask_bytes == 0
+    _assert_same(scorer.score(pairs), want, pairs)
+    assert {length for _, length, _ in scorer.shapes} == {256} and len(scorer.shapes) >= 2
+    assert model.config._attn_implementation == "sdpa"  # switched back after the call
 
 
 def test_mmlu_sized_plan_runs_few_full_forwards() -> None:
     """The planner alone (no model runs) on the 5-shot MMLU bench's shape, under an 8B model's memory
-    plan on an 80 GB GPU: 57 subjects x 35 questions, few-shot prefixes ~200-2400 tokens (log-normal),
-    question suffixes ~40-900. It must run in a couple of dozen forwards near the token cap, with
-    bounded padding (the bench ran 110 forwards of ~3k tokens when fed 256 requests at a time)."""
-    model, _ = tiny_model(0, max_positions=64)
-    scorer = FastScorer(model, 8192, progress=False)
-    layers, kv_heads, heads, head_dim, hidden, inter = 32, 8, 32, 128, 4096, 14336
-    scorer.plan = MemoryPlan(2 * (6 * hidden + 3 * inter), 2 * layers * kv_heads * head_dim * 2,
-                             2 * head_dim * 2 * (2 * kv_heads + heads), 2, 8 * 128256, int(53.6 * 2**30))
+    plan on an 80 GB GPU with flex attention: 57 subjects x 35 questions, few-shot prefixes ~200-2400
+    tokens (log-normal), question suffixes ~30-900. Packs must be nearly full (the H100 run: 13
+    forwards of 16,384 tokens, 97% real)."""
+    layers_bytes = 2 * (6 * 4096 + 3 * 14336 + 4 * 32 * 128)
+    plan = MemoryPlan(layers_bytes, 0, 8 * 128256, int(53.6 * 2**30))
     rng = random.Random(0)
     groups = []
     for subject in range(57):
@@ -228,24 +256,8 @@ def test_mmlu_sized_plan_runs_few_full_forwards() -> None:
         head = tuple(subject * 10_000 + t for t in range(prefix))
         rows = [_Row(head + (7,) * min(900, max(30, round(rng.gauss(95, 25) * scale))), [(0, (1,))]) for _ in range(35)]
         groups.append(_Group(prefix, rows))
-    shapes, real = [], 0
-    for wave in plan_waves(groups, scorer._wave_fits):
-        for batch in scorer._prefix_batches(wave.groups):
-            shapes.append((len(batch), batch[0].prefix_len))
-            real += sum(g.prefix_len for g in batch)
-        reserved = scorer.plan.kv_bytes * sum(g.prefix_len for g in wave.groups)
-        for slots in scorer._suffix_batches(wave.slots, reserved):
-            shapes.append((len(slots), slots[0].suffix))
-            real += sum(s.suffix for s in slots)
-    padded = [rows * seq for rows, seq in shapes]
-    assert max(padded) <= scorer.plan.max_tokens
-    assert len(shapes) <= 30 and sum(padded) / len(shapes) >= 0.55 * scorer.plan.max_tokens
-    assert sum(padded) <= 1.25 * real  # padding stays bounded
-
-
-def test_partition_trades_padding_against_forwards() -> None:
-    lengths = [100, 90, 90, 50, 50, 50, 10]
-    assert partition(lengths, lambda i: 10, 0) == [(0, 1), (1, 3), (3, 6), (6, 7)]  # no padding at all
-    assert partition(lengths, lambda i: 10, 1000) == [(0, 7)]  # a forward costs more than 260 padded slots
-    assert partition(lengths, lambda i: 300 // lengths[i], 1000) == [(0, 3), (3, 7)]  # the token cap (300)
-    assert partition([], lambda i: 1, 1.0) == []
+    packs = plan_packs(groups, plan.capacity, plan.max_rows, plan.max_reads)
+    once = sum(g.prefix_len + sum(len(r.tokens) - g.prefix_len for r in g.rows) for g in groups)
+    assert plan.capacity == MAX_TOKENS
+    assert len(packs) <= once // MAX_TOKENS + 2  # at most one partly empty pack beyond the last
+    assert sum(p.size for p in packs) <= 1.05 * once  # prefixes re-run for split groups stay rare

@@ -12,6 +12,7 @@ from iaa_eval.models import load_model
 from iaa_eval.models.base import ModelSpec, TextView
 from iaa_eval.runner.cache import RequestCache
 from iaa_eval.tasks import TASKS, TaskContext, TaskOptions
+from iaa_eval.tasks.fast_scoring import FastScorer
 from iaa_eval.tasks.lm_bridge import TextViewLM
 from iaa_eval.tasks.text import evaluate_text, to_result
 from iaa_eval.tasks.text_configs import CEVAL, MMLU, Benchmark
@@ -24,7 +25,7 @@ def _records(lm: object, bench: Benchmark, options: TaskOptions) -> dict[str, tu
     return {s.doc_id: (s.response, s.extra["loglikelihoods"]) for s in result.samples}
 
 
-def _assert_same(bench: Benchmark, data: Path, options: TaskOptions, reuse: bool) -> int:
+def _assert_same(bench: Benchmark, data: Path, options: TaskOptions, reuse: bool) -> FastScorer:
     """Our scorer and HFLM on one fresh random tiny Llama: same choice per item, same values."""
     model, tokenizer = tiny_model(random.randrange(1 << 30))
     reference = _records(hflm(model, tokenizer, batch_size=8), bench, options)
@@ -34,7 +35,7 @@ def _assert_same(bench: Benchmark, data: Path, options: TaskOptions, reuse: bool
     assert {k: v[0] for k, v in ours.items()} == {k: v[0] for k, v in reference.items()}
     worst = max(abs(a - b) for k in ours for a, b in zip(ours[k][1], reference[k][1], strict=True))
     assert worst < 1e-4, worst
-    return lm.scorer.forwards
+    return lm.scorer
 
 
 @pytest.mark.parametrize("formulation", ["letter", "cloze"])
@@ -42,9 +43,11 @@ def _assert_same(bench: Benchmark, data: Path, options: TaskOptions, reuse: bool
 def test_predictions_identical_to_hflm(tmp_path: Path, formulation: str, reuse: bool) -> None:
     data = write_mmlu(tmp_path, {"anatomy": 4, "virology": 3, "world_religions": 3}, seed=random.randrange(1000))
     options = TaskOptions(data_dir=data, num_fewshot=5, formulation=formulation)
-    forwards = _assert_same(MMLU, data, options, reuse)
-    if formulation == "letter":  # 10 questions: one forward without reuse; with it, one forward for the 3
-        assert forwards == (2 if reuse else 1)  # subjects' prefixes and one for every suffix (groups packed)
+    scorer = _assert_same(MMLU, data, options, reuse)
+    if formulation == "letter":  # 10 questions, one row each: packed several to a forward
+        assert scorer.forwards < 10
+        if reuse:  # each subject's 5-shot prefix ran once: one segment per subject
+            assert sum(segments for _, _, segments in scorer.shapes) == 3, scorer.shapes
 
 
 def test_zero_shot_and_ceval_identical_to_hflm(tmp_path: Path) -> None:
