@@ -133,10 +133,27 @@ def evaluate_text(lm: LM, bench: Benchmark, options: TaskOptions) -> TextRun:
         task.set_config(key="num_fewshot", value=shots)
         task.set_fewshot_seed(seed=FEWSHOT_SEED)
         subjects[name] = task.config.dataset_name
-    output = evaluate(lm=lm, task_dict=loaded, limit=options.limit, bootstrap_iters=0, log_samples=True)
+    with _quiet_prompt_building():
+        output = evaluate(lm=lm, task_dict=loaded, limit=options.limit, bootstrap_iters=0, log_samples=True)
     if output is None:
         raise RuntimeError("lm-eval returned no results (not rank 0)")
     return TextRun(output, subjects, source, report)
+
+
+@contextlib.contextmanager
+def _quiet_prompt_building() -> Iterator[None]:
+    """lm-eval draws a progress bar for every subject while it builds prompts (57 for MMLU, each
+    gone in a blink); our scorer's bar covers the work that takes time. Silence those alone."""
+    from functools import partial
+
+    from lm_eval.api import task as lm_task
+
+    original = lm_task.tqdm
+    lm_task.tqdm = partial(original, disable=True)
+    try:
+        yield
+    finally:
+        lm_task.tqdm = original
 
 
 def _samples(run: TextRun) -> list[SampleRecord]:

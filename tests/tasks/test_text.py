@@ -120,3 +120,15 @@ def test_hub_without_network_names_data_dir(monkeypatch: pytest.MonkeyPatch, tin
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(DataError, match=r"cannot load cais/mmlu from the Hugging Face hub .* pass --data-dir"):
         TASKS.get("mmlu").run(_context(tiny_llama_dir, RequestCache(tmp_path / "c.sqlite")))
+
+
+def test_prompt_building_draws_no_bar_per_subject(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_mmlu(tmp_path, {"anatomy": 2, "virology": 2, "world_religions": 2})
+    model, tokenizer = tiny_model(random.randrange(1 << 30))
+    lm = TextViewLM(TextView(model, tokenizer, "fp"), progress=False)
+    evaluate_text(lm, MMLU, TaskOptions(data_dir=data, num_fewshot=1))
+    assert "it/s]" not in capsys.readouterr().err  # lm-eval's per-subject bars stayed silent
+    from lm_eval.api import task as lm_task
+    from tqdm import tqdm
+
+    assert lm_task.tqdm is tqdm  # and lm-eval's own bar is back for everyone else
