@@ -120,3 +120,26 @@ class GenerationBatcher:
                 continue
             start += len(chunk)
         return out
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any], covers: Sequence[int]) -> int | None:
+    """One prefix length ``P`` that every group of rows with the same key (the same image) can share,
+    or ``None`` when sharing saves nothing.
+
+    ``P`` is at most each group's common prefix and leaves every row at least one token of its own
+    (``generate`` needs one to start from); it is at least ``covers[i]`` for every row (its image
+    tokens: the suffix must not need the image). Some group must have two rows or more.
+    """
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    if None in groups or all(len(members) < 2 for members in groups.values()):
+        return None
+    longest = min(len(row) for row in rows) - 1
+    for members in groups.values():
+        first = rows[members[0]]
+        for i in members[1:]:
+            row = rows[i]
+            same = next((j for j, (a, b) in enumerate(zip(first, row, strict=False)) if a != b), min(len(first), len(row)))
+            longest = min(longest, same)
+    return longest if longest >= max(covers) and longest > 0 else None

@@ -4,9 +4,11 @@ Multimodal tasks use the whole model; text tasks use its language model and head
 is where the forgetting of fully fine-tuned multimodal training shows.
 
 Generation encodes each distinct image once per model per run (``feature_cache``): MME asks two
-questions per image and MMBench one per option rotation. The cached features reach ``generate``
-as ``mm_encoder_outputs``, the pre-encoded-features entry point of transformers' LLaVA, so the
-language model sees exactly the embeddings the pixel path would have spliced in.
+questions per image and MMBench one per option rotation. The cached features reach the model as
+``mm_encoder_outputs``, the pre-encoded-features entry point of transformers' LLaVA, so the
+language model sees exactly the embeddings the pixel path would have spliced in. Questions of
+one image in a batch also share the prompt's prefix (system prompt, image tokens, common words):
+it is run once per image and its KV cache copied to each question, whose own tokens follow.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditiona
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from iaa_eval.models.base import MMRequest, ModelSpec, TextView, fingerprint_weights, text_model_fingerprint
-from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
+from iaa_eval.models.generation import (
+    GenerationBatcher,
+    ensure_pad_token,
+    greedy_decode,
+    nan_guard,
+    shared_prefix_length,
+)
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
 from iaa_eval.models.scoring import score_options
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
@@ -61,6 +69,7 @@ class LlavaModel:
         self._fingerprints: dict[str, str] = {}
         self.feature_cache = FeatureCache(self._encode_images)
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
+        self.share_prefixes = True  # off: every question's whole prompt is run (the reference path)
 
     def _build_text_lm(self) -> torch.nn.Module:
         """A causal LM that *shares* the LLaVA language model and head (no copy)."""
@@ -98,11 +107,43 @@ class LlavaModel:
         features = self.feature_cache.get([r.image for r in chunk], [r.image_key for r in chunk])
         token = self.processor.image_token
         texts = [self.render_prompt(r).replace(token, token * f.shape[0]) for r, f in zip(chunk, features, strict=True)]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True)  # as the processor calls it
-        enc = {k: v.to(self.model.device) for k, v in enc.items()}
         pooled = [f.to(self.model.device, self.model.dtype) for f in features]
-        enc["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        rows = self.tokenizer(texts)["input_ids"]  # as the processor calls it
+        image_id = self.model.config.image_token_id
+        covers = [max(j for j, t in enumerate(row) if t == image_id) + 1 for row in rows]
+        length = shared_prefix_length(rows, [r.image_key for r in chunk], covers) if self.share_prefixes else None
+        if length is None:
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True)
+            enc = {k: v.to(self.model.device) for k, v in enc.items()}
+            enc["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        else:
+            enc = self._prefill_shared(rows, [r.image_key for r in chunk], pooled, length)
         return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
+
+    def _prefill_shared(self, rows: list[list[int]], keys: list[Any], pooled: list[torch.Tensor],
+                        length: int) -> dict[str, Any]:
+        """``generate`` inputs whose first ``length`` tokens are already in the cache: each image's
+        prefix run once, its K/V copied to every row of that image; a row's own tokens follow after
+        padding in the middle (masked; positions continue from the prefix, as ``generate`` derives
+        them from the attention mask)."""
+        first: dict[Any, int] = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        device = self.model.device
+        prefix = torch.tensor([rows[i][:length] for i in first.values()], device=device)
+        features = {"image": BaseModelOutputWithPooling(pooler_output=[pooled[i] for i in first.values()])}
+        with torch.inference_mode(), nan_guard(self.model):
+            out = self.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), mm_encoder_outputs=features,
+                             use_cache=True)
+        cache = out.cache
+        slot = {key: n for n, key in enumerate(first)}
+        cache.reorder_cache(torch.tensor([slot[key] for key in keys], device=device))
+        width = max(len(r) for r in rows) - length
+        pad = self.tokenizer.pad_token_id
+        ids = [r[:length] + [pad] * (width + length - len(r)) + r[length:] for r in rows]
+        mask = [[1] * length + [0] * (width + length - len(r)) + [1] * (len(r) - length) for r in rows]
+        return {"input_ids": torch.tensor(ids, device=device), "attention_mask": torch.tensor(mask, device=device),
+                "cache": cache}
 
     def generate(self, requests: Sequence[MMRequest], use_feature_cache: bool = True) -> list[str]:
         """Greedy answers; requests without an image are asked blind.

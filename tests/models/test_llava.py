@@ -24,3 +24,34 @@ def test_feature_cache_matches_pixel_path_and_counts_hits(tiny_llava_dir: Path) 
     assert cached == model.generate(requests, use_feature_cache=False)
     assert model.generate(requests[:2]) == cached[:2]
     assert (model.feature_cache.misses, model.feature_cache.hits) == (3, 6)
+
+
+def test_questions_of_one_image_share_the_prompt_prefix(tiny_llava_dir: Path, monkeypatch) -> None:
+    """MME-shaped: two to three questions per image, of different lengths and sharing leading words,
+    plus an image asked once; answers equal the path that runs every whole prompt."""
+    model = load_model(ModelSpec("llava", "llava", str(tiny_llava_dir), batch_size=8))
+    rng = np.random.default_rng()
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(3)]
+    words = ["red", "blue", "green", "circle", "square", "small", "in", "the", "image"]
+    questions = [" ".join(["Is", "there", "a", *rng.choice(words, size=rng.integers(1, 7))]) + "?" for _ in range(6)]
+    layout = [0, 0, 1, 1, 1, 2]
+    requests = [MMRequest(q, images[i], image_key(images[i]), max_new_tokens=6) for q, i in zip(questions, layout, strict=True)]
+    prefills: list[int] = []
+    real = model._prefill_shared
+    monkeypatch.setattr(model, "_prefill_shared", lambda rows, keys, pooled, n: prefills.append(n) or real(rows, keys, pooled, n))
+    shared = model.generate(requests)
+    image_tokens = model.model.config.image_seq_length
+    assert len(prefills) == 1 and prefills[0] > image_tokens  # one prefill: system prompt + image + "Is there a"
+    model.share_prefixes = False
+    assert model.generate(requests) == shared
+
+
+def test_shared_prefix_length_rules() -> None:
+    from iaa_eval.models.generation import shared_prefix_length
+
+    rows = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [7, 2, 3, 4, 6, 6], [7, 2, 3, 4, 1]]
+    assert shared_prefix_length(rows, ["a", "a", "b", "b"], [2, 2, 2, 2]) == 3  # the shortest common prefix
+    assert shared_prefix_length(rows, ["a", "a", "b", "b"], [2, 2, 4, 2]) is None  # an image would be cut
+    assert shared_prefix_length(rows, ["a", "b", "c", "d"], [1, 1, 1, 1]) is None  # nothing shared
+    assert shared_prefix_length(rows, ["a", "a", None, "b"], [1, 1, 1, 1]) is None  # a request without key
+    assert shared_prefix_length([[1, 2], [1, 2]], ["a", "a"], [1, 1]) == 1  # each row keeps a token of its own
