@@ -90,6 +90,8 @@ class IAATrainJob:
             raise UsageError("give --base and --vision (a fresh IAA model), or --init (an IAA checkpoint to continue)")
         if self.stage not in (1, 2):
             raise UsageError(f"--stage {self.stage}: expected 1 (projector) or 2 (insertion layers + MM modules)")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError(f"--lr {self.lr}: must be a positive number")
 
 
 @dataclass(frozen=True)

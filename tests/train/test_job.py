@@ -151,9 +151,10 @@ def _no_image_token(d: Path) -> str:
         (lambda w, d: train(w, d / "o", "--init", str(d / "missing")), "--init '{d}/missing': no such directory"),
         (lambda w, d: fresh(w, d / "o", "--vision", str(d / "nope")), "--vision '{d}/nope': no such directory"),
         (lambda w, d: fresh(w, d / "o", "--data", str(d)), "{d}: expected exactly one *.json file"),
+        (lambda w, d: fresh(w, d / "o", "--lr", "0"), "--lr 0.0: must be a positive number"),
     ],
     ids=["family", "init-and-base", "no-vision", "unsupported-base", "positions", "default-positions",
-         "no-image-token", "unknown-image-token", "out-exists", "init-missing", "vision-missing", "no-json"],
+         "no-image-token", "unknown-image-token", "out-exists", "init-missing", "vision-missing", "no-json", "lr"],
 )
 def test_flags_that_cannot_work(argv, message: str, world: Path, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
