@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tasks", help="list tasks and suites")
 
+    _add_train(sub)
+
     world = sub.add_parser("miniworld", help="rebuild or describe the embedded mini-world trio")
     world.add_argument("action", choices=["build", "info"])
     world.add_argument("--out", type=Path, help="output folder (default: the shipped assets)")
@@ -83,6 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--device", default="cpu")
     world.add_argument("--quick", action="store_true", help="a minutes-long CPU build that proves the recipe trains")
     return parser
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """`iaa-eval train iaa` (flags named as the fields of iaa_eval.train.job.IAATrainJob)."""
+    train = sub.add_parser("train", help="train an IAA model on LLaVA conversation data (one stage)")
+    train.add_argument("family", help="iaa (LLaVA-style training is the library API iaa_eval.train.train_llava_stage)")
+    train.add_argument("--base", metavar="ID|DIR", help="base LM to wrap (a fresh model; with --vision)")
+    train.add_argument("--vision", metavar="ID|DIR", help="CLIP vision tower (CLIPVisionModel + CLIPImageProcessor)")
+    train.add_argument("--init", type=Path, metavar="DIR", help="continue from an IAA checkpoint (e.g. stage 1's)")
+    train.add_argument("--data", type=Path, required=True, help="LLaVA conversation JSON, or a folder with one *.json")
+    train.add_argument("--image-folder", type=Path, help="image paths are relative to this (default: the JSON's folder)")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (official layout)")
+    train.add_argument("--stage", type=int, choices=[1, 2], default=2, help="1: projector; 2 (default): "
+                       "projector + insertion layers + MM embedding, norm and head")
+    train.add_argument("--insert-after", metavar="PRESET|I,J,..", help="insertion positions (default: iaa-14)")
+    train.add_argument("--image-token", help="tokenizer token marking the image (default: Llama-3's, else <image>)")
+    train.add_argument("--steps", type=_positive_int, help="optimizer steps (default: one epoch)")
+    train.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 stage 1, 2e-5 stage 2)")
+    train.add_argument("--batch-size", type=_positive_int, default=8)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    train.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, else float32), float32, bfloat16, ...")
+    train.add_argument("--limit", type=_positive_int, help="use the first N conversation records only")
+    train.add_argument("--threads", type=_positive_int, help="CPU threads (default: the cores not busy now)")
 
 
 def _model_specs(args: argparse.Namespace) -> list:
@@ -211,6 +237,23 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """`iaa-eval train iaa`: one IAA training stage; writes the checkpoint and train_log.json."""
+    if args.family != "iaa":
+        raise UsageError(f"train {args.family!r}: only 'iaa' is a command; LLaVA-style training is a library API "
+                         "(iaa_eval.train.train_llava_stage)")
+    import torch
+
+    from iaa_eval.train.job import IAATrainJob, train_iaa
+
+    torch.set_num_threads(args.threads or free_cores())
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "family", "debug", "threads")}
+    outcome = train_iaa(IAATrainJob(**fields))
+    print(f"checkpoint: {outcome.out} ({len(outcome.losses)} steps on {outcome.examples} examples, "  # noqa: T201
+          f"final loss {outcome.losses[-1]:.4f}, {outcome.wall_s:.0f} s)")
+    return 0
+
+
 def cmd_miniworld(args: argparse.Namespace) -> int:
     """`iaa-eval miniworld build|info`."""
     from iaa_eval.miniworld import ASSETS, build
@@ -224,7 +267,8 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "tasks": cmd_tasks, "report": cmd_report, "gate": cmd_gate, "miniworld": cmd_miniworld}
+COMMANDS = {"run": cmd_run, "tasks": cmd_tasks, "report": cmd_report, "gate": cmd_gate, "train": cmd_train,
+            "miniworld": cmd_miniworld}
 
 
 def main(argv: list[str] | None = None) -> int:

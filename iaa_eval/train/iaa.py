@@ -16,7 +16,7 @@ from iaa_eval.errors import UsageError
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.templates import training_text
-from iaa_eval.train import IGNORE_INDEX, Example, TrainConfig, batch_indices, left_pad, run_training
+from iaa_eval.train import IGNORE_INDEX, Example, TrainConfig, batch_indices, example_image, left_pad, run_training
 
 
 def stage_parameters(model: IAAForCausalLM, stage: int, workflow: str = "mm") -> list[torch.nn.Parameter]:
@@ -47,7 +47,7 @@ def encode_examples(
         ids.append(prompt_ids + target_ids)
         labels.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    images = [ex.image for ex in examples if ex.image is not None]
+    images = [example_image(ex) for ex in examples if ex.image is not None]
     return {
         "input_ids": left_pad(ids, pad),
         "attention_mask": left_pad([[1] * len(r) for r in ids], 0),

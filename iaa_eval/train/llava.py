@@ -17,7 +17,16 @@ from transformers import LlavaForConditionalGeneration
 from iaa_eval.errors import UsageError
 from iaa_eval.models.llava import llava_prompt
 from iaa_eval.models.templates import training_text
-from iaa_eval.train import IGNORE_INDEX, Example, TrainConfig, batch_indices, causal_lm_loss, left_pad, run_training
+from iaa_eval.train import (
+    IGNORE_INDEX,
+    Example,
+    TrainConfig,
+    batch_indices,
+    causal_lm_loss,
+    example_image,
+    left_pad,
+    run_training,
+)
 
 
 def stage_parameters(model: LlavaForConditionalGeneration, stage: int) -> list[torch.nn.Parameter]:
@@ -41,7 +50,7 @@ def encode_batch(processor: Any, examples: Sequence[Example], replay: Sequence[s
         prompt, target = training_text(llava_prompt(processor, ex.prompt, ex.image is not None), ex.answer,
                                        tokenizer.eos_token)
         if ex.image is not None:
-            enc = processor(images=[ex.image.convert("RGB")], text=[prompt], return_tensors="pt")
+            enc = processor(images=[example_image(ex).convert("RGB")], text=[prompt], return_tensors="pt")
             images.append(enc["pixel_values"])
         else:
             enc = processor(text=[prompt], return_tensors="pt")

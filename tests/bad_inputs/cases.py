@@ -314,6 +314,22 @@ def _gate_key(m: Models, d: Path) -> list[str]:
     return gate_file(d, "version: 1\nthresholds: {}\n")
 
 
+def train(m: Models, d: Path, records: object, *extra: str) -> list[str]:
+    """``iaa-eval train iaa`` on ``{d}/llava.json`` holding ``records`` (text as is, else as JSON) and
+    one image, ``{d}/images/a.png``. Data errors stop it before any model is loaded."""
+    from tests.iaa_helpers import random_image
+
+    (d / "images").mkdir(parents=True, exist_ok=True)
+    random_image(0).save(d / "images" / "a.png")
+    (d / "llava.json").write_text(records if isinstance(records, str) else json.dumps(records), encoding="utf-8")
+    return ["train", "iaa", "--base", str(m.llama), "--vision", str(m.llava), "--data", str(d / "llava.json"),
+            "--out", str(d / "ckpt"), "--steps", "1", "--threads", "1", *extra]
+
+
+def turns(*roles: str) -> list[dict[str, str]]:
+    return [{"from": role, "value": "<image>\nWhat colour?" if role == "human" else "red"} for role in roles]
+
+
 CASES: list[Case] = [
     # ---- models
     Case("safetensors-truncated", "model.safetensors cut to half its size", _truncate, 2, "model '{d}/model': weight file model.safetensors unreadable (Error while deserializing header: incomplete metadata, file not fully covered); expected a complete safetensors file"),
@@ -382,6 +398,20 @@ CASES: list[Case] = [
          2, "{d}/mysuite.yaml: tasks[0]: unknown key(s) limt; allowed: alias, data_dir, extra, formulation, limit, num_fewshot, on_error, task"),
     Case("gate-unknown-task", "gate file naming a task the run does not have", _gate_task, 2, "unusable input: {d}/gate.yaml: rule multimodal[0]: unknown task 'mmmu' for model 'iaa' in {d}/runs/r (tasks: mmlu, ceval, mme, mmbench_en, vqav2)"),
     Case("gate-unknown-key", "gate file with an unknown top-level key", _gate_key, 2, "unusable input: {d}/gate.yaml: unknown key 'thresholds'; allowed: version, text, multimodal, regression"),
+    Case("train-data-not-a-list", "training JSON that is an object, not a list of records",
+         lambda m, d: train(m, d, {"conversations": []}), 2, "{d}/llava.json: expected a JSON list of conversation records, got a JSON dict"),
+    Case("train-data-invalid-json", "training JSON cut mid-way",
+         lambda m, d: train(m, d, '[\n  {"id": "a", "conversations": [\n'), 2, "{d}/llava.json: invalid JSON at line 3, column 1 (Expecting value)"),
+    Case("train-no-conversations", "training record without its conversations field",
+         lambda m, d: train(m, d, [{"id": "a", "image": "images/a.png"}]), 2, "{d}/llava.json record 0 (id 'a'): field 'conversations' missing"),
+    Case("train-turn-order", "training record whose turns do not alternate human, gpt",
+         lambda m, d: train(m, d, [{"id": "a", "conversations": turns("human", "human")}]), 2, "{d}/llava.json record 0 (id 'a'): field conversations[1].from is 'human', expected 'gpt' (turns alternate human, gpt)"),
+    Case("train-image-missing", "training record naming an image that is not in the image folder",
+         lambda m, d: train(m, d, [{"id": "b", "image": "images/b.png", "conversations": turns("human", "gpt")}]), 2, "{d}/llava.json record 0 (id 'b'): field 'image': file {d}/images/b.png not found; images are read relative to {d} (set the image folder with --image-folder)"),
+    Case("train-family", "train llava (LLaVA-style training is a library API)",
+         lambda m, d: ["train", "llava", "--data", str(d), "--out", str(d / "ckpt")], 2, "train 'llava': only 'iaa' is a command; LLaVA-style training is a library API (iaa_eval.train.train_llava_stage)"),
+    Case("train-init-and-base", "train with both --init and --base",
+         lambda m, d: train(m, d, [], "--init", str(d)), 2, "--init and --base cannot be combined: the checkpoint given with --init already fixes its base, vision tower, insertion positions and image token"),
     Case("limit-zero", "--limit 0", lambda m, d: run(llama(m), "mmlu", None, d, "--limit", "0"), 2, "iaa-eval run: error: argument --limit: must be a positive integer, got 0"),
     Case("limit-negative", "--limit -5", lambda m, d: run(llama(m), "mmlu", None, d, "--limit", "-5"), 2, "iaa-eval run: error: argument --limit: must be a positive integer, got -5"),
     Case("data-dir-missing", "--data-dir that does not exist",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from iaa_eval.errors import UsageError
 from iaa_eval.train import Example, TrainConfig, train_iaa_stage
 from iaa_eval.train.iaa import encode_examples
-from tests.iaa_helpers import solid_image, tiny_iaa
+from tests.iaa_helpers import random_image, solid_image, tiny_iaa
 
 COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20), "white": (250, 250, 250)}
 
@@ -61,6 +63,15 @@ def test_labels_cover_the_answer_only() -> None:
     labelled = batch["labels"][batch["labels"] != -100].tolist()
     assert tokenizer.decode(labelled) == " red" + tokenizer.eos_token
     assert (batch["input_ids"] == -200).sum() == 1 and batch["pixel_values"].shape == (1, 3, 32, 32)
+
+
+def test_an_image_path_encodes_like_the_decoded_image(tmp_path: Path) -> None:
+    tokenizer, _, _, processor, model = tiny_iaa(seed=8)
+    image = random_image(9)
+    image.save(tmp_path / "x.png")  # lossless: the file decodes to the same pixels
+    from_path = encode_examples(model, tokenizer, processor, [Example(tmp_path / "x.png", "Colour?", "red")])
+    in_memory = encode_examples(model, tokenizer, processor, [Example(image, "Colour?", "red")])
+    assert from_path.keys() == in_memory.keys() and all(torch.equal(from_path[k], in_memory[k]) for k in in_memory)
 
 
 def test_bad_stage_is_an_error() -> None:

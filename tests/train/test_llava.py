@@ -13,7 +13,7 @@ from iaa_eval.models import load_model
 from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.train import Example, TrainConfig, train_llava_stage
 from iaa_eval.train.llava import encode_batch
-from tests.iaa_helpers import solid_image
+from tests.iaa_helpers import random_image, solid_image
 
 COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20), "white": (250, 250, 250)}
 EXAMPLES = [Example(solid_image(rgb), "What colour is the shape?", name) for name, rgb in COLOURS.items()]
@@ -62,6 +62,15 @@ def test_prompt_matches_the_llava_adapter(tiny_llava_dir: Path) -> None:
     trained_on = processor.tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0] == 1])
     prompt = processor.tokenizer.decode(adapter._encode([request])["input_ids"][0])
     assert trained_on.startswith(prompt) and trained_on.removeprefix(prompt).strip().startswith("red")
+
+
+def test_an_image_path_encodes_like_the_decoded_image(tiny_llava_dir: Path, tmp_path: Path) -> None:
+    _, processor = load(tiny_llava_dir)
+    image = random_image(11)
+    image.save(tmp_path / "x.png")  # lossless: the file decodes to the same pixels
+    from_path = encode_batch(processor, [Example(tmp_path / "x.png", "Colour?", "red")], [])
+    in_memory = encode_batch(processor, [Example(image, "Colour?", "red")], [])
+    assert from_path.keys() == in_memory.keys() and all(torch.equal(from_path[k], in_memory[k]) for k in in_memory)
 
 
 def test_replay_rows_are_mixed_in_and_fully_labelled(tiny_llava_dir: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, CLIPImageProcessor
+from transformers import AutoTokenizer
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.base import (
@@ -25,7 +25,7 @@ from iaa_eval.models.base import (
     tokenizer_digest,
 )
 from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
-from iaa_eval.models.iaa.convert import resolve_vision_dir
+from iaa_eval.models.iaa.convert import load_image_processor
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, resolve_dtype
@@ -60,18 +60,10 @@ class IAAModel:
                                          trust_remote_code=spec.trust_remote_code)
         check_vocabulary(self.tokenizer, self.model.config.text_config.vocab_size, folder)
         ensure_pad_token(self.tokenizer)
-        self.image_processor = self._image_processor(Path(folder).expanduser())
+        self.image_processor = load_image_processor(Path(folder).expanduser(), self.model.config.vision_tower_path)
         self.feature_cache = FeatureCache(self._encode_images)
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
         self._fingerprints: dict[str, str] = {}
-
-    def _image_processor(self, folder: Path) -> Any:
-        """The checkpoint's CLIP processor: in the folder (our layout) or the vision tower's folder."""
-        for candidate in (folder, resolve_vision_dir(self.model.config.vision_tower_path, folder)):
-            if candidate is not None and (candidate / "preprocessor_config.json").exists():
-                return CLIPImageProcessor.from_pretrained(candidate, trust_remote_code=False)
-        raise ModelError(f"{folder}: no preprocessor_config.json here or in the vision-tower folder "
-                         f"({self.model.config.vision_tower_path!r})")
 
     @torch.no_grad()
     def _encode_images(self, images: list[Any]) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 from accelerate import init_empty_weights
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoConfig, LlamaConfig
+from transformers import AutoConfig, CLIPImageProcessor, LlamaConfig
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa.configuration import IAA14_POSITIONS, IAAConfig
@@ -91,6 +91,15 @@ def resolve_vision_dir(name: str | None, folder: Path) -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def load_image_processor(folder: Path, vision_tower_path: str | None) -> Any:
+    """A checkpoint's CLIP image processor: in its folder (our layout) or its vision tower's (official)."""
+    for candidate in (folder, resolve_vision_dir(vision_tower_path, folder)):
+        if candidate is not None and (candidate / "preprocessor_config.json").exists():
+            return CLIPImageProcessor.from_pretrained(candidate, trust_remote_code=False)
+    raise ModelError(f"{folder}: no preprocessor_config.json here or in the vision-tower folder "
+                     f"({vision_tower_path!r})")
 
 
 def vision_config_from(vision_dir: Path) -> Any:
