@@ -210,7 +210,8 @@ class FastScorer:
         self.prefix_reuse = prefix_reuse and self.masked
         wanted = self.device.type == "cuda" if flex is None else flex
         self.flex = self.masked and wanted and _flex_ready(model, self.device)
-        self.plan = MemoryPlan.for_model(model, batch_size, budget_bytes, max_tokens, dense=not self.flex)
+        self._sizing = (batch_size, budget_bytes, max_tokens)
+        self.plan = MemoryPlan.for_model(model, *self._sizing, dense=not self.flex)
 
     def _split_head(self) -> tuple[Any, Any]:
         """(decoder, head) when ``logits == head(decoder(x).last_hidden_state)`` holds (checked on a
@@ -262,7 +263,22 @@ class FastScorer:
 
     def _score_groups(self, groups: Sequence[_Group], n: int) -> list[tuple[float, bool]]:
         """Results for requests ``0 .. n-1``, read out of ``groups``' rows (any grouping is exact).
-        Results come back to the host once, at the end (the only synchronisation)."""
+        Flex attention compiles its kernel on first use; where that fails (no working compiler, an
+        unsupported GPU) the call is redone with dense masks, which give the same numbers."""
+        try:
+            return self._score_all(groups, n)
+        except (RuntimeError, ImportError) as exc:
+            if not self.flex or isinstance(exc, torch.OutOfMemoryError):
+                raise
+            log.warning("flex attention failed (%s: %s); scoring with dense masks from now on",
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            self.flex = False
+            self.plan = MemoryPlan.for_model(self.model, *self._sizing, dense=True)
+            return self._score_all(groups, n)
+
+    def _score_all(self, groups: Sequence[_Group], n: int) -> list[tuple[float, bool]]:
+        """:meth:`_score_groups`' work; results come back to the host once, at the end (the only
+        synchronisation)."""
         results: list[tuple[float, bool] | None] = [None] * n
         pending: list[_Pending] = []
         bar = tqdm(total=n, desc="Scoring", disable=not self.progress, leave=False)

@@ -261,3 +261,23 @@ def test_mmlu_sized_plan_runs_few_full_forwards() -> None:
     assert plan.capacity == MAX_TOKENS
     assert len(packs) <= once // MAX_TOKENS + 2  # at most one partly empty pack beyond the last
     assert sum(p.size for p in packs) <= 1.05 * once  # prefixes re-run for split groups stay rare
+
+
+def test_a_failing_flex_compile_falls_back_to_dense_masks(seed: int, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from iaa_eval.tasks import fast_scoring
+
+    model, tokenizer = tiny_model(seed, max_positions=256)
+    pairs = _subjects(random.Random(seed), len(tokenizer))
+    want = FastScorer(model, 256, progress=False).score(pairs)
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("injected: triton compilation failed\ndetails")
+
+    monkeypatch.setattr(fast_scoring, "block_mask", broken)
+    scorer = FastScorer(model, 256, flex=True, progress=False)
+    with caplog.at_level(logging.WARNING):
+        _assert_same(scorer.score(pairs), want, pairs)
+    assert not scorer.flex and scorer.plan.mask_bytes > 0
+    assert "flex attention failed (RuntimeError: injected: triton compilation failed)" in caplog.text
+    assert model.config._attn_implementation == "sdpa"
