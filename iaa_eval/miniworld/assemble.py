@@ -81,7 +81,7 @@ def build_multimodal(out_dir: Path, base: Any, tokenizer: Any, tower: Any, recip
     from iaa_eval.models.iaa.convert import save_iaa
     from iaa_eval.models.iaa.modeling import IAAForCausalLM
 
-    examples = {name: to_examples(exs) for name, exs in mmdata.training_examples(seed).items()}
+    examples = {name: to_examples(exs) for name, exs in mmdata.training_examples(seed, recipe.mix).items()}
     manifest.data["mm_train_examples"] = {name: len(exs) for name, exs in examples.items()}
     budgets = {1: ("stage1", recipe.stage1), 2: ("stage2", recipe.stage2)}
 

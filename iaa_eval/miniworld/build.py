@@ -40,8 +40,8 @@ class Recipe:
 
     lm: Schedule = Schedule(steps=2000, batch_size=32, lr=3e-3)
     vision: Schedule = Schedule(steps=1500, batch_size=64, lr=3e-3)
-    stage1: Schedule = Schedule(steps=100, batch_size=32, lr=1e-3)
-    stage2: Schedule = Schedule(steps=600, batch_size=32, lr=5e-4)  # ~0.4 epoch of the 50 k stage-2 mix
+    stage1: Schedule = Schedule(steps=600, batch_size=32, lr=2e-3)  # ~5 epochs of the 3.6 k captions
+    stage2: Schedule = Schedule(steps=2000, batch_size=32, lr=5e-4)  # ~0.5 epoch of the 121 k stage-2 mix
     seq_len: int = 128
     vocab_size: int = 1536
     corpus_repeats: int = 8
@@ -50,6 +50,7 @@ class Recipe:
     # IAA trains only its adapters on top of a frozen LM; adapters take a larger learning rate than
     # a full fine-tune (as LoRA-style methods do). Steps, batch size, data and order stay shared.
     iaa_lr_scale: float = 1.0
+    mix: mmdata.Mix = mmdata.Mix()  # what the stage-2 data asks about each training image
 
 
 QUICK = Recipe(
@@ -123,7 +124,7 @@ def build_base(out_dir: Path, recipe: Recipe, seed: int, device: str, manifest: 
 
     w = world.make_world(seed)
     docs = world.corpus(w, recipe.corpus_repeats)
-    tokenizer = pretrain.train_tokenizer(tokenizer_texts(docs, mmdata.training_examples(seed)), recipe.vocab_size)
+    tokenizer = pretrain.train_tokenizer(tokenizer_texts(docs, mmdata.training_examples(seed, recipe.mix)), recipe.vocab_size)
     rows = pretrain.pack(tokenizer, docs, recipe.seq_len)
     pretrain.seed_everything(seed)
     model = LlamaForCausalLM(pretrain.llama_config(len(tokenizer))).to(device)

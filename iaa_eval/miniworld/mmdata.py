@@ -124,26 +124,82 @@ def _mc_question(record: ImageRecord, rng: random.Random, kind: str) -> tuple[st
     return question, tuple(options), right
 
 
-def training_examples(seed: int = 0) -> dict[str, list[MMExample]]:
+@dataclass(frozen=True)
+class Mix:
+    """What stage 2 asks about each training image (a miniature of LLaVA-1.5's instruction mix).
+
+    Args:
+        yes_no_suffix: fraction of easy-vqa's own yes/no questions asked with MME's
+            " Please answer yes or no." (the rest with VQAv2's short-answer instruction). Their
+            answers are skewed (about 88% "no" for "Is there a <colour> shape?"): asked with MME's
+            suffix, they taught the models to answer "no" to MME whatever the image, so by default
+            they keep VQAv2's instruction and MME's wording comes from the balanced pairs only.
+        yes_no_pairs: balanced pairs in MME's wording per image and kind, one true question and one
+            false: existence ("Is there a <shape> in the image?"), colour ("Is there a <colour>
+            shape in the image?") and both ("Is there a <colour> <shape> in the image?"), as
+            POPE-style data pairs them (:func:`yes_no_pair`).
+        mc_orders: option orders per multiple-choice question (colour, shape, both): 1 = one
+            random order; 4 = the four rotations of one option set, the right answer once under
+            every letter, so that no letter is a better guess than another.
+    """
+
+    yes_no_suffix: float = 0.0
+    yes_no_pairs: int = 2
+    mc_orders: int = 4
+
+
+YES_NO_KINDS = ("existence", "color", "both")
+
+
+def yes_no_pair(record: ImageRecord, rng: random.Random, kind: str) -> list[tuple[str, str]]:
+    """One true and one false question about ``record`` in MME's wording, with its yes/no suffix."""
+    wrong_colour = rng.choice([c for c in COLOURS if c != record.colour])
+    wrong_shape = rng.choice([s for s in SHAPES if s != record.shape])
+    if kind == "existence":
+        true, false = record.shape, wrong_shape
+    elif kind == "color":
+        true, false = f"{record.colour} shape", f"{wrong_colour} shape"
+    else:
+        false = rng.choice([f"{wrong_colour} {record.shape}", f"{record.colour} {wrong_shape}"])
+        true = f"{record.colour} {record.shape}"
+    ask = "Is there a {} in the image? " + YES_NO
+    return [(ask.format(true), "yes"), (ask.format(false), "no")]
+
+
+def mc_items(record: ImageRecord, rng: random.Random, orders: int) -> list[tuple[str, str]]:
+    """(prompt, letter) multiple-choice items about ``record``: each kind in ``orders`` orders
+    (rotations of one option set when ``orders`` > 1)."""
+    items = []
+    for kind in ("colour", "shape", "both"):
+        question, options, right = _mc_question(record, rng, kind)
+        for k in range(orders):
+            opts = options[k:] + options[:k] if orders > 1 else options
+            items.append((mc_prompt(question, opts), "ABCD"[opts.index(right)]))
+    return items
+
+
+def training_examples(seed: int = 0, mix: Mix | None = None) -> dict[str, list[MMExample]]:
     """The multimodal training data, from easy-vqa's train split only.
 
-    ``stage1``: one caption per image (LLaVA's brief-caption prompts). ``stage2``: every easy-vqa
-    question, open ones with LLaVA-1.5's short-answer suffix, yes/no ones half with that suffix
-    and half in the yes/no wording of MME/POPE-style data; plus three multiple-choice questions
-    per image (colour, shape, both) with the letter-answer suffix, as LLaVA-1.5's mix does with
-    A-OKVQA.
+    ``stage1``: one caption per image (LLaVA's brief-caption prompts). ``stage2``, per image:
+    every easy-vqa question (open ones with LLaVA-1.5's short-answer suffix, yes/no ones as
+    ``mix.yes_no_suffix`` says), ``mix.yes_no_pairs`` balanced yes/no pairs of each kind of
+    :func:`yes_no_pair`, and multiple-choice questions (colour, shape, both) with the
+    letter-answer suffix, as LLaVA-1.5's mix does with A-OKVQA (:func:`mc_items`).
     """
+    mix = mix or Mix()
     rng = random.Random(seed)
     records = load_split("train")
     stage1 = [MMExample(r.path, rng.choice(CAPTION_PROMPTS), caption(r)) for r in records]
     stage2 = []
     for r in records:
         for q, a in r.questions:
-            yes_no = a in ("yes", "no") and rng.random() < 0.5
+            yes_no = a in ("yes", "no") and rng.random() < mix.yes_no_suffix
             stage2.append(MMExample(r.path, f"{q} {YES_NO}" if yes_no else f"{q}\n{SHORT_ANSWER}", a))
-        for kind in ("colour", "shape", "both"):
-            question, options, right = _mc_question(r, rng, kind)
-            stage2.append(MMExample(r.path, mc_prompt(question, options), "ABCD"[options.index(right)]))
+        for _ in range(mix.yes_no_pairs):
+            for kind in YES_NO_KINDS:
+                stage2 += [MMExample(r.path, q, a) for q, a in yes_no_pair(r, rng, kind)]
+        stage2 += [MMExample(r.path, prompt, letter) for prompt, letter in mc_items(r, rng, mix.mc_orders)]
     rng.shuffle(stage1)
     rng.shuffle(stage2)
     return {"stage1": stage1, "stage2": stage2}

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+import random
 
 import pytest
 
@@ -95,3 +96,70 @@ def test_mmbench_layout_is_circular_friendly(written):
         assert not any("above" in o or "all of" in o for o in options)
     image = Image.open(io.BytesIO(base64.b64decode(rows[0]["image"])))
     assert image.size == (64, 64)
+
+
+
+@pytest.fixture(scope="module")
+def stage2():
+    return mmdata.training_examples(0)["stage2"]
+
+
+def _named(question: str) -> list[str]:
+    """The words a MME-style question asks about: "Is there a red shape in the image? ..." -> [red, shape]."""
+    return question.removeprefix("Is there a ").removesuffix(" in the image? " + mmdata.YES_NO).split()
+
+
+@pytest.mark.parametrize("kind", mmdata.YES_NO_KINDS)
+def test_a_yes_no_pair_is_one_true_one_false_question_in_mme_wording(kind):
+    rng = random.Random(0)
+    for record in mmdata.load_split("train")[:300]:
+        (true_q, yes), (false_q, no) = mmdata.yes_no_pair(record, rng, kind)
+        assert (yes, no) == ("yes", "no")
+        named, wrong = _named(true_q), _named(false_q)
+        assert named == {"existence": [record.shape], "color": [record.colour, "shape"],
+                         "both": [record.colour, record.shape]}[kind]
+        changed = [(a, b) for a, b in zip(named, wrong, strict=True) if a != b]
+        assert len(changed) == 1
+        assert all((a in mmdata.COLOURS) == (b in mmdata.COLOURS) for a, b in changed)
+
+
+def test_mme_worded_training_questions_are_balanced_and_on_training_images(stage2):
+    records = mmdata.load_split("train")
+    asked = [ex for ex in stage2 if ex.prompt.endswith(" " + mmdata.YES_NO)]
+    assert len(asked) == 2 * len(mmdata.YES_NO_KINDS) * mmdata.Mix().yes_no_pairs * len(records)
+    by_kind: dict[str, list[str]] = {}
+    for ex in asked:
+        words = _named(ex.prompt)
+        kind = "existence" if len(words) == 1 else "color" if words[1] == "shape" else "both"
+        by_kind.setdefault(kind, []).append(ex.answer)
+    assert set(by_kind) == set(mmdata.YES_NO_KINDS)
+    assert all(answers.count("yes") == answers.count("no") for answers in by_kind.values())
+    train_paths = {r.path for r in records}
+    test_paths = {r.path for recs in mmdata.eval_images(0).values() for r in recs}
+    assert {ex.image for ex in stage2} <= train_paths and not train_paths & test_paths
+
+
+def test_easy_vqa_yes_no_questions_keep_the_vqa_instruction_by_default(stage2):
+    own = {q for r in mmdata.load_split("train") for q, _ in r.questions}
+    for ex in stage2:
+        question = ex.prompt.split("\n")[0].removesuffix(" " + mmdata.YES_NO)
+        if question in own and ex.answer in ("yes", "no") and not question.startswith("Is there a "):
+            assert ex.prompt.endswith(mmdata.SHORT_ANSWER)
+
+
+def test_mc_orders_put_the_right_answer_under_every_letter():
+    record = mmdata.load_split("train")[0]
+    items = mmdata.mc_items(record, random.Random(0), orders=4)
+    assert len(items) == 12
+    for k in range(0, 12, 4):
+        assert sorted(letter for _, letter in items[k : k + 4]) == list("ABCD")
+        assert len({prompt.splitlines()[0] for prompt, _ in items[k : k + 4]}) == 1
+        assert len({prompt for prompt, _ in items[k : k + 4]}) == 4
+
+
+def test_stage2_size_follows_the_mix():
+    records = mmdata.load_split("train")
+    questions = sum(len(r.questions) for r in records)
+    for mix in (mmdata.Mix(), mmdata.Mix(yes_no_suffix=0.5, yes_no_pairs=0, mc_orders=1)):
+        n = len(mmdata.training_examples(0, mix)["stage2"])
+        assert n == questions + len(records) * (2 * len(mmdata.YES_NO_KINDS) * mix.yes_no_pairs + 3 * mix.mc_orders)
