@@ -162,7 +162,8 @@ def init_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, An
     if not folder.is_dir():
         raise UsageError(f"--init {str(job.init)!r}: no such directory")
     model = place(load_iaa(folder, dtype=dtype), job.device)
-    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, str(folder), "--init tokenizer")
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, str(folder), "--init tokenizer",
+                                config=model.config.text_config)  # config.json's model_type "IAA" is not transformers'
     return model, tokenizer, load_image_processor(folder, model.config.vision_tower_path)
 
 

@@ -14,8 +14,8 @@ from iaa_eval.runner.cache import RequestCache
 from iaa_eval.tasks import TASKS, TaskContext, TaskOptions
 from iaa_eval.tasks.fast_scoring import FastScorer
 from iaa_eval.tasks.lm_bridge import TextViewLM
-from iaa_eval.tasks.text import evaluate_text, to_result
-from iaa_eval.tasks.text_configs import CEVAL, MMLU, Benchmark
+from iaa_eval.tasks.text import evaluate_text, lean_prompt_building, to_result
+from iaa_eval.tasks.text_configs import CEVAL, MMLU, TASKS_DIR, Benchmark
 from tests.conftest import shared_path
 from tests.tasks.text_helpers import copy_subjects, hflm, tiny_model, write_ceval, write_mmlu
 
@@ -132,3 +132,30 @@ def test_prompt_building_draws_no_bar_per_subject(tmp_path: Path, capsys: pytest
     from tqdm import tqdm
 
     assert lm_task.tqdm is tqdm  # and lm-eval's own bar is back for everyone else
+
+
+def test_lean_prompt_building_renders_like_lm_eval_and_compiles_each_template_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+    from lm_eval import utils as lm_utils
+
+    fields = ("doc_to_text", "doc_to_choice", "doc_to_target")
+    configs = [yaml.safe_load((TASKS_DIR / name).read_text()) for name in
+               ("mmlu/_cloze_template_yaml", "mmlu/_letter_template_yaml", "ceval/_cloze_template_yaml",
+                "ceval/_letter_template_yaml")]
+    templates = sorted({c[f] for c in configs for f in fields if isinstance(c[f], str)})
+    rng = random.Random(7)
+    words = ["tunnel", "铁路", "  spaced  ", "a{b}", "x\ny", "%s", "ünï"]
+    docs = [{"question": " ".join(rng.choices(words, k=4)), "choices": rng.sample(words, 4), "subject": "s",
+             **{k: rng.choice(words) for k in "ABCD"}, "answer": rng.choice("ABCD") if i % 2 else rng.randrange(4)}
+            for i in range(40)]
+    renderable = [(t, d) for t in templates for d in docs if "index(answer)" not in t or isinstance(d["answer"], str)]
+    expected = [lm_utils.apply_template(t, d) for t, d in renderable]
+    compiled: list[str] = []
+    real = lm_utils.env.from_string
+    monkeypatch.setattr(lm_utils.env, "from_string", lambda source: compiled.append(source) or real(source))
+    original = lm_utils.apply_template
+    with lean_prompt_building():
+        assert [lm_utils.apply_template(t, d) for t, d in renderable] == expected
+    assert sorted(compiled) == templates
+    assert lm_utils.apply_template is original

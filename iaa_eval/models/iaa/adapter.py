@@ -56,7 +56,10 @@ class IAAModel:
         dtype = resolve_dtype(spec.dtype, spec.device)
         self.model = IAAForCausalLM.from_pretrained(folder, dtype=dtype, device=spec.device)
         self.model.branch(self.workflow)  # raises early if the checkpoint lacks the G branch
+        # The base's config stands in for config.json, whose official model_type ("IAA") transformers
+        # does not know: reading it again only draws warnings.
         self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, folder, "tokenizer",
+                                         config=self.model.config.text_config,
                                          trust_remote_code=spec.trust_remote_code)
         check_vocabulary(self.tokenizer, self.model.config.text_config.vocab_size, folder)
         ensure_pad_token(self.tokenizer)

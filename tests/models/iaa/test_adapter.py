@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,14 @@ def test_bad_paths_and_suffixes(tmp_path: Path, checkpoints: tuple[Path, Path]) 
         IAAModel(ModelSpec("iaa", "iaa", str(tmp_path / "missing")))
     with pytest.raises(ModelError, match="workflow suffix #x unknown"):
         IAAModel(ModelSpec("iaa", "iaa", f"{checkpoints[1]}#x"))
+
+
+def test_official_layout_loads_quietly(tmp_path: Path) -> None:
+    """The official config.json (model_type "IAA", rope_scaling null) is read once, by our loader:
+    transformers' tokenizer loading must not re-read it (it warned on every load before)."""
+    tokenizer, _, _, processor, model = tiny_iaa(seed=12)
+    model.save_pretrained(tmp_path, official=True, tokenizer=tokenizer, image_processor=processor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        adapter = IAAModel(ModelSpec("iaa", "iaa", str(tmp_path)))
+    assert adapter.tokenizer.get_vocab() == tokenizer.get_vocab()
