@@ -76,35 +76,51 @@ def llava_processor(tokenizer: Any, tower: Any) -> Any:
 def build_multimodal(out_dir: Path, base: Any, tokenizer: Any, tower: Any, recipe: Any, seed: int,
                      manifest: Any) -> dict[str, Any]:
     """Train and save ``llava/`` and ``iaa/`` from ``base`` + ``tower``; returns the two models."""
-    from iaa_eval.miniworld import world
-    from iaa_eval.miniworld.build import image_processor, save_fp16
-    from iaa_eval.models.iaa.convert import save_iaa
-    from iaa_eval.models.iaa.modeling import IAAForCausalLM
-
     examples = {name: to_examples(exs) for name, exs in mmdata.training_examples(seed, recipe.mix).items()}
     manifest.data["mm_train_examples"] = {name: len(exs) for name, exs in examples.items()}
-    budgets = {1: ("stage1", recipe.stage1), 2: ("stage2", recipe.stage2)}
+    return {"llava": train_llava(out_dir, base, tokenizer, tower, examples, recipe, seed, manifest),
+            "iaa": train_iaa(out_dir, base, tokenizer, tower, examples, recipe, seed, manifest)}
+
+
+def train_llava(out_dir: Path, base: Any, tokenizer: Any, tower: Any, examples: dict[str, list[Example]],
+                recipe: Any, seed: int, manifest: Any) -> Any:
+    """Stage 1 (projector) and stage 2 (projector + LLM) of the LLaVA-style model, saved to ``llava/``."""
+    from iaa_eval.miniworld import world
+    from iaa_eval.miniworld.build import save_fp16
 
     llava = make_llava(base, tower, tokenizer, seed)
     processor = llava_processor(tokenizer, tower)
     replay = world.corpus(world.make_world(seed), recipe.corpus_repeats) if recipe.replay_ratio > 0 else ()
-    for stage, (name, schedule) in budgets.items():
+    for stage, (name, schedule) in _budgets(recipe).items():
         losses = train_llava_stage(llava, processor, examples[name], stage=stage, config=stage_config(schedule, seed),
                                    text_replay=replay if stage == 2 else (),
                                    replay_ratio=recipe.replay_ratio if stage == 2 else 0.0)
         manifest.losses[f"llava_{name}"] = pretrain.loss_curve(losses)
     save_fp16(llava, out_dir / "llava")
     processor.save_pretrained(out_dir / "llava")
+    return llava
+
+
+def train_iaa(out_dir: Path, base: Any, tokenizer: Any, tower: Any, examples: dict[str, list[Example]],
+              recipe: Any, seed: int, manifest: Any) -> Any:
+    """Stage 1 (projector) and stage 2 (adapters, base frozen) of the IAA model, saved to ``iaa/``."""
+    from iaa_eval.miniworld.build import image_processor
+    from iaa_eval.models.iaa.convert import save_iaa
+    from iaa_eval.models.iaa.modeling import IAAForCausalLM
 
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     iaa = IAAForCausalLM.from_base(copy.deepcopy(base), copy.deepcopy(tower), positions=list(recipe.insert_after),
                                    image_token_id=image_id)
-    for stage, (name, schedule) in budgets.items():
+    for stage, (name, schedule) in _budgets(recipe).items():
         if stage == 2:  # stage 1 (projector only) is the same job for both families
-            schedule = replace(schedule, lr=schedule.lr * recipe.iaa_lr_scale)
+            schedule = replace(schedule, lr=recipe.iaa_stage2_lr)
         losses = train_iaa_stage(iaa, tokenizer, image_processor(), examples[name], stage=stage,
                                  config=stage_config(schedule, seed))
         manifest.losses[f"iaa_{name}"] = pretrain.loss_curve(losses)
     save_iaa(copy.deepcopy(iaa).to(torch.float16), out_dir / "iaa", official=True, tokenizer=tokenizer,
              image_processor=image_processor())
-    return {"llava": llava, "iaa": iaa}
+    return iaa
+
+
+def _budgets(recipe: Any) -> dict[int, tuple[str, pretrain.Schedule]]:
+    return {1: ("stage1", recipe.stage1), 2: ("stage2", recipe.stage2)}

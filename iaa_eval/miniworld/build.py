@@ -41,15 +41,17 @@ class Recipe:
     lm: Schedule = Schedule(steps=2000, batch_size=32, lr=3e-3)
     vision: Schedule = Schedule(steps=1500, batch_size=64, lr=3e-3)
     stage1: Schedule = Schedule(steps=600, batch_size=32, lr=2e-3)  # ~5 epochs of the 3.6 k captions
-    stage2: Schedule = Schedule(steps=2000, batch_size=32, lr=5e-4)  # ~0.5 epoch of the 121 k stage-2 mix
+    # ~0.8 epoch of the 121 k stage-2 mix; ``lr`` is the LLaVA-style full fine-tune's
+    stage2: Schedule = Schedule(steps=3000, batch_size=32, lr=1.7e-4)
     seq_len: int = 128
     vocab_size: int = 1536
     corpus_repeats: int = 8
     insert_after: tuple[int, ...] = (0, 1, 2, 3)
     replay_ratio: float = 0.0
-    # IAA trains only its adapters on top of a frozen LM; adapters take a larger learning rate than
-    # a full fine-tune (as LoRA-style methods do). Steps, batch size, data and order stay shared.
-    iaa_lr_scale: float = 1.0
+    # IAA trains only its adapters on top of a frozen LM; fresh adapters take a larger learning rate
+    # than a full fine-tune of pretrained weights (as LoRA-style methods do). Steps, batch size, data
+    # and batch order stay shared.
+    iaa_stage2_lr: float = 5e-4
     mix: mmdata.Mix = mmdata.Mix()  # what the stage-2 data asks about each training image
 
 
@@ -75,6 +77,7 @@ class Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     total_bytes: int = 0
     versions: dict[str, str] = field(default_factory=dict)
+    provenance: str = "one run of `iaa-eval miniworld build`"
 
     def write(self, out_dir: Path) -> None:
         """Hash every file under ``out_dir`` (but the manifest) and write ``manifest.json``."""
