@@ -6,9 +6,12 @@ through the ``llava`` adapter, and times generation three ways: the processor's 
 request encodes its image and runs its whole prompt), the per-run feature cache alone (each image
 encoded once), and the adapter's default, the feature cache plus the image's shared prompt prefix
 run once for both questions. Reports the end-to-end speed-ups, the vision-stage speed-up (encoder
-time only) and whether answers agree.
+time only) and whether answers agree. ``--family iaa`` times the ``iaa`` adapter on IAA-14 over the
+same shapes (MM workflow): feature cache alone against feature cache plus shared prefix (its
+adapter has no pixel path to compare with).
 
     python bench/vision_cache_gpu.py --out bench/results/vision_cache_h100.json
+    python bench/vision_cache_gpu.py --family iaa --out bench/results/vision_cache_iaa_h100.json
     python bench/vision_cache_gpu.py --tiny          # CPU smoke test, seconds
 """
 
@@ -26,7 +29,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     CLIPImageProcessor,
     CLIPVisionConfig,
+    CLIPVisionModel,
     LlamaConfig,
+    LlamaForCausalLM,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
@@ -35,6 +40,8 @@ from transformers import (
 
 from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token
+from iaa_eval.models.iaa import IAAForCausalLM
+from iaa_eval.models.iaa.adapter import IAAModel
 from iaa_eval.models.llava import LlavaModel
 from iaa_eval.models.vision import FeatureCache
 
@@ -98,6 +105,30 @@ def build_adapter(shape: str, device: str, dtype: torch.dtype, batch: int) -> Ll
     return adapter
 
 
+def build_iaa_adapter(shape: str, device: str, dtype: torch.dtype, batch: int) -> IAAModel:
+    """The ``iaa`` adapter (MM workflow) around a random base + tower wrapped as IAA-14 on ``device``."""
+    sizes = SHAPES[shape]
+    tokenizer = build_tokenizer()
+    side = sizes["vision"]["image_size"]
+    torch.set_default_dtype(dtype)
+    with torch.device(device):
+        base = LlamaForCausalLM(LlamaConfig(**sizes["text"], tie_word_embeddings=False)).eval()
+        tower = CLIPVisionModel(CLIPVisionConfig(**sizes["vision"])).eval()
+        model = IAAForCausalLM.from_base(base, tower, positions="iaa-14" if shape == "real" else [0, 1],
+                                         image_token_id=tokenizer.convert_tokens_to_ids("<image>")).eval()
+    torch.set_default_dtype(torch.float32)
+    adapter = IAAModel.__new__(IAAModel)
+    adapter.spec = ModelSpec("iaa", "iaa", f"random-{shape}", device, str(dtype), batch)
+    adapter.model, adapter.tokenizer, adapter.workflow = model, tokenizer, "mm"
+    adapter.image_processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    ensure_pad_token(tokenizer)
+    adapter.feature_cache = FeatureCache(adapter._encode_images)
+    adapter.batcher = GenerationBatcher(batch, model)
+    adapter.share_prefixes = True
+    adapter._fingerprints = {}
+    return adapter
+
+
 def workload(images: int, seed: int) -> list[MMRequest]:
     """MME-shaped: consecutive pairs of questions about the same image."""
     rng = np.random.default_rng(seed)
@@ -127,11 +158,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--images", type=int, default=None, help="default 64 (tiny: 4)")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--family", choices=["llava", "iaa"], default="llava")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    adapter = build_adapter("tiny" if args.tiny else "real", device, dtype, args.batch)
+    build = build_iaa_adapter if args.family == "iaa" else build_adapter
+    adapter = build("tiny" if args.tiny else "real", device, dtype, args.batch)
     requests = workload(args.images or (4 if args.tiny else 64), seed=0)
     adapter.generate(requests[: args.batch])  # warm-up (kernels, allocator)
     adapter.feature_cache = FeatureCache(adapter._encode_images)
@@ -150,9 +183,19 @@ def main(argv: list[str] | None = None) -> dict:
     adapter.feature_cache = FeatureCache(adapter._encode_images)
     adapter.share_prefixes = False
     cached_s, cached = timed(lambda: adapter.generate(requests), device)
+    if args.family == "iaa":
+        return report({
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "shape": "tiny" if args.tiny else "IAA-14 on CLIP ViT-L/14-336 + Llama-3-8B (random bf16), MM workflow",
+            "requests": len(requests), "images": len(requests) // 2, "batch": args.batch, "max_new_tokens": 4,
+            "feature_cache_s": cached_s, "feature_cache_shared_prefix_s": shared_s,
+            "shared_prefix_speedup": cached_s / shared_s,
+            "answers_agree": sum(a == b for a, b in zip(shared, cached, strict=True)) / len(requests),
+            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+        }, args.out)
     uncached_s, uncached = timed(lambda: adapter.generate(requests, use_feature_cache=False), device)
     single_encode_s = vision_cached_s / max(1, misses)
-    result = {
+    return report({
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "shape": "tiny" if args.tiny else "CLIP ViT-L/14-336 + Llama-3-8B (random bf16)",
         "requests": len(requests), "images": len(requests) // 2, "batch": args.batch, "max_new_tokens": 4,
@@ -165,12 +208,16 @@ def main(argv: list[str] | None = None) -> dict:
         "answers_agree": sum(a == b for a, b in zip(shared, uncached, strict=True)) / len(requests),
         "answers_agree_feature_cache_only": sum(a == b for a, b in zip(cached, uncached, strict=True)) / len(requests),
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
-    }
+    }, args.out)
+
+
+def report(result: dict, out: Path | None) -> dict:
+    """Print the JSON summary, write it to ``out`` if given, return it."""
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
     return result
 
 

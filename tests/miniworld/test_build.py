@@ -29,6 +29,7 @@ def test_manifest_hashes_every_file_and_info_verifies(built):
     out, manifest = built
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["files"] == manifest.files and manifest.total_bytes > 0
+    assert on_disk["provenance"] == "one run of `iaa-eval miniworld build`"  # an assembled trio says otherwise
     assert "base/model.safetensors" in manifest.files and "llava/model.safetensors" in manifest.files
     assert build.info(out)["verified"]
     config = out / "base" / "config.json"

@@ -24,7 +24,14 @@ from iaa_eval.models.base import (
     text_model_fingerprint,
     tokenizer_digest,
 )
-from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
+from iaa_eval.models.generation import (
+    GenerationBatcher,
+    ensure_pad_token,
+    greedy_decode,
+    nan_guard,
+    shared_prefix_length,
+)
+from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID
 from iaa_eval.models.iaa.convert import load_image_processor
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
@@ -66,6 +73,7 @@ class IAAModel:
         self.image_processor = load_image_processor(Path(folder).expanduser(), self.model.config.vision_tower_path)
         self.feature_cache = FeatureCache(self._encode_images)
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
+        self.share_prefixes = True  # off: every question's whole prompt is run (the reference path)
         self._fingerprints: dict[str, str] = {}
 
     @torch.no_grad()
@@ -96,20 +104,48 @@ class IAAModel:
 
         def answer(chunk: Sequence[MMRequest]) -> list[str]:
             ids, features = self._inputs(chunk)
-            width = max(len(row) for row in ids)
-            pad = self.tokenizer.pad_token_id
-            batch = {
-                "input_ids": torch.tensor([[pad] * (width - len(r)) + r for r in ids], device=self.model.device),
-                "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids],
-                                               device=self.model.device),
-            }
+            keys = [r.image_key if r.image is not None else None for r in chunk]
+            covers = [row.index(IMAGE_PLACEHOLDER_ID) + 1 if IMAGE_PLACEHOLDER_ID in row else 0 for row in ids]
+            length = shared_prefix_length(ids, keys, covers) if self.share_prefixes else None
+            if length is None:
+                batch, images = self._left_padded(ids, [len(r) for r in ids]), features
+            else:  # the prefill consumed every image
+                batch, images = self._prefill_shared(ids, keys, features, length), None
 
             def run(**kwargs: Any) -> torch.Tensor:
-                return self.model.generate(workflow=self.workflow, image_features=features, **kwargs)
+                return self.model.generate(workflow=self.workflow, image_features=images, **kwargs)
 
             return greedy_decode(run, self.tokenizer, batch, max(r.max_new_tokens for r in chunk), watch=self.model)
 
         return self.batcher.map(list(requests), answer)
+
+    def _left_padded(self, rows: list[list[int]], real: list[int]) -> dict[str, torch.Tensor]:
+        """``rows`` left-padded to one width; the mask marks each row's last ``real[i]`` tokens."""
+        width = max(len(row) for row in rows)
+        pad = self.tokenizer.pad_token_id
+        device = self.model.device
+        return {"input_ids": torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device),
+                "attention_mask": torch.tensor([[0] * (width - n) + [1] * n for n in real], device=device)}
+
+    def _prefill_shared(self, rows: list[list[int]], keys: list[Any], features: torch.Tensor,
+                        length: int) -> dict[str, Any]:
+        """``generate`` inputs that continue a cache: each image's first ``length`` prompt tokens
+        (its image among them) run once, their K/V copied to every question of that image; each
+        row's own tokens follow after masked padding (positions continue from the prefix)."""
+        first: dict[Any, int] = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        device = self.model.device
+        prefix = torch.tensor([rows[i][:length] for i in first.values()], device=device)
+        with torch.inference_mode(), nan_guard(self.model):
+            out = self.model(prefix, attention_mask=torch.ones_like(prefix), workflow=self.workflow,
+                             image_features=features[list(first.values())], use_cache=True)
+        slot = {key: n for n, key in enumerate(first)}
+        order = torch.tensor([slot[key] for key in keys], device=device)
+        out.cache.reorder_cache(order)
+        own = self._left_padded([r[length:] for r in rows], [len(r) - length for r in rows])
+        return {"input_ids": own["input_ids"], "cache": out.cache,
+                "attention_mask": torch.cat([out.attention_mask[order], own["attention_mask"]], dim=1)}
 
     def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
         """Log-likelihood of each option after the image + prompt, through the MM (or G) workflow."""

@@ -273,20 +273,24 @@ class IAAForCausalLM(nn.Module):
         pad_token_id: int | None = None,
         use_cache: bool = True,
         image_features: torch.Tensor | None = None,
+        cache: Cache | None = None,
     ) -> torch.LongTensor:
         """Greedy decoding; returns prompt (as given, -200 included) + new tokens, like transformers.
 
-        Rows that reached an EOS are filled with ``pad_token_id``. Pass left-padded batches.
+        Rows that reached an EOS are filled with ``pad_token_id``. Pass left-padded batches. ``cache``:
+        a prefix already run (an image's prompt head, shared by its questions) that ``input_ids`` continue.
         """
         if do_sample or num_beams != 1:
             raise ModelError(f"IAA generate is greedy only: got do_sample={do_sample}, num_beams={num_beams}")
+        if cache is not None and (attention_mask is None or not use_cache):
+            raise ModelError("generate(cache=...) needs use_cache=True and an attention_mask covering the cache")
         text = self.base_lm.config
         eos = eos_token_id if eos_token_id is not None else text.eos_token_id
         eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=input_ids.device)
         pad = pad_token_id if pad_token_id is not None else text.pad_token_id
         pad = pad if pad is not None else (int(eos[0]) if len(eos) else 0)
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        sequence, step_ids, cache = input_ids, input_ids, DynamicCache() if use_cache else None
+        sequence, step_ids, cache = input_ids, input_ids, cache if use_cache else None  # None: forward makes one
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         images = {"pixel_values": pixel_values, "image_features": image_features}
         for _ in range(max_new_tokens):
@@ -296,7 +300,7 @@ class IAAForCausalLM(nn.Module):
             sequence = torch.cat([sequence, token[:, None]], dim=1)
             done |= torch.isin(token, eos)
             if use_cache:  # later steps: only the new token, against the spliced mask
-                step_ids, images = token[:, None], {}
+                step_ids, images, cache = token[:, None], {}, out.cache
                 mask = torch.cat([out.attention_mask, torch.ones_like(token[:, None])], dim=1)
             else:
                 step_ids = sequence

@@ -208,6 +208,8 @@ def test_greedy_only() -> None:
     _, _, _, _, model = tiny_iaa(seed=75)
     with pytest.raises(ModelError, match="greedy only: got do_sample=True"):
         model.generate(torch.tensor([[5, 6]]), do_sample=True)
+    with pytest.raises(ModelError, match=r"generate\(cache=...\) needs use_cache=True and an attention_mask"):
+        model.generate(torch.tensor([[5, 6]]), cache=DynamicCache())
 
 
 def test_from_base_on_a_bf16_base_leaves_the_base_unchanged() -> None:
