@@ -122,6 +122,16 @@ class GenerationBatcher:
         return out
 
 
+def prefill_rows(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """For a prefix shared per key: the row that stands for each key in the prefill (its first), and
+    for every row the prefill row its cache is copied from."""
+    first: dict[Any, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    slot = {key: n for n, key in enumerate(first)}
+    return list(first.values()), [slot[key] for key in keys]
+
+
 def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any], covers: Sequence[int]) -> int | None:
     """One prefix length ``P`` that every group of rows with the same key (the same image) can share,
     or ``None`` when sharing saves nothing.

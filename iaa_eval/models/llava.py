@@ -26,6 +26,7 @@ from iaa_eval.models.generation import (
     ensure_pad_token,
     greedy_decode,
     nan_guard,
+    prefill_rows,
     shared_prefix_length,
 )
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
@@ -126,18 +127,15 @@ class LlavaModel:
         prefix run once, its K/V copied to every row of that image; a row's own tokens follow after
         padding in the middle (masked; positions continue from the prefix, as ``generate`` derives
         them from the attention mask)."""
-        first: dict[Any, int] = {}
-        for i, key in enumerate(keys):
-            first.setdefault(key, i)
+        firsts, order = prefill_rows(keys)
         device = self.model.device
-        prefix = torch.tensor([rows[i][:length] for i in first.values()], device=device)
-        features = {"image": BaseModelOutputWithPooling(pooler_output=[pooled[i] for i in first.values()])}
+        prefix = torch.tensor([rows[i][:length] for i in firsts], device=device)
+        features = {"image": BaseModelOutputWithPooling(pooler_output=[pooled[i] for i in firsts])}
         with torch.inference_mode(), nan_guard(self.model):
             out = self.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), mm_encoder_outputs=features,
                              use_cache=True)
         cache = out.cache
-        slot = {key: n for n, key in enumerate(first)}
-        cache.reorder_cache(torch.tensor([slot[key] for key in keys], device=device))
+        cache.reorder_cache(torch.tensor(order, device=device))
         width = max(len(r) for r in rows) - length
         pad = self.tokenizer.pad_token_id
         ids = [r[:length] + [pad] * (width + length - len(r)) + r[length:] for r in rows]

@@ -55,3 +55,10 @@ def test_shared_prefix_length_rules() -> None:
     assert shared_prefix_length(rows, ["a", "b", "c", "d"], [1, 1, 1, 1]) is None  # nothing shared
     assert shared_prefix_length(rows, ["a", "a", None, "b"], [1, 1, 1, 1]) is None  # a request without key
     assert shared_prefix_length([[1, 2], [1, 2]], ["a", "a"], [1, 1]) == 1  # each row keeps a token of its own
+
+
+def test_prefill_rows_pick_each_keys_first_row_and_map_every_row_to_it() -> None:
+    from iaa_eval.models.generation import prefill_rows
+
+    assert prefill_rows(["b", "a", "b", "c", "a"]) == ([0, 1, 3], [0, 1, 0, 2, 1])
+    assert prefill_rows(["x"]) == ([0], [0])

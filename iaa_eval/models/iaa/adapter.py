@@ -29,6 +29,7 @@ from iaa_eval.models.generation import (
     ensure_pad_token,
     greedy_decode,
     nan_guard,
+    prefill_rows,
     shared_prefix_length,
 )
 from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID
@@ -132,16 +133,13 @@ class IAAModel:
         """``generate`` inputs that continue a cache: each image's first ``length`` prompt tokens
         (its image among them) run once, their K/V copied to every question of that image; each
         row's own tokens follow after masked padding (positions continue from the prefix)."""
-        first: dict[Any, int] = {}
-        for i, key in enumerate(keys):
-            first.setdefault(key, i)
+        firsts, rows_of = prefill_rows(keys)
         device = self.model.device
-        prefix = torch.tensor([rows[i][:length] for i in first.values()], device=device)
+        prefix = torch.tensor([rows[i][:length] for i in firsts], device=device)
         with torch.inference_mode(), nan_guard(self.model):
             out = self.model(prefix, attention_mask=torch.ones_like(prefix), workflow=self.workflow,
-                             image_features=features[list(first.values())], use_cache=True)
-        slot = {key: n for n, key in enumerate(first)}
-        order = torch.tensor([slot[key] for key in keys], device=device)
+                             image_features=features[firsts], use_cache=True)
+        order = torch.tensor(rows_of, device=device)
         out.cache.reorder_cache(order)
         own = self._left_padded([r[length:] for r in rows], [len(r) - length for r in rows])
         return {"input_ids": own["input_ids"], "cache": out.cache,
