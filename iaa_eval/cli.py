@@ -103,7 +103,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--image-token", help="tokenizer token marking the image (default: Llama-3's, else <image>)")
     train.add_argument("--steps", type=_positive_int, help="optimizer steps (default: one epoch)")
     train.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 stage 1, 2e-5 stage 2)")
-    train.add_argument("--batch-size", type=_positive_int, default=8)
+    train.add_argument("--batch-size", type=_positive_int, default=8, help="examples per optimizer step")
+    train.add_argument("--micro-batch-size", type=_positive_int, help="examples per forward/backward (gradients "
+                       "accumulate to --batch-size; default: the whole batch at once)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     train.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, else float32), float32, bfloat16, ...")

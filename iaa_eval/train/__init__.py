@@ -19,6 +19,7 @@ import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,9 @@ class TrainConfig:
         warmup_ratio: fraction of ``steps`` spent warming up.
         weight_decay: AdamW weight decay (LLaVA-1.5 uses 0).
         max_grad_norm: gradient clipping (``None``: off).
+        micro_batch_size: examples per forward/backward (``None``: the whole batch). Smaller ones
+            accumulate gradients: a step still learns from ``batch_size`` examples, weighted by
+            answer tokens exactly as one batch would be, in the memory of ``micro_batch_size``.
         progress: show a tqdm bar.
     """
 
@@ -85,12 +89,20 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    micro_batch_size: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise UsageError(f"TrainConfig: steps={self.steps}, batch_size={self.batch_size} and lr={self.lr} "
                              "must be positive")
+        if self.micro_batch_size is not None and not 1 <= self.micro_batch_size <= self.batch_size:
+            raise UsageError(f"micro_batch_size={self.micro_batch_size}: expected 1 to batch_size={self.batch_size}")
+
+    def parts(self) -> list[slice]:
+        """Slices of a step's batch, one per forward/backward."""
+        size = self.micro_batch_size or self.batch_size
+        return [slice(start, start + size) for start in range(0, self.batch_size, size)]
 
 
 def warmup_cosine(steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -128,6 +140,11 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(shift_logits, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
 
 
+def target_tokens(labels: torch.Tensor) -> int:
+    """How many tokens a batch's loss averages over (labels unshifted, as :func:`causal_lm_loss`)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 def left_pad(rows: Sequence[list[int]], value: int) -> torch.Tensor:
     """Stack variable-length id lists into ``(batch, max_len)``, padding on the left."""
     width = max(len(r) for r in rows)
@@ -136,13 +153,15 @@ def left_pad(rows: Sequence[list[int]], value: int) -> torch.Tensor:
 
 def run_training(
     parameters: Sequence[nn.Parameter],
-    batch_loss: Callable[[int], torch.Tensor],
+    batch_loss: Callable[[int, slice], tuple[torch.Tensor, int]],
     config: TrainConfig,
     desc: str,
 ) -> list[float]:
-    """Optimise ``parameters`` for ``config.steps`` steps; ``batch_loss(step)`` returns that step's loss.
+    """Optimise ``parameters`` for ``config.steps`` steps.
 
-    Returns the loss of every step (the history the caller plots or checks).
+    ``batch_loss(step, part)`` returns the mean loss of that part of the step's batch and the number
+    of tokens it averages over; parts come from :meth:`TrainConfig.parts`. Returns the loss of
+    every step (the history the caller plots or checks).
     """
     parameters = [p for p in parameters if p.requires_grad]
     if not parameters:
@@ -152,17 +171,39 @@ def run_training(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.steps, config.warmup_ratio))
     history: list[float] = []
     bar = tqdm(range(config.steps), desc=desc, disable=not config.progress)
+    parts = config.parts()
     for step in bar:
-        loss = batch_loss(step)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if len(parts) == 1:
+            loss, _ = batch_loss(step, parts[0])
+            if loss.requires_grad:  # not so when no trained weight is on its path (text-only rows, stage 1)
+                loss.backward()
+            history.append(loss.item())
+        else:
+            history.append(accumulate(parameters, [partial(batch_loss, step, part) for part in parts]))
         if config.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        history.append(loss.item())
         bar.set_postfix(loss=f"{history[-1]:.4f}")
     return history
+
+
+def accumulate(parameters: Sequence[nn.Parameter], parts: Sequence[Callable[[], tuple[torch.Tensor, int]]]) -> float:
+    """Backward each part's token-summed loss, then divide the gradients by all parts' tokens: the
+    gradient of the whole batch's mean loss. Returns that mean."""
+    total_loss, total_tokens = 0.0, 0
+    for part in parts:
+        loss, tokens = part()
+        if tokens == 0:  # nothing to learn here (its mean loss is NaN)
+            continue
+        if loss.requires_grad:
+            (loss * tokens).backward()
+        total_loss, total_tokens = total_loss + loss.item() * tokens, total_tokens + tokens
+    for parameter in parameters:
+        if parameter.grad is not None:
+            parameter.grad.div_(max(total_tokens, 1))
+    return total_loss / max(total_tokens, 1)
 
 
 def train_iaa_stage(*args: object, **kwargs: object) -> list[float]:

@@ -16,7 +16,16 @@ from iaa_eval.errors import UsageError
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.templates import training_text
-from iaa_eval.train import IGNORE_INDEX, Example, TrainConfig, batch_indices, example_image, left_pad, run_training
+from iaa_eval.train import (
+    IGNORE_INDEX,
+    Example,
+    TrainConfig,
+    batch_indices,
+    example_image,
+    left_pad,
+    run_training,
+    target_tokens,
+)
 
 
 def stage_parameters(model: IAAForCausalLM, stage: int, workflow: str = "mm") -> list[torch.nn.Parameter]:
@@ -82,10 +91,10 @@ def train_iaa_stage(
     model.train()
     device = model.device
 
-    def batch_loss(step: int) -> torch.Tensor:
-        batch = encode_examples(model, tokenizer, image_processor, [examples[i] for i in plan[step]])
+    def batch_loss(step: int, part: slice) -> tuple[torch.Tensor, int]:
+        batch = encode_examples(model, tokenizer, image_processor, [examples[i] for i in plan[step][part]])
         batch = {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
-        return model(workflow=workflow, **batch).loss
+        return model(workflow=workflow, **batch).loss, target_tokens(batch["labels"])
 
     try:
         return run_training(params, batch_loss, config, f"IAA stage {stage}")

@@ -54,7 +54,7 @@ class IAATrainJob:
         image_token: the tokenizer token that marks the image (default: Llama-3's or ``<image>``).
         steps: optimizer steps (default: one epoch of the examples).
         lr: peak learning rate (default: 1e-3 for stage 1, 2e-5 for stage 2).
-        batch_size, seed: as in :class:`~iaa_eval.train.TrainConfig`.
+        batch_size, micro_batch_size, seed: as in :class:`~iaa_eval.train.TrainConfig`.
         device, dtype: where and in which precision to train (``auto``: bfloat16 on CUDA, else float32).
         limit: use the first ``limit`` records only.
         progress: tqdm bars.
@@ -72,6 +72,7 @@ class IAATrainJob:
     steps: int | None = None
     lr: float | None = None
     batch_size: int = 8
+    micro_batch_size: int | None = None
     seed: int = 0
     device: str = "cpu"
     dtype: str = "auto"
@@ -92,6 +93,8 @@ class IAATrainJob:
             raise UsageError(f"--stage {self.stage}: expected 1 (projector) or 2 (insertion layers + MM modules)")
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"--lr {self.lr}: must be a positive number")
+        if self.micro_batch_size is not None and self.micro_batch_size > self.batch_size:
+            raise UsageError(f"--micro-batch-size {self.micro_batch_size} exceeds --batch-size {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def train_iaa(job: IAATrainJob) -> TrainOutcome:
     model, tokenizer, processor = init_model(job, dtype) if job.init is not None else fresh_model(job, dtype)
     steps = job.steps or math.ceil(len(data.examples) / job.batch_size)  # default: one epoch
     config = TrainConfig(steps=steps, lr=job.lr or DEFAULT_LR[job.stage], batch_size=job.batch_size, seed=job.seed,
-                         progress=job.progress)
+                         micro_batch_size=job.micro_batch_size, progress=job.progress)
     start = time.perf_counter()
     losses = train_iaa_stage(model, tokenizer, processor, data.examples, stage=job.stage, config=config)
     wall_s = time.perf_counter() - start

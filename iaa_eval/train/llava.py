@@ -26,6 +26,7 @@ from iaa_eval.train import (
     example_image,
     left_pad,
     run_training,
+    target_tokens,
 )
 
 
@@ -43,7 +44,8 @@ def stage_parameters(model: LlavaForConditionalGeneration, stage: int) -> list[t
 
 
 def encode_batch(processor: Any, examples: Sequence[Example], replay: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Left-padded ids/mask/labels (answer-only for examples, every token for replay text) + pixels."""
+    """Left-padded ids/mask/labels (answer-only for examples, every token after the first for replay
+    text) + pixels."""
     tokenizer = processor.tokenizer
     ids, labels, images = [], [], []
     for ex in examples:
@@ -61,7 +63,8 @@ def encode_batch(processor: Any, examples: Sequence[Example], replay: Sequence[s
     for text in replay:
         text_ids = tokenizer(text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
         ids.append(text_ids)
-        labels.append(list(text_ids))
+        # every token a target but the first: nothing precedes it (left padding would put a pad there)
+        labels.append([IGNORE_INDEX, *text_ids[1:]])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch = {
         "input_ids": left_pad(ids, pad),
@@ -103,15 +106,18 @@ def train_llava_stage(
     replay_plan = [[rng.randrange(len(text_replay)) for _ in range(n_replay)] for _ in plan] if n_replay else None
     model.train()
 
-    def batch_loss(step: int) -> torch.Tensor:
-        replay = [text_replay[i] for i in replay_plan[step]] if replay_plan else []
-        batch = encode_batch(processor, [examples[i] for i in plan[step]], replay)
+    def batch_loss(step: int, part: slice) -> tuple[torch.Tensor, int]:
+        # a step's rows: its examples, then its replay passages; ``part`` slices that row order
+        n_examples = len(plan[step])
+        replay_part = slice(max(0, part.start - n_examples), max(0, part.stop - n_examples))
+        replay = [text_replay[i] for i in replay_plan[step][replay_part]] if replay_plan else []
+        batch = encode_batch(processor, [examples[i] for i in plan[step][part]], replay)
         batch = {k: v.to(model.device) for k, v in batch.items()}
         labels = batch.pop("labels")
         batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-        return causal_lm_loss(model(**batch).logits, labels)
+        return causal_lm_loss(model(**batch).logits, labels), target_tokens(labels)
 
     try:
         return run_training(params, batch_loss, config, f"LLaVA stage {stage}")

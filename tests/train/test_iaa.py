@@ -78,3 +78,31 @@ def test_bad_stage_is_an_error() -> None:
     tokenizer, _, _, processor, model = tiny_iaa(seed=7)
     with pytest.raises(UsageError, match="stage=3: expected 1"):
         train_iaa_stage(model, tokenizer, processor, colour_examples(), stage=3, config=TrainConfig(steps=1))
+
+
+@pytest.mark.parametrize("micro", [1, 2, 4])
+def test_micro_batches_learn_what_the_whole_batch_learns(micro: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answers of different lengths, so that only token-weighted accumulation equals the batch. Plain
+    SGD stands in for AdamW, whose normalised steps would blow float noise in near-zero gradients up."""
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
+    answers = ["red", "a long blue answer with many words", "green", "white and also rather pale", "no", "maybe so"]
+    examples = [Example(random_image(i, (24, 20)), f"Question {i}?", a) for i, a in enumerate(answers)]
+
+    def trained(micro_batch_size: int | None) -> tuple[list[float], dict[str, torch.Tensor]]:
+        tokenizer, _, _, processor, model = tiny_iaa(seed=9)
+        config = TrainConfig(steps=3, lr=0.5, batch_size=6, seed=2, micro_batch_size=micro_batch_size,
+                             progress=False)
+        history = train_iaa_stage(model, tokenizer, processor, examples, stage=2, config=config)
+        return history, snapshot(model)
+
+    whole_history, whole = trained(None)
+    parts_history, parts = trained(micro)
+    assert parts_history == pytest.approx(whole_history, rel=1e-5)
+    for name, tensor in whole.items():
+        torch.testing.assert_close(parts[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_micro_batch_size_must_fit_the_batch() -> None:
+    with pytest.raises(UsageError, match="micro_batch_size=5: expected 1 to batch_size=4"):
+        TrainConfig(batch_size=4, micro_batch_size=5)
+    assert TrainConfig(batch_size=5, micro_batch_size=2).parts() == [slice(0, 2), slice(2, 4), slice(4, 6)]

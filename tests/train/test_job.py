@@ -80,6 +80,13 @@ def test_stage2_checkpoint_loads_keeps_the_base_and_trains_the_insertions(world:
     IAAModel(ModelSpec("iaa", "iaa", str(tmp_path / "ckpt")))  # the eval adapter finds tokenizer and processor
 
 
+def test_micro_batches_from_the_command_line(world: Path, tmp_path: Path) -> None:
+    assert main(fresh(world, tmp_path / "ckpt", "--stage", "1", "--micro-batch-size", "2")) == 0
+    log = json.loads((tmp_path / "ckpt" / "train_log.json").read_text())
+    assert log["train_config"]["batch_size"] == 3 and log["train_config"]["micro_batch_size"] == 2
+    assert len(log["losses"]) == 3
+
+
 def test_stage1_then_stage2_with_init(world: Path, tmp_path: Path) -> None:
     assert main(fresh(world, tmp_path / "s1", "--stage", "1")) == 0
     assert main(train(world, tmp_path / "s2", "--init", str(tmp_path / "s1"))) == 0
@@ -152,9 +159,12 @@ def _no_image_token(d: Path) -> str:
         (lambda w, d: fresh(w, d / "o", "--vision", str(d / "nope")), "--vision '{d}/nope': no such directory"),
         (lambda w, d: fresh(w, d / "o", "--data", str(d)), "{d}: expected exactly one *.json file"),
         (lambda w, d: fresh(w, d / "o", "--lr", "0"), "--lr 0.0: must be a positive number"),
+        (lambda w, d: fresh(w, d / "o", "--batch-size", "4", "--micro-batch-size", "6"),
+         "--micro-batch-size 6 exceeds --batch-size 4"),
     ],
     ids=["family", "init-and-base", "no-vision", "unsupported-base", "positions", "default-positions",
-         "no-image-token", "unknown-image-token", "out-exists", "init-missing", "vision-missing", "no-json", "lr"],
+         "no-image-token", "unknown-image-token", "out-exists", "init-missing", "vision-missing", "no-json", "lr",
+         "micro-batch"],
 )
 def test_flags_that_cannot_work(argv, message: str, world: Path, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,11 +73,35 @@ def test_an_image_path_encodes_like_the_decoded_image(tiny_llava_dir: Path, tmp_
     assert from_path.keys() == in_memory.keys() and all(torch.equal(from_path[k], in_memory[k]) for k in in_memory)
 
 
-def test_replay_rows_are_mixed_in_and_fully_labelled(tiny_llava_dir: Path) -> None:
+def test_replay_rows_are_mixed_in_and_labelled_after_their_first_token(tiny_llava_dir: Path) -> None:
     _, processor = load(tiny_llava_dir)
     batch = encode_batch(processor, EXAMPLES[:1], ["The capital of Veloria is Brask."])
     assert batch["input_ids"].shape[0] == 2
     replay_labels = batch["labels"][1][batch["attention_mask"][1] == 1]
-    assert (replay_labels != -100).all()
+    assert replay_labels[0] == -100 and (replay_labels[1:] != -100).all()  # the first has no context
     with pytest.raises(UsageError, match="replay_ratio=0.5"):
         train_llava_stage(*load(tiny_llava_dir), EXAMPLES, config=TrainConfig(steps=1), replay_ratio=0.5)
+
+
+@pytest.mark.parametrize("micro", [1, 4, 5])
+def test_micro_batches_with_replay_learn_what_the_whole_batch_learns(tiny_llava_dir: Path, micro: int,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch 6 = 4 examples + 2 replay passages; parts may hold examples and replay, or replay alone.
+    Plain SGD stands in for AdamW (see the IAA test of the same name)."""
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
+    examples = [Example(random_image(i, (20, 24)), f"Question {i}?", " ".join(["word"] * (1 + 3 * i)))
+                for i in range(5)]
+    replay = ["The capital of Veloria is Brask.", "Mount Orel is the highest peak of the Tamer range, far away."]
+
+    def trained(micro_batch_size: int | None) -> tuple[list[float], dict[str, torch.Tensor]]:
+        model, processor = load(tiny_llava_dir)
+        config = TrainConfig(steps=2, lr=0.5, batch_size=6, seed=3, micro_batch_size=micro_batch_size, progress=False)
+        history = train_llava_stage(model, processor, examples, stage=2, config=config, text_replay=replay,
+                                    replay_ratio=0.34)
+        return history, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    whole_history, whole = trained(None)
+    parts_history, parts = trained(micro)
+    assert parts_history == pytest.approx(whole_history, rel=1e-5)
+    for name, tensor in whole.items():
+        torch.testing.assert_close(parts[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
