@@ -412,6 +412,8 @@ CASES: list[Case] = [
          lambda m, d: ["train", "llava", "--data", str(d), "--out", str(d / "ckpt")], 2, "train 'llava': only 'iaa' is a command; LLaVA-style training is a library API (iaa_eval.train.train_llava_stage)"),
     Case("train-init-and-base", "train with both --init and --base",
          lambda m, d: train(m, d, [], "--init", str(d)), 2, "--init and --base cannot be combined: the checkpoint given with --init already fixes its base, vision tower, insertion positions and image token"),
+    Case("train-micro-batch", "train with --micro-batch-size larger than --batch-size",
+         lambda m, d: train(m, d, [], "--batch-size", "4", "--micro-batch-size", "6"), 2, "--micro-batch-size 6 exceeds --batch-size 4"),
     Case("limit-zero", "--limit 0", lambda m, d: run(llama(m), "mmlu", None, d, "--limit", "0"), 2, "iaa-eval run: error: argument --limit: must be a positive integer, got 0"),
     Case("limit-negative", "--limit -5", lambda m, d: run(llama(m), "mmlu", None, d, "--limit", "-5"), 2, "iaa-eval run: error: argument --limit: must be a positive integer, got -5"),
     Case("data-dir-missing", "--data-dir that does not exist",
