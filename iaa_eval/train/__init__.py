@@ -167,7 +167,8 @@ def run_training(
     if not parameters:
         raise UsageError(f"{desc}: nothing to train (no parameter requires grad)")
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    masters = MasterWeights(parameters)
+    optimizer = torch.optim.AdamW(masters.parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.steps, config.warmup_ratio))
     history: list[float] = []
     bar = tqdm(range(config.steps), desc=desc, disable=not config.progress)
@@ -181,12 +182,40 @@ def run_training(
             history.append(loss.item())
         else:
             history.append(accumulate(parameters, [partial(batch_loss, step, part) for part in parts]))
+        masters.take_gradients()
         if config.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            nn.utils.clip_grad_norm_(masters.parameters, config.max_grad_norm)
         optimizer.step()
+        masters.write_back()
         scheduler.step()
         bar.set_postfix(loss=f"{history[-1]:.4f}")
     return history
+
+
+class MasterWeights:
+    """Float32 copies of trained weights held in lower precision: the optimizer steps the copies and
+    the model gets them rounded back. Without them an update below a bfloat16 weight's resolution
+    (1/128 of its size) is lost: fine-tuning at 2e-5 would barely move the weights. Float32
+    weights are their own masters (nothing is copied)."""
+
+    def __init__(self, model_parameters: Sequence[nn.Parameter]) -> None:
+        self.pairs = [(p, p if p.dtype == torch.float32 else nn.Parameter(p.detach().float()))
+                      for p in model_parameters]
+        self.parameters = [master for _, master in self.pairs]
+
+    def take_gradients(self) -> None:
+        """Move the model's gradients onto the masters (in float32)."""
+        for weight, master in self.pairs:
+            if master is not weight:
+                master.grad = None if weight.grad is None else weight.grad.float()
+                weight.grad = None
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """Round the stepped masters into the model's weights."""
+        for weight, master in self.pairs:
+            if master is not weight:
+                weight.copy_(master)
 
 
 def accumulate(parameters: Sequence[nn.Parameter], parts: Sequence[Callable[[], tuple[torch.Tensor, int]]]) -> float:

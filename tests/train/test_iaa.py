@@ -106,3 +106,16 @@ def test_micro_batch_size_must_fit_the_batch() -> None:
     with pytest.raises(UsageError, match="micro_batch_size=5: expected 1 to batch_size=4"):
         TrainConfig(batch_size=4, micro_batch_size=5)
     assert TrainConfig(batch_size=5, micro_batch_size=2).parts() == [slice(0, 2), slice(2, 4), slice(4, 6)]
+
+
+def test_bfloat16_training_keeps_the_model_in_bfloat16_and_the_base_frozen() -> None:
+    tokenizer, base, _, processor, model = tiny_iaa(seed=13)
+    model.to(torch.bfloat16)
+    base_before, before = snapshot(base), snapshot(model)
+    train_iaa_stage(model, tokenizer, processor, colour_examples(), stage=2,
+                    config=TrainConfig(steps=3, lr=1e-2, batch_size=4, seed=0, progress=False))
+    after = snapshot(model)
+    assert all(t.dtype == torch.bfloat16 for t in after.values() if t.is_floating_point())
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if "condition" in k)
+    assert all(torch.equal(v, base_before[k]) for k, v in snapshot(base).items())
+    assert all(p.grad is None for p in model.parameters())  # gradients went to the float32 masters
