@@ -186,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from iaa_eval.runner.distributed import init_shards
+    from iaa_eval.runner.distributed import joined_shards
     from iaa_eval.runner.engine import RunConfig, run
 
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -203,7 +203,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = args.run_id or _run_id(args.suite or "run", models, tasks)
     config = RunConfig(tuple(models), tuple(tasks), args.output_path / run_id, args.log_samples or bool(args.suite),
                        args.suite)
-    run_dir = run(config, init_shards(rank, world_size, args.device))
+    with joined_shards(rank, world_size, args.device) as shards:
+        run_dir = run(config, shards)
     if rank == 0:
         print(f"results: {run_dir / 'results.json'}")  # noqa: T201
     return 0

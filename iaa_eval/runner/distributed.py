@@ -8,7 +8,8 @@ results and samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -52,11 +53,21 @@ class Shards:
             dist.barrier()
 
 
-def init_shards(rank: int, world_size: int, device: str) -> Shards:
-    """Join the process group torchrun set up (gloo on CPU, NCCL on CUDA)."""
-    if world_size > 1:
-        import torch.distributed as dist
+@contextlib.contextmanager
+def joined_shards(rank: int, world_size: int, device: str) -> Iterator[Shards]:
+    """This process's :class:`Shards`, inside the process group torchrun set up (gloo on CPU, NCCL
+    on CUDA), left cleanly at the end: a group still open at interpreter exit can abort a rank
+    ("terminate called without an active exception") after all its work is done."""
+    if world_size == 1:
+        yield Shards(rank, world_size)
+        return
+    import torch.distributed as dist
 
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return Shards(rank, world_size)
+    owner = not dist.is_initialized()
+    if owner:
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    try:
+        yield Shards(rank, world_size)
+    finally:
+        if owner:
+            dist.destroy_process_group()
