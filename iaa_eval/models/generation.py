@@ -122,6 +122,18 @@ class GenerationBatcher:
         return out
 
 
+def left_pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Stack variable-length id lists into ``(batch, max_len)``, padding on the left."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([[value] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of ``rows`` left-padded to one width, on ``device``."""
+    return {"input_ids": left_pad(rows, pad).to(device),
+            "attention_mask": left_pad([[1] * len(r) for r in rows], 0).to(device)}
+
+
 def prefill_rows(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
     """For a prefix shared per key: the row that stands for each key in the prefill (its first), and
     for every row the prefill row its cache is copied from."""

@@ -25,6 +25,7 @@ from iaa_eval.models.generation import (
     GenerationBatcher,
     ensure_pad_token,
     greedy_decode,
+    left_padded,
     nan_guard,
     prefill_rows,
     shared_prefix_length,
@@ -136,12 +137,10 @@ class LlavaModel:
                              use_cache=True)
         cache = out.cache
         cache.reorder_cache(torch.tensor(order, device=device))
-        width = max(len(r) for r in rows) - length
-        pad = self.tokenizer.pad_token_id
-        ids = [r[:length] + [pad] * (width + length - len(r)) + r[length:] for r in rows]
-        mask = [[1] * length + [0] * (width + length - len(r)) + [1] * (len(r) - length) for r in rows]
-        return {"input_ids": torch.tensor(ids, device=device), "attention_mask": torch.tensor(mask, device=device),
-                "cache": cache}
+        head = torch.tensor([r[:length] for r in rows], device=device)
+        own = left_padded([r[length:] for r in rows], self.tokenizer.pad_token_id, device)
+        return {"input_ids": torch.cat([head, own["input_ids"]], dim=1), "cache": cache,
+                "attention_mask": torch.cat([torch.ones_like(head), own["attention_mask"]], dim=1)}
 
     def generate(self, requests: Sequence[MMRequest], use_feature_cache: bool = True) -> list[str]:
         """Greedy answers; requests without an image are asked blind.

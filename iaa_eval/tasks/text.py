@@ -143,7 +143,7 @@ def evaluate_text(lm: LM, bench: Benchmark, options: TaskOptions) -> TextRun:
 @contextlib.contextmanager
 def lean_prompt_building() -> Iterator[None]:
     """Prompt building as lm-eval does it, minus two costs. lm-eval compiles a task's Jinja
-    template anew for every document and field (about 8 s of a 60 s mini-world suite); here each
+    template anew for every document and field (4 to 7 s of a mini-world suite run); here each
     template is compiled once, by lm-eval's own Jinja environment, and rendered as before. It also
     draws a progress bar per subject (57 for MMLU, each gone in a blink); our scorer's bar covers
     the work that takes time, so those are silenced."""

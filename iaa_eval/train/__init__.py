@@ -145,12 +145,6 @@ def target_tokens(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
-def left_pad(rows: Sequence[list[int]], value: int) -> torch.Tensor:
-    """Stack variable-length id lists into ``(batch, max_len)``, padding on the left."""
-    width = max(len(r) for r in rows)
-    return torch.tensor([[value] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
-
-
 def run_training(
     parameters: Sequence[nn.Parameter],
     batch_loss: Callable[[int, slice], tuple[torch.Tensor, int]],
@@ -175,7 +169,7 @@ def run_training(
     parts = config.parts()
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
-        if len(parts) == 1:
+        if len(parts) == 1:  # the batch's mean loss itself: the exact arithmetic the shipped mini-world was built with
             loss, _ = batch_loss(step, parts[0])
             if loss.requires_grad:  # not so when no trained weight is on its path (text-only rows, stage 1)
                 loss.backward()

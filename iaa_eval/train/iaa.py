@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from iaa_eval.errors import UsageError
+from iaa_eval.models.generation import left_pad, left_padded
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.templates import training_text
@@ -22,7 +23,6 @@ from iaa_eval.train import (
     TrainConfig,
     batch_indices,
     example_image,
-    left_pad,
     run_training,
     target_tokens,
 )
@@ -58,8 +58,7 @@ def encode_examples(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     images = [example_image(ex) for ex in examples if ex.image is not None]
     return {
-        "input_ids": left_pad(ids, pad),
-        "attention_mask": left_pad([[1] * len(r) for r in ids], 0),
+        **left_padded(ids, pad),
         "labels": left_pad(labels, IGNORE_INDEX),
         "pixel_values": pixel_values(images, image_processor, model.config.image_aspect_ratio) if images else None,
     }

@@ -15,6 +15,7 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from iaa_eval.errors import UsageError
+from iaa_eval.models.generation import left_pad, left_padded
 from iaa_eval.models.llava import llava_prompt
 from iaa_eval.models.templates import training_text
 from iaa_eval.train import (
@@ -24,7 +25,6 @@ from iaa_eval.train import (
     batch_indices,
     causal_lm_loss,
     example_image,
-    left_pad,
     run_training,
     target_tokens,
 )
@@ -67,8 +67,7 @@ def encode_batch(processor: Any, examples: Sequence[Example], replay: Sequence[s
         labels.append([IGNORE_INDEX, *text_ids[1:]])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch = {
-        "input_ids": left_pad(ids, pad),
-        "attention_mask": left_pad([[1] * len(r) for r in ids], 0),
+        **left_padded(ids, pad),
         "labels": left_pad(labels, IGNORE_INDEX),
     }
     if images:

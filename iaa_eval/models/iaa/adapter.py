@@ -28,6 +28,7 @@ from iaa_eval.models.generation import (
     GenerationBatcher,
     ensure_pad_token,
     greedy_decode,
+    left_padded,
     nan_guard,
     prefill_rows,
     shared_prefix_length,
@@ -109,7 +110,7 @@ class IAAModel:
             covers = [row.index(IMAGE_PLACEHOLDER_ID) + 1 if IMAGE_PLACEHOLDER_ID in row else 0 for row in ids]
             length = shared_prefix_length(ids, keys, covers) if self.share_prefixes else None
             if length is None:
-                batch, images = self._left_padded(ids, [len(r) for r in ids]), features
+                batch, images = left_padded(ids, self.tokenizer.pad_token_id, self.model.device), features
             else:  # the prefill consumed every image
                 batch, images = self._prefill_shared(ids, keys, features, length), None
 
@@ -119,14 +120,6 @@ class IAAModel:
             return greedy_decode(run, self.tokenizer, batch, max(r.max_new_tokens for r in chunk), watch=self.model)
 
         return self.batcher.map(list(requests), answer)
-
-    def _left_padded(self, rows: list[list[int]], real: list[int]) -> dict[str, torch.Tensor]:
-        """``rows`` left-padded to one width; the mask marks each row's last ``real[i]`` tokens."""
-        width = max(len(row) for row in rows)
-        pad = self.tokenizer.pad_token_id
-        device = self.model.device
-        return {"input_ids": torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device),
-                "attention_mask": torch.tensor([[0] * (width - n) + [1] * n for n in real], device=device)}
 
     def _prefill_shared(self, rows: list[list[int]], keys: list[Any], features: torch.Tensor,
                         length: int) -> dict[str, Any]:
@@ -141,7 +134,7 @@ class IAAModel:
                              image_features=features[firsts], use_cache=True)
         order = torch.tensor(rows_of, device=device)
         out.cache.reorder_cache(order)
-        own = self._left_padded([r[length:] for r in rows], [len(r) - length for r in rows])
+        own = left_padded([r[length:] for r in rows], self.tokenizer.pad_token_id, device)
         return {"input_ids": own["input_ids"], "cache": out.cache,
                 "attention_mask": torch.cat([out.attention_mask[order], own["attention_mask"]], dim=1)}
 
