@@ -1,5 +1,5 @@
 """The mini-world: an embedded default trio (base, LLaVA-style, IAA) and its data, in real formats."""
 
-from pathlib import Path
+from iaa_eval.resources import MINIWORLD_ASSETS
 
-ASSETS = Path(__file__).resolve().parent / "assets"  # the shipped trio, its data and manifest.json
+ASSETS = MINIWORLD_ASSETS  # the shipped trio, its data and manifest.json

@@ -1,4 +1,4 @@
-"""The mini-world's reference results (``baselines/miniworld.json``): what the shipped trio scores.
+"""The mini-world's reference results (``iaa_eval/data/baselines/miniworld.json``): what the shipped trio scores.
 
 Written from a real run of the forgetting suite (``write_reference``), so the README's numbers and
 the CI check that a fresh run reproduces them come from the harness itself, never typed by hand.
@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from iaa_eval.errors import DataError
+from iaa_eval.resources import MINIWORLD_REFERENCE as REFERENCE
 from iaa_eval.runner.results import atomic_write_text, read_results
 
-REFERENCE = Path(__file__).resolve().parents[2] / "baselines" / "miniworld.json"
 _KEYS = {"source", "manifest_sha256", "scores", "text_forgetting", "multimodal_gain"}
 
 

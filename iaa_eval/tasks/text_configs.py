@@ -1,7 +1,7 @@
-"""The lm-eval task configs of MMLU and C-Eval: templates in ``tasks/``, per-subject fields here.
+"""The lm-eval task configs of MMLU and C-Eval: templates in ``iaa_eval/data/tasks/``, per-subject fields here.
 
 One function, :func:`subject_fields`, writes what a subject adds to its template (name,
-description, dataset name). ``tasks/generate_configs.py`` writes the per-subject YAMLs from it, and
+description, dataset name). ``python -m iaa_eval.tasks.generate_configs`` writes the per-subject YAMLs from it, and
 local data (any subjects, e.g. the mini-world's) are configured from it at run time, so the two
 cannot drift; a test compares every shipped YAML with it.
 """
@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import iaa_eval
 from iaa_eval.errors import UsageError
+from iaa_eval.resources import TASKS as TASKS_DIR
 from iaa_eval.tasks.text_subjects import CEVAL_SUBJECTS, MMLU_SUBJECTS
 
-TASKS_DIR = Path(iaa_eval.__file__).resolve().parents[1] / "tasks"
 FORMULATIONS = ("letter", "cloze")
 
 
@@ -44,7 +43,7 @@ class Benchmark:
 
     @property
     def folder(self) -> Path:
-        """``tasks/<name>``."""
+        """``iaa_eval/data/tasks/<name>``."""
         return TASKS_DIR / self.name
 
     @property

@@ -1,6 +1,6 @@
 """Write the per-subject and group YAMLs of MMLU and C-Eval from iaa_eval.tasks.text_configs.
 
-Run ``python tasks/generate_configs.py`` after changing the subject tables or the naming; the
+Run ``python -m iaa_eval.tasks.generate_configs`` after changing the subject tables or the naming; the
 templates (``_<formulation>_template_yaml``) are written by hand. A test fails when the files
 and the generator disagree.
 """
@@ -13,7 +13,7 @@ from iaa_eval.tasks.text_configs import BENCHMARKS, FORMULATIONS, group_config, 
 
 
 def main() -> None:
-    """Rewrite every generated YAML under tasks/mmlu and tasks/ceval."""
+    """Rewrite every generated YAML under iaa_eval/data/tasks/mmlu and .../ceval."""
     for bench in BENCHMARKS.values():
         for old in bench.folder.glob("*.yaml"):
             old.unlink()
