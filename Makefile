@@ -19,7 +19,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/iaa-eval run --suite forgetting --run-id miniworld
 	$(BIN)/iaa-eval report runs/miniworld
-	$(BIN)/iaa-eval gate runs/miniworld --thresholds baselines/gate.yaml
+	$(BIN)/iaa-eval gate runs/miniworld --thresholds iaa_eval/data/baselines/gate.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check iaa_eval tests bench

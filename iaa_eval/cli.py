@@ -16,6 +16,7 @@ from pathlib import Path
 from iaa_eval import __version__
 from iaa_eval.errors import IAAEvalError, UsageError
 from iaa_eval.machine import free_cores
+from iaa_eval.resources import GATE_THRESHOLDS
 
 log = logging.getLogger("iaa_eval")
 KIND_FLAGS = {"base": "hf", "llava": "llava", "iaa": "iaa"}
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind in KIND_FLAGS.items():
         run.add_argument(f"--{flag}", metavar="PATH", help=f"shorthand for --model {flag}={kind}:PATH")
     run.add_argument("--tasks", help="comma-separated task names (see `iaa-eval tasks`)")
-    run.add_argument("--suite", help="a suite name from tasks/suites (e.g. forgetting) or a suite file")
+    run.add_argument("--suite", help="a shipped suite (e.g. forgetting) or a suite file")
     run.add_argument("--data-dir", action="append", default=[], metavar="[TASK=]PATH",
                      help="local files in the benchmark's original layout (default: the hub dataset)")
     run.add_argument("--limit", type=_positive_int, help="at most N items per task (per subject for text tasks)")
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gate = sub.add_parser("gate", help="check a run against thresholds; exit 0 pass, 1 breach, 2 unusable")
     gate.add_argument("run", type=Path)
-    gate.add_argument("--thresholds", type=Path, default=Path("baselines/gate.yaml"))
+    gate.add_argument("--thresholds", type=Path, default=GATE_THRESHOLDS, help="default: the shipped one")
     gate.add_argument("--against", type=Path, help="an earlier run to check for regressions")
 
     sub.add_parser("tasks", help="list tasks and suites")
@@ -148,7 +149,7 @@ def _data_dirs(args: argparse.Namespace) -> dict[str | None, Path]:
 
 def _task_specs(args: argparse.Namespace, user_models: bool) -> tuple[list, list]:
     from iaa_eval.runner.engine import TaskSpec
-    from iaa_eval.runner.suites import load_suite, with_options
+    from iaa_eval.suites import load_suite, with_options
     from iaa_eval.tasks import TASKS
 
     if bool(args.tasks) == bool(args.suite):
@@ -212,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tasks(_: argparse.Namespace) -> int:
     """`iaa-eval tasks`: names only, no heavy imports."""
-    from iaa_eval.runner.suites import list_suites
+    from iaa_eval.suites import list_suites
     from iaa_eval.tasks import TASKS
 
     print("tasks:  " + ", ".join(TASKS.names()))  # noqa: T201

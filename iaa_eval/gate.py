@@ -4,19 +4,20 @@ Exit codes: 0 every rule passed, 1 a rule was breached (the table says which, wi
 2 the input is unusable (missing file, schema mismatch, a rule naming a task, metric or model
 kind the run does not have, samples a rule needs but the run did not log).
 
-``gate.yaml`` (every key optional except where noted; unknown keys are errors)::
+``gate.yaml`` (every key optional except where noted; read by :mod:`iaa_eval.config`: unknown or
+repeated keys, wrong types and non-finite numbers are errors; limits and tolerance are >= 0)::
 
     version: 1                      # required
     text:                           # per model kind, against the run's base model
       <kind>:
-        max_flips: int              # items whose correctness changed (right->wrong + wrong->right)
-        max_drop: float             # largest allowed fall of the paired mean (fraction, 0.05 = 5 points)
+        max_flips: int >= 0         # items whose correctness changed (right->wrong + wrong->right)
+        max_drop: float >= 0        # largest allowed fall of the paired mean (0.05 = 5 points)
         report_only: bool           # show the numbers, never fail
         tasks: [task, ...]          # default: every text task of the run
     multimodal:                     # floors per model kind and task
       - {kind: str, task: str, metric: str?, min: float?, min_gain: float?}
     regression:                     # only used with --against <earlier run>
-      tolerance: float              # breach when the paired CI of (now - then) lies wholly below -tolerance
+      tolerance: float >= 0         # breach: paired CI of (now - then) wholly below -tolerance
       tasks: [task, ...]            # default: every task both runs share
 
 ``min`` is in the metric's own units (fractions for accuracies, points for MME); ``min_gain`` is
@@ -27,28 +28,25 @@ from __future__ import annotations
 
 import logging
 import math
-import types
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Literal
 
-import yaml
-
+from iaa_eval import config
 from iaa_eval.errors import DataError, IAAEvalError
 from iaa_eval.forgetting import Analysis, analyse, compare_runs
 from iaa_eval.rundata import RunData
 
 log = logging.getLogger(__name__)
-GATE_VERSION = 1
 
 
 @dataclass(frozen=True)
 class TextRule:
     """Limits on a model kind's text change against the base."""
 
-    kind: str
-    max_flips: int | None = None
-    max_drop: float | None = None
+    kind: str = field(metadata=config.KEY)
+    max_flips: config.NonNegativeInt | None = None
+    max_drop: config.NonNegative | None = None
     report_only: bool = False
     tasks: tuple[str, ...] | None = None
 
@@ -60,15 +58,15 @@ class MultimodalRule:
     kind: str
     task: str
     metric: str | None = None
-    min: float | None = None
-    min_gain: float | None = None
+    min: config.Finite | None = None
+    min_gain: config.Finite | None = None
 
 
 @dataclass(frozen=True)
 class RegressionRule:
     """No task may fall, beyond its paired CI, below an earlier run."""
 
-    tolerance: float = 0.0
+    tolerance: config.NonNegative = 0.0
     tasks: tuple[str, ...] | None = None
 
 
@@ -76,7 +74,7 @@ class RegressionRule:
 class GateThresholds:
     """A parsed thresholds file."""
 
-    version: int
+    version: Literal[1]
     text: tuple[TextRule, ...] = ()
     multimodal: tuple[MultimodalRule, ...] = ()
     regression: RegressionRule | None = None
@@ -127,68 +125,9 @@ def _fmt(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.6g}"
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    """Check ``value`` against a dataclass field's type hint (the few shapes gate.yaml uses)."""
-    options = get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in options:
-        return None
-    for option in options:
-        if option is bool and isinstance(value, bool):
-            return value
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if option is str and isinstance(value, str):
-            return value
-        if get_origin(option) is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-    raise DataError(f"{where}: expected {hint}, got {value!r}")
-
-
-def _build(cls: type, data: Any, where: str, **fixed: Any) -> Any:
-    if not isinstance(data, dict):
-        raise DataError(f"{where}: expected a mapping, got {data!r}")
-    hints = get_type_hints(cls)
-    allowed = [f.name for f in fields(cls) if f.name not in fixed]
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise DataError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
-    values = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    try:
-        return cls(**fixed, **values)
-    except TypeError as exc:
-        raise DataError(f"{where}: {exc}") from exc
-
-
 def load_thresholds(path: Path | str) -> GateThresholds:
-    """Parse a thresholds file strictly (``yaml.safe_load``; unknown keys name file and key)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: thresholds file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(data) - {"version", "text", "multimodal", "regression"})
-    if unknown:
-        raise DataError(f"{path}: unknown key {unknown[0]!r}; allowed: version, text, multimodal, regression")
-    if data.get("version") != GATE_VERSION:
-        raise DataError(f"{path}: version {data.get('version')!r}, expected {GATE_VERSION}")
-    text = data.get("text") or {}
-    if not isinstance(text, dict):
-        raise DataError(f"{path}: text: expected a mapping of model kind -> limits")
-    regression = data.get("regression")
-    return GateThresholds(
-        version=GATE_VERSION,
-        text=tuple(_build(TextRule, v, f"{path}: text.{k}", kind=k) for k, v in text.items()),
-        multimodal=tuple(
-            _build(MultimodalRule, v, f"{path}: multimodal[{i}]") for i, v in enumerate(data.get("multimodal") or [])
-        ),
-        regression=None if regression is None else _build(RegressionRule, regression, f"{path}: regression"),
-    )
+    """Parse a thresholds file strictly (:mod:`iaa_eval.config`: unknown keys name file and key)."""
+    return config.load(GateThresholds, path)
 
 
 def _models_of(run: RunData, kind: str, rule: str) -> list[str]:

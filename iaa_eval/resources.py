@@ -18,4 +18,4 @@ BASELINES = DATA / "baselines"
 GATE_THRESHOLDS = BASELINES / "gate.yaml"  # the project's own gate on the mini-world run
 PAPER_BASELINES = BASELINES / "iaa_paper.json"  # the IAA paper's published numbers
 MINIWORLD_REFERENCE = BASELINES / "miniworld.json"  # what the shipped mini-world trio scores
-MINIWORLD_ASSETS = Path(str(files("iaa_eval").joinpath("miniworld", "assets")))  # trio, data, manifest
+MINIWORLD_ASSETS = Path(str(files("iaa_eval").joinpath("miniworld", "assets")))  # trio, data

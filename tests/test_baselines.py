@@ -1,4 +1,5 @@
-"""Every shipped file under baselines/ is parsed into its typed form (and the count is asserted)."""
+"""Every shipped file under iaa_eval/data/baselines/ is parsed into its typed form (and the count
+is asserted)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from iaa_eval import resources
 from iaa_eval.gate import GateThresholds, load_thresholds
 from iaa_eval.miniworld.reference import load_reference
 from iaa_eval.report.paper import PaperBaselines, load_paper
 
-BASELINES = Path(__file__).resolve().parents[1] / "baselines"
+BASELINES = resources.BASELINES
 FILES = sorted(p for p in BASELINES.rglob("*") if p.is_file())
 LOADERS = {
     "gate.yaml": (load_thresholds, GateThresholds),
@@ -37,6 +39,6 @@ def test_paper_numbers_carry_their_tables() -> None:
     assert iaa14[("mmbench_en", "MMBench-EN test split")].native == pytest.approx(0.749)
     assert iaa14[("refcoco", "RefCOCO+ testB")].value == 76.7 and iaa14[("refcoco", "RefCOCO+ testB")].ref == "Table 4"
     assert {n.model for n in paper.for_task("mme")} >= {"IAA-8\u2020", "IAA-8", "IAA-14", "LLaVA-Llama3"}
-    text = {e["task"] for e in paper.not_found if e["ref"] == "NOT FOUND"}
+    text = {e.task for e in paper.not_found if e.ref == "NOT FOUND"}
     assert {"mmlu", "ceval"} <= text  # the paper's text numbers were not reachable: none invented
     assert not paper.for_task("mmlu") and not paper.for_task("ceval")

@@ -1,19 +1,21 @@
-"""The IAA paper's published numbers (``baselines/iaa_paper.json``), parsed and checked.
+"""The IAA paper's published numbers (``iaa_eval/data/baselines/iaa_paper.json``), read and checked.
 
 Every number carries the table it comes from; a benchmark the paper's available tables do not
-report is listed under ``not_found`` with ``ref: "NOT FOUND"`` instead of a number.
+report is listed under ``not_found`` with ``ref: "NOT FOUND"`` instead of a number. The file's
+shape is :class:`PaperBaselines` (read by :mod:`iaa_eval.config`); :func:`load_paper` adds the
+checks across entries (each number's table and model are listed).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from iaa_eval import config
 from iaa_eval.errors import DataError
+from iaa_eval.resources import PAPER_BASELINES as DEFAULT_PATH
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "baselines" / "iaa_paper.json"
-_NUMBER_KEYS = {"model", "benchmark", "task", "metric", "split", "unit", "value", "ref"}
 _UNITS = {"percent": 0.01, "points (0-2000)": 1.0}
 
 
@@ -26,8 +28,8 @@ class PaperNumber:
     task: str
     metric: str
     split: str
-    unit: str
-    value: float
+    unit: Literal["percent", "points (0-2000)"]
+    value: config.Finite
     ref: str
 
     @property
@@ -37,45 +39,58 @@ class PaperNumber:
 
 
 @dataclass(frozen=True)
+class NotFound:
+    """A benchmark the paper's available tables do not report: a note, never a number."""
+
+    task: str
+    models: tuple[str, ...]
+    value: None
+    ref: Literal["NOT FOUND"]
+    note: str
+    metric: str | None = None
+
+
+@dataclass(frozen=True)
+class PaperModel:
+    """What the paper says of a model it reports (Table 2 columns; Table 4's grounding data)."""
+
+    kind: Literal["iaa", "llava", "other"]
+    llm: str | None
+    vision_encoder: str | None = None
+    training_data: str | None = None
+    llm_frozen: bool | None = None
+    table2_group: str | None = None
+    grounding_data: str | None = None
+
+
+@dataclass(frozen=True)
 class PaperBaselines:
-    """The parsed file: numbers, model notes, what was not found and the caveats."""
+    """The file: the paper, its numbers, model notes, what was not found and the caveats."""
 
     path: Path
-    numbers: tuple[PaperNumber, ...]
-    models: dict[str, dict]
-    not_found: tuple[dict, ...]
+    paper: dict[str, str]
+    transcribed_from: str
     tables: dict[str, str]
     caveats: tuple[str, ...]
+    models: dict[str, PaperModel]
+    numbers: tuple[PaperNumber, ...]
+    not_found: tuple[NotFound, ...] = ()
 
-    def for_task(self, task: str, metric: str | None = None, models: tuple[str, ...] | None = None) -> list[PaperNumber]:
+    def for_task(self, task: str, metric: str | None = None,
+                 models: tuple[str, ...] | None = None) -> list[PaperNumber]:
         """The numbers of one task (and metric), optionally only for the named paper models."""
         return [n for n in self.numbers if n.task == task and (metric is None or n.metric == metric)
                 and (models is None or n.model in models)]
 
 
 def load_paper(path: Path | str = DEFAULT_PATH) -> PaperBaselines:
-    """Read and check the paper file: every number has a known unit and a reference to a listed table."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the paper baselines ({exc})") from exc
-    tables = data.get("tables", {})
-    numbers = []
-    for i, entry in enumerate(data.get("numbers", [])):
+    """Read the paper file: every number has a known unit and a reference to a listed table."""
+    paper = config.load(PaperBaselines, path, path=Path(path))
+    for i, number in enumerate(paper.numbers):
         where = f"{path}: numbers[{i}]"
-        if set(entry) != _NUMBER_KEYS:
-            raise DataError(f"{where}: keys {sorted(entry)}, expected {sorted(_NUMBER_KEYS)}")
-        if entry["ref"] not in tables:
-            raise DataError(f"{where}: ref {entry['ref']!r} is not one of the tables {sorted(tables)}")
-        if entry["unit"] not in _UNITS or not isinstance(entry["value"], int | float):
-            raise DataError(f"{where}: unit {entry['unit']!r} / value {entry['value']!r} not understood")
-        if entry["model"] not in data.get("models", {}):
-            raise DataError(f"{where}: model {entry['model']!r} missing from 'models'")
-        numbers.append(PaperNumber(**entry))
-    not_found = tuple(data.get("not_found", []))
-    for i, entry in enumerate(not_found):
-        if entry.get("ref") != "NOT FOUND" or entry.get("value") is not None:
-            raise DataError(f"{path}: not_found[{i}] must have ref 'NOT FOUND' and value null")
-    return PaperBaselines(path, tuple(numbers), data.get("models", {}), not_found, tables,
-                          tuple(data.get("caveats", [])))
+        if number.ref not in paper.tables:
+            raise DataError(f"{where}.ref: {number.ref!r} is not one of the tables "
+                            f"{sorted(paper.tables)}")
+        if number.model not in paper.models:
+            raise DataError(f"{where}.model: {number.model!r} missing from 'models'")
+    return paper

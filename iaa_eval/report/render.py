@@ -129,7 +129,7 @@ def _paper_context(paper: PaperBaselines | None, analysis: Analysis) -> dict[str
             by_task[task] = numbers
     rows = [{"task": t, "benchmark": n.benchmark, "split": n.split, "model": n.model,
              "value": n.value, "unit": n.unit, "ref": n.ref} for t, ns in by_task.items() for n in ns]
-    not_found = [e for e in paper.not_found if e.get("task") in real]
+    not_found = [e for e in paper.not_found if e.task in real]
     return {"shown": True, "real_tasks": real, "rows": rows, "by_task": by_task, "not_found": not_found,
             "caveats": list(paper.caveats), "source": paper.path.name}
 

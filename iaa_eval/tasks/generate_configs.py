@@ -1,8 +1,8 @@
 """Write the per-subject and group YAMLs of MMLU and C-Eval from iaa_eval.tasks.text_configs.
 
-Run ``python -m iaa_eval.tasks.generate_configs`` after changing the subject tables or the naming; the
-templates (``_<formulation>_template_yaml``) are written by hand. A test fails when the files
-and the generator disagree.
+Run ``python -m iaa_eval.tasks.generate_configs`` after changing the subject tables or the
+naming; the templates (``_<formulation>_template_yaml``) are written by hand. A test fails when
+the files and the generator disagree.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""The lm-eval task configs of MMLU and C-Eval: templates in ``iaa_eval/data/tasks/``, per-subject fields here.
+"""The lm-eval task configs of MMLU and C-Eval: templates in ``iaa_eval/data/tasks/``, per-subject
+fields here.
 
 One function, :func:`subject_fields`, writes what a subject adds to its template (name,
-description, dataset name). ``python -m iaa_eval.tasks.generate_configs`` writes the per-subject YAMLs from it, and
-local data (any subjects, e.g. the mini-world's) are configured from it at run time, so the two
-cannot drift; a test compares every shipped YAML with it.
+description, dataset name). ``python -m iaa_eval.tasks.generate_configs`` writes the per-subject
+YAMLs from it, and local data (any subjects, e.g. the mini-world's) are configured from it at run
+time, so the two cannot drift; a test compares every shipped YAML with it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Subject tables of MMLU (57 subjects, category) and C-Eval (52 subjects, Chinese name, category).
 
 Facts about the benchmarks, used to name per-subject tasks and write their descriptions; the
-``tasks/`` YAMLs are generated from these tables by ``tasks/generate_configs.py``.
+``iaa_eval/data/tasks`` YAMLs are generated from these tables by
+``iaa_eval/tasks/generate_configs.py``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from iaa_eval.miniworld.reference import load_reference, summarise
-from iaa_eval.runner.suites import MINIWORLD_ASSETS
+from iaa_eval.resources import GATE_THRESHOLDS, MINIWORLD_ASSETS
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not (MINIWORLD_ASSETS / "manifest.json").exists(), reason="no shipped mini-world")
@@ -44,6 +44,6 @@ def test_a_fresh_run_reproduces_the_reference_and_passes_the_gate(tmp_path: Path
             for name, value in metrics.items():
                 assert fresh["scores"][model][task][name] == pytest.approx(value, abs=0.01), (model, task, name)
     assert all(r["right_to_wrong"] == 0 for r in fresh["text_forgetting"] if r["model"] == "iaa")
-    gate = subprocess.run([*cli, "gate", str(tmp_path / "ci"), "--thresholds", str(REPO / "baselines" / "gate.yaml")],
+    gate = subprocess.run([*cli, "gate", str(tmp_path / "ci"), "--thresholds", str(GATE_THRESHOLDS)],
                           capture_output=True, text=True, cwd=REPO, check=False)
     assert gate.returncode == 0, gate.stdout + gate.stderr

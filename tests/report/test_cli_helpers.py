@@ -8,9 +8,8 @@ import pytest
 
 from iaa_eval.errors import UsageError
 from iaa_eval.report.cli_helpers import gate, report
+from iaa_eval.resources import GATE_THRESHOLDS as GATE_YAML
 from tests.runfixture import make_run
-
-GATE_YAML = Path(__file__).resolve().parents[2] / "baselines" / "gate.yaml"
 
 
 def test_report_one_and_two_runs(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ def test_counts() -> None:
     # (57 MMLU + 52 C-Eval subjects) x (letter, cloze), plus one group per benchmark and formulation
     assert len(SHIPPED) == 2 * (57 + 52) + 4
     assert len(TEMPLATES) == 4
-    assert TASKS_DIR == Path(__file__).resolve().parents[2] / "tasks"
+    assert TASKS_DIR == Path(__file__).resolve().parents[2] / "iaa_eval" / "data" / "tasks"
 
 
 @pytest.mark.parametrize("path", SHIPPED + TEMPLATES, ids=lambda p: p.name)
