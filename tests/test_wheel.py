@@ -48,9 +48,8 @@ def test_wheel_runs_a_suite_outside_the_checkout(tmp_path: Path) -> None:
     purelib = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                         tmp_path, env).stdout.strip())
     (purelib / "_iaa_eval_test_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-compile", "-q",
-          wheel],
-         tmp_path, env)
+    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-compile",
+          "-q", wheel], tmp_path, env)
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
