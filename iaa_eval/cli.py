@@ -89,29 +89,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    """`iaa-eval train iaa` (flags named as the fields of iaa_eval.train.job.IAATrainJob)."""
-    train = sub.add_parser("train", help="train an IAA model on LLaVA conversation data (one stage)")
+    """`iaa-eval train iaa` (flags named as the fields of iaa_eval.train.job.IAATrainJob; a flag not
+    given is absent, so a --job file's setting stands)."""
+    train = sub.add_parser("train", help="train an IAA model on LLaVA conversation data (one stage)",
+                           argument_default=argparse.SUPPRESS)
     train.add_argument("family", help="iaa (LLaVA-style training is the library API iaa_eval.train.train_llava_stage)")
     train.add_argument("--base", metavar="ID|DIR", help="base LM to wrap (a fresh model; with --vision)")
     train.add_argument("--vision", metavar="ID|DIR", help="CLIP vision tower (CLIPVisionModel + CLIPImageProcessor)")
-    train.add_argument("--init", type=Path, metavar="DIR", help="continue from an IAA checkpoint (e.g. stage 1's)")
-    train.add_argument("--data", type=Path, required=True, help="LLaVA conversation JSON, or a folder with one *.json")
-    train.add_argument("--image-folder", type=Path, help="image paths are relative to this (default: the JSON's folder)")
-    train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (official layout)")
-    train.add_argument("--stage", type=int, choices=[1, 2], default=2, help="1: projector; 2 (default): "
+    train.add_argument("--init", metavar="DIR", help="continue from an IAA checkpoint (e.g. stage 1's)")
+    train.add_argument("--data", help="LLaVA conversation JSON, or a folder with one *.json")
+    train.add_argument("--image-folder", help="image paths are relative to this (default: the JSON's folder)")
+    train.add_argument("--out", help="checkpoint folder to write (official layout)")
+    train.add_argument("--stage", type=int, choices=[1, 2], help="1: projector; 2 (default): "
                        "projector + insertion layers + MM embedding, norm and head")
     train.add_argument("--insert-after", metavar="PRESET|I,J,..", help="insertion positions (default: iaa-14)")
     train.add_argument("--image-token", help="tokenizer token marking the image (default: Llama-3's, else <image>)")
     train.add_argument("--steps", type=_positive_int, help="optimizer steps (default: one epoch)")
     train.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 stage 1, 2e-5 stage 2)")
-    train.add_argument("--batch-size", type=_positive_int, default=8, help="examples per optimizer step")
+    train.add_argument("--batch-size", type=_positive_int, help="examples per optimizer step (default: 8)")
     train.add_argument("--micro-batch-size", type=_positive_int, help="examples per forward/backward (gradients "
                        "accumulate to --batch-size; default: the whole batch at once)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    train.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, else float32), float32, bfloat16, ...")
+    train.add_argument("--seed", type=int, help="default: 0")
+    train.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    train.add_argument("--dtype", help="auto (bfloat16 on CUDA, else float32), float32, bfloat16, ...")
     train.add_argument("--limit", type=_positive_int, help="use the first N conversation records only")
     train.add_argument("--threads", type=_positive_int, help="CPU threads (default: the cores not busy now)")
+    train.add_argument("--job", type=Path, metavar="FILE", help="YAML/JSON of these settings (keys as the flags, "
+                       "with _); the flags given override it")
 
 
 def _model_specs(args: argparse.Namespace) -> list:
@@ -248,11 +252,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                          "(iaa_eval.train.train_llava_stage)")
     import torch
 
-    from iaa_eval.train.job import IAATrainJob, train_iaa
+    from iaa_eval.train.job import load_job, train_iaa
 
-    torch.set_num_threads(args.threads or free_cores())
-    fields = {k: v for k, v in vars(args).items() if k not in ("command", "family", "debug", "threads")}
-    outcome = train_iaa(IAATrainJob(**fields))
+    torch.set_num_threads(getattr(args, "threads", None) or free_cores())
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "family", "debug", "threads", "job")}
+    outcome = train_iaa(load_job(flags, getattr(args, "job", None)))
     print(f"checkpoint: {outcome.out} ({len(outcome.losses)} steps on {outcome.examples} examples, "  # noqa: T201
           f"final loss {outcome.losses[-1]:.4f}, {outcome.wall_s:.0f} s)")
     return 0

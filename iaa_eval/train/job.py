@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from iaa_eval import __version__
+from iaa_eval import __version__, config
 from iaa_eval.errors import ModelError, UsageError
 from iaa_eval.models.iaa.configuration import SUPPORTED_BASES, IAAConfig
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
@@ -40,7 +40,8 @@ IMAGE_TOKENS = ("<|reserved_special_token_44|>", "<image>")  # Llama-3's officia
 
 @dataclass(frozen=True)
 class IAATrainJob:
-    """One ``iaa-eval train iaa`` invocation (each field is the flag of the same name).
+    """One ``iaa-eval train iaa`` invocation (each field is the flag of the same name, or the key
+    of a ``--job`` file: see :func:`load_job`).
 
     Args:
         data: LLaVA conversation JSON, or a folder holding exactly one ``*.json``.
@@ -69,14 +70,14 @@ class IAATrainJob:
     stage: int = 2
     insert_after: str | None = None
     image_token: str | None = None
-    steps: int | None = None
-    lr: float | None = None
-    batch_size: int = 8
-    micro_batch_size: int | None = None
+    steps: config.PositiveInt | None = None
+    lr: config.Finite | None = None
+    batch_size: config.PositiveInt = 8
+    micro_batch_size: config.PositiveInt | None = None
     seed: int = 0
     device: str = "cpu"
     dtype: str = "auto"
-    limit: int | None = None
+    limit: config.PositiveInt | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -95,6 +96,17 @@ class IAATrainJob:
             raise UsageError(f"--lr {self.lr}: must be a positive number")
         if self.micro_batch_size is not None and self.micro_batch_size > self.batch_size:
             raise UsageError(f"--micro-batch-size {self.micro_batch_size} exceeds --batch-size {self.batch_size}")
+
+
+def load_job(flags: dict[str, Any], job_file: Path | None = None) -> IAATrainJob:
+    """The job of ``iaa-eval train iaa``: the ``--job`` file's settings (keys named as the fields),
+    overridden by the flags given; both pass :mod:`iaa_eval.config`'s type checks."""
+    settings = config.read(job_file) if job_file is not None else {}
+    merged = {**settings, **flags} if isinstance(settings, dict) else settings
+    missing = [f"--{key}" for key in ("data", "out") if isinstance(merged, dict) and key not in merged]
+    if missing:
+        raise UsageError(f"give {' and '.join(missing)} (or set them in a --job file)")
+    return config.parse(IAATrainJob, merged, f"--job {job_file}" if job_file else "iaa-eval train iaa")
 
 
 @dataclass(frozen=True)

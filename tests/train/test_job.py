@@ -11,11 +11,11 @@ import torch
 from transformers import CLIPImageProcessor, CLIPVisionModel, LlamaForCausalLM
 
 from iaa_eval.cli import main
-from iaa_eval.errors import UsageError
+from iaa_eval.errors import IAAEvalError, UsageError
 from iaa_eval.models.base import ModelSpec
 from iaa_eval.models.iaa.adapter import IAAModel
 from iaa_eval.models.iaa.convert import load_iaa
-from iaa_eval.train.job import IAATrainJob, image_token_id, positions, train_iaa
+from iaa_eval.train.job import IAATrainJob, image_token_id, load_job, positions, train_iaa
 from tests.conftest import build_tokenizer, tiny_clip_config, tiny_llama_config
 from tests.iaa_helpers import IMAGE_TOKEN, random_image
 
@@ -121,6 +121,11 @@ def test_qwen2_base_is_written_in_our_layout(tmp_path: Path) -> None:
     assert load_iaa(tmp_path / "out").config.text_config.model_type == "qwen2"
 
 
+def _job(d: Path, text: str) -> str:
+    (d / "job.yaml").write_text(text)
+    return str(d / "job.yaml")
+
+
 def _gpt2(d: Path) -> str:
     from transformers import GPT2Config
 
@@ -161,10 +166,15 @@ def _no_image_token(d: Path) -> str:
         (lambda w, d: fresh(w, d / "o", "--lr", "0"), "--lr 0.0: must be a positive number"),
         (lambda w, d: fresh(w, d / "o", "--batch-size", "4", "--micro-batch-size", "6"),
          "--micro-batch-size 6 exceeds --batch-size 4"),
+        (lambda w, d: ["train", "iaa", "--job", _job(d, f"data: {w}/data\nout: {d}/o\nbatch_size: 4\n"),
+                       "--init", str(d), "--micro-batch-size", "6"],
+         "--job {d}/job.yaml: --micro-batch-size 6 exceeds --batch-size 4"),
+        (lambda w, d: ["train", "iaa", "--job", _job(d, f"data: {w}/data\nout: {d}/o\nstep: 3\n")],
+         "--job {d}/job.yaml: unknown key 'step'; allowed: data, out, base"),
     ],
     ids=["family", "init-and-base", "no-vision", "unsupported-base", "positions", "default-positions",
          "no-image-token", "unknown-image-token", "out-exists", "init-missing", "vision-missing", "no-json", "lr",
-         "micro-batch"],
+         "micro-batch", "job-and-flags", "job-unknown-key"],
 )
 def test_flags_that_cannot_work(argv, message: str, world: Path, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -172,6 +182,33 @@ def test_flags_that_cannot_work(argv, message: str, world: Path, tmp_path: Path,
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if line.startswith("iaa-eval: error: ")]
     assert message.replace("{d}", str(tmp_path)) in line and "Traceback" not in err
+
+
+def test_a_job_file_under_the_flags(tmp_path: Path) -> None:
+    path = Path(_job(tmp_path, "data: d\nout: o\nbase: b\nvision: v\nlr: 0.5\nsteps: 3\nlimit: 9\n"))
+    job = load_job({"lr": 0.1, "limit": 2}, path)
+    assert job == IAATrainJob(data=Path("d"), out=Path("o"), base="b", vision="v", lr=0.1, steps=3, limit=2)
+    assert load_job({"data": "d", "out": "o", "init": "c"}) == IAATrainJob(Path("d"), Path("o"), init=Path("c"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("steps: ten\n", "job.yaml: steps: expected an integer, got 'ten'"),
+        ("batch_size: 0\n", "job.yaml: batch_size: expected a number >= 1, got 0"),
+        ("lr: .nan\n", "job.yaml: lr: expected a finite number, got nan"),
+        ("lr: 1\nlr: 2\n", "job.yaml: duplicate key 'lr' (line 6)"),
+        ("progress: 1\n", "job.yaml: progress: expected true or false, got 1"),
+        ("init: c\n", "job.yaml: --init and --base cannot be combined"),
+    ],
+)
+def test_bad_job_files(tmp_path: Path, text: str, message: str) -> None:
+    path = _job(tmp_path, "data: d\nout: o\nbase: b\nvision: v\n" + text)
+    with pytest.raises(IAAEvalError, match="job.yaml: ") as exc:
+        load_job({}, Path(path))
+    assert message in str(exc.value)
+    with pytest.raises(UsageError, match="give --data and --out"):
+        load_job({"base": "b"})
 
 
 @pytest.mark.parametrize(("text", "expected"), [(None, "iaa-14"), ("iaa-14", "iaa-14"), ("0, 1,5", [0, 1, 5])])
