@@ -9,8 +9,9 @@ layers, 32 heads / 8 KV heads, intermediate 14336, vocab 128256, SDPA attention)
 ``--per-subject`` (35) test questions of each MMLU subject into lm-eval's standard 5-shot requests
 (our ``iaa_eval/data/tasks/mmlu`` YAMLs through lm-eval's TaskManager), and times
 ``loglikelihood`` over all of them for: ours (``batch_size="auto"``, prefix reuse on, then off)
-and HFLM (a fixed batch, 16, then ``batch_size="auto"``). It reports questions/s, the ratios, agreement of per-question
-predictions (disagreements listed with both scorers' top-2 gaps: bf16 ties), MFU against a bf16
+and HFLM (a fixed batch, 16, then ``batch_size="auto"``). It reports questions/s, the ratios,
+agreement of per-question predictions (disagreements listed with both scorers' top-2 gaps: bf16
+ties), MFU against a bf16
 matmul peak measured in the same run, and peak GPU memory, as JSON.
 
 Tokenizer: Llama-3's cannot be downloaded here, so a byte-level BPE (32k tokens, BOS added like

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gate = sub.add_parser("gate", help="check a run against thresholds; exit 0 pass, 1 breach, 2 unusable")
     gate.add_argument("run", type=Path)
-    gate.add_argument("--thresholds", type=Path, default=GATE_THRESHOLDS, help="default: the shipped one")
+    gate.add_argument("--thresholds", type=Path, default=GATE_THRESHOLDS, help="default: shipped")
     gate.add_argument("--against", type=Path, help="an earlier run to check for regressions")
 
     sub.add_parser("tasks", help="list tasks and suites")
@@ -91,14 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     """`iaa-eval train iaa` (flags named as the fields of iaa_eval.train.job.IAATrainJob; a flag not
     given is absent, so a --job file's setting stands)."""
-    train = sub.add_parser("train", help="train an IAA model on LLaVA conversation data (one stage)",
+    train = sub.add_parser("train", help="train an IAA model on LLaVA conversation data (a stage)",
                            argument_default=argparse.SUPPRESS)
     train.add_argument("family", help="iaa (LLaVA-style training is the library API iaa_eval.train.train_llava_stage)")
     train.add_argument("--base", metavar="ID|DIR", help="base LM to wrap (a fresh model; with --vision)")
     train.add_argument("--vision", metavar="ID|DIR", help="CLIP vision tower (CLIPVisionModel + CLIPImageProcessor)")
-    train.add_argument("--init", metavar="DIR", help="continue from an IAA checkpoint (e.g. stage 1's)")
+    train.add_argument("--init", metavar="DIR", help="continue from an IAA checkpoint (stage 1's)")
     train.add_argument("--data", help="LLaVA conversation JSON, or a folder with one *.json")
-    train.add_argument("--image-folder", help="image paths are relative to this (default: the JSON's folder)")
+    train.add_argument("--image-folder", help="image paths are relative to it (default: JSON's)")
     train.add_argument("--out", help="checkpoint folder to write (official layout)")
     train.add_argument("--stage", type=int, choices=[1, 2], help="1: projector; 2 (default): "
                        "projector + insertion layers + MM embedding, norm and head")
@@ -106,16 +106,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--image-token", help="tokenizer token marking the image (default: Llama-3's, else <image>)")
     train.add_argument("--steps", type=_positive_int, help="optimizer steps (default: one epoch)")
     train.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 stage 1, 2e-5 stage 2)")
-    train.add_argument("--batch-size", type=_positive_int, help="examples per optimizer step (default: 8)")
+    train.add_argument("--batch-size", type=_positive_int, help="examples per step (default: 8)")
     train.add_argument("--micro-batch-size", type=_positive_int, help="examples per forward/backward (gradients "
                        "accumulate to --batch-size; default: the whole batch at once)")
     train.add_argument("--seed", type=int, help="default: 0")
     train.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    train.add_argument("--dtype", help="auto (bfloat16 on CUDA, else float32), float32, bfloat16, ...")
+    train.add_argument("--dtype", help="auto (bfloat16 on CUDA, else float32), float32, ...")
     train.add_argument("--limit", type=_positive_int, help="use the first N conversation records only")
     train.add_argument("--threads", type=_positive_int, help="CPU threads (default: the cores not busy now)")
-    train.add_argument("--job", type=Path, metavar="FILE", help="YAML/JSON of these settings (keys as the flags, "
-                       "with _); the flags given override it")
+    train.add_argument("--job", type=Path, metavar="FILE", help="YAML/JSON of these settings (keys "
+                       "as the flags, with _); the flags given override it")
 
 
 def _model_specs(args: argparse.Namespace) -> list:
@@ -255,7 +255,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from iaa_eval.train.job import load_job, train_iaa
 
     torch.set_num_threads(getattr(args, "threads", None) or free_cores())
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "family", "debug", "threads", "job")}
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("command", "family", "debug", "threads", "job")}
     outcome = train_iaa(load_job(flags, getattr(args, "job", None)))
     print(f"checkpoint: {outcome.out} ({len(outcome.losses)} steps on {outcome.examples} examples, "  # noqa: T201
           f"final loss {outcome.losses[-1]:.4f}, {outcome.wall_s:.0f} s)")

@@ -1,9 +1,10 @@
 """The one strict loader of iaa-eval's own files: YAML or JSON into frozen dataclasses.
 
-Suites, gate thresholds and the paper's numbers are each described by dataclasses; :func:`load`
-reads a file and :func:`parse` checks every value against its field's type. Unknown keys, missing
-keys, wrong types (a bool is not a number), duplicate keys and, where the field's type says so,
-non-finite or negative numbers are errors of one line naming the file and the field path::
+Suites, gate thresholds, the baselines and training jobs are each described by dataclasses;
+:func:`load` reads a file and :func:`parse` checks every value against its field's type. Unknown
+keys, missing keys, wrong types (a bool is not a number), duplicate keys and, where the field's
+type says so, non-finite or negative numbers are errors of one line naming the file and the field
+path::
 
     my_suite.yaml: tasks[2].limit: expected an integer, got 'ten'
 

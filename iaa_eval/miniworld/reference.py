@@ -1,4 +1,5 @@
-"""The mini-world's reference results (``iaa_eval/data/baselines/miniworld.json``): what the shipped trio scores.
+"""The mini-world's reference results (``iaa_eval/data/baselines/miniworld.json``): what the
+shipped trio scores.
 
 Written from a real run of the forgetting suite (``write_reference``), so the README's numbers and
 the CI check that a fresh run reproduces them come from the harness itself, never typed by hand.
@@ -7,14 +8,24 @@ the CI check that a fresh run reproduces them come from the harness itself, neve
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iaa_eval.errors import DataError
+from iaa_eval import config
 from iaa_eval.resources import MINIWORLD_REFERENCE as REFERENCE
 from iaa_eval.runner.results import atomic_write_text, read_results
 
-_KEYS = {"source", "manifest_sha256", "scores", "text_forgetting", "multimodal_gain"}
+
+@dataclass(frozen=True)
+class ReferenceFile:
+    """The shape of the file (what :func:`summarise` writes); rows are pandas records."""
+
+    source: str
+    manifest_sha256: str | None
+    scores: dict[str, dict[str, dict[str, float]]]  # model -> task -> metric -> value
+    text_forgetting: tuple[dict[str, Any], ...]
+    multimodal_gain: tuple[dict[str, Any], ...]
 
 
 def summarise(run_dir: Path | str) -> dict[str, Any]:
@@ -48,11 +59,8 @@ def write_reference(run_dir: Path | str, path: Path = REFERENCE) -> Path:
 
 
 def load_reference(path: Path = REFERENCE) -> dict[str, Any]:
-    """Read and check the reference file."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the mini-world reference ({exc})") from exc
-    if not isinstance(data, dict) or set(data) != _KEYS:
-        raise DataError(f"{path}: expected exactly the keys {sorted(_KEYS)}")
+    """The reference file, checked as a :class:`ReferenceFile` and returned as the mapping
+    :func:`summarise` makes, so that a fresh summary compares with it directly."""
+    data = config.read(path)
+    config.parse(ReferenceFile, data, str(path))
     return data

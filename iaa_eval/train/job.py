@@ -103,10 +103,11 @@ def load_job(flags: dict[str, Any], job_file: Path | None = None) -> IAATrainJob
     overridden by the flags given; both pass :mod:`iaa_eval.config`'s type checks."""
     settings = config.read(job_file) if job_file is not None else {}
     merged = {**settings, **flags} if isinstance(settings, dict) else settings
-    missing = [f"--{key}" for key in ("data", "out") if isinstance(merged, dict) and key not in merged]
+    missing = [f"--{k}" for k in ("data", "out") if isinstance(merged, dict) and k not in merged]
     if missing:
         raise UsageError(f"give {' and '.join(missing)} (or set them in a --job file)")
-    return config.parse(IAATrainJob, merged, f"--job {job_file}" if job_file else "iaa-eval train iaa")
+    source = f"--job {job_file}" if job_file else "iaa-eval train iaa"
+    return config.parse(IAATrainJob, merged, source)
 
 
 @dataclass(frozen=True)

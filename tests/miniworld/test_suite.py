@@ -44,6 +44,6 @@ def test_a_fresh_run_reproduces_the_reference_and_passes_the_gate(tmp_path: Path
             for name, value in metrics.items():
                 assert fresh["scores"][model][task][name] == pytest.approx(value, abs=0.01), (model, task, name)
     assert all(r["right_to_wrong"] == 0 for r in fresh["text_forgetting"] if r["model"] == "iaa")
-    gate = subprocess.run([*cli, "gate", str(tmp_path / "ci"), "--thresholds", str(GATE_THRESHOLDS)],
+    gate = subprocess.run([*cli, "gate", str(tmp_path / "ci"), "--thresholds", GATE_THRESHOLDS],
                           capture_output=True, text=True, cwd=REPO, check=False)
     assert gate.returncode == 0, gate.stdout + gate.stderr

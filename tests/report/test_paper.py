@@ -14,11 +14,11 @@ from iaa_eval.report.paper import DEFAULT_PATH, load_paper
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d["numbers"][0].update(ref="Table 9"), "numbers[0].ref: 'Table 9' is not one of the tables"),
-        (lambda d: d["numbers"][0].update(unit="furlongs"), "numbers[0].unit: expected one of 'percent'"),
+        (lambda d: d["numbers"][0].update(ref="Table 9"), "numbers[0].ref: 'Table 9' is not"),
+        (lambda d: d["numbers"][0].update(unit="furlongs"), "numbers[0].unit: expected one of"),
         (lambda d: d["numbers"][0].pop("split"), "numbers[0]: missing key 'split'"),
         (lambda d: d["numbers"][0].update(model="GPT-9"), "numbers[0].model: 'GPT-9' missing"),
-        (lambda d: d["not_found"][0].update(value=61.0), "not_found[0].value: expected null, got 61.0"),
+        (lambda d: d["not_found"][0].update(value=61.0), "not_found[0].value: expected null"),
     ],
 )
 def test_bad_paper_files(tmp_path: Path, change, message: str) -> None:

@@ -121,6 +121,9 @@ def test_qwen2_base_is_written_in_our_layout(tmp_path: Path) -> None:
     assert load_iaa(tmp_path / "out").config.text_config.model_type == "qwen2"
 
 
+JOB = ["train", "iaa", "--job"]
+
+
 def _job(d: Path, text: str) -> str:
     (d / "job.yaml").write_text(text)
     return str(d / "job.yaml")
@@ -166,10 +169,10 @@ def _no_image_token(d: Path) -> str:
         (lambda w, d: fresh(w, d / "o", "--lr", "0"), "--lr 0.0: must be a positive number"),
         (lambda w, d: fresh(w, d / "o", "--batch-size", "4", "--micro-batch-size", "6"),
          "--micro-batch-size 6 exceeds --batch-size 4"),
-        (lambda w, d: ["train", "iaa", "--job", _job(d, f"data: {w}/data\nout: {d}/o\nbatch_size: 4\n"),
+        (lambda w, d: [*JOB, _job(d, f"{{data: {w}/data, out: {d}/o, batch_size: 4}}"),
                        "--init", str(d), "--micro-batch-size", "6"],
          "--job {d}/job.yaml: --micro-batch-size 6 exceeds --batch-size 4"),
-        (lambda w, d: ["train", "iaa", "--job", _job(d, f"data: {w}/data\nout: {d}/o\nstep: 3\n")],
+        (lambda w, d: [*JOB, _job(d, f"data: {w}/data\nout: {d}/o\nstep: 3\n")],
          "--job {d}/job.yaml: unknown key 'step'; allowed: data, out, base"),
     ],
     ids=["family", "init-and-base", "no-vision", "unsupported-base", "positions", "default-positions",
@@ -185,10 +188,11 @@ def test_flags_that_cannot_work(argv, message: str, world: Path, tmp_path: Path,
 
 
 def test_a_job_file_under_the_flags(tmp_path: Path) -> None:
-    path = Path(_job(tmp_path, "data: d\nout: o\nbase: b\nvision: v\nlr: 0.5\nsteps: 3\nlimit: 9\n"))
+    path = Path(_job(tmp_path, "data: d\nout: o\nbase: b\nvision: v\nlr: 0.5\nsteps: 3\nlimit: 9"))
     job = load_job({"lr": 0.1, "limit": 2}, path)
-    assert job == IAATrainJob(data=Path("d"), out=Path("o"), base="b", vision="v", lr=0.1, steps=3, limit=2)
-    assert load_job({"data": "d", "out": "o", "init": "c"}) == IAATrainJob(Path("d"), Path("o"), init=Path("c"))
+    assert job == IAATrainJob(Path("d"), Path("o"), base="b", vision="v", lr=0.1, steps=3, limit=2)
+    assert load_job({"data": "d", "out": "o", "init": "c"}) == IAATrainJob(Path("d"), Path("o"),
+                                                                          init=Path("c"))
 
 
 @pytest.mark.parametrize(
