@@ -225,10 +225,14 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: the mapping's own keys may override merged ones
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, list | dict) or key == "<<":
-                continue  # SafeLoader reports unhashable keys; merge keys may repeat
-            if key in seen:
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if repeated:
                 raise _DuplicateKey(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -253,12 +257,16 @@ def read(path: Path | str) -> Any:
     try:
         if path.suffix == ".json":
             return json.loads(text, object_pairs_hook=_no_duplicates)
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        loader = _StrictLoader(text)  # what yaml.load does, with this SafeLoader subclass
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except _DuplicateKey as exc:
         raise DataError(f"{path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, TypeError) as exc:  # TypeError: PyYAML on an unhashable key
         raise DataError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
 
 

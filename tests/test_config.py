@@ -95,6 +95,11 @@ def test_a_good_file_becomes_typed_frozen_objects(tmp_path: Path) -> None:
         doc.count = 5  # type: ignore[misc]
 
 
+def test_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    text = "version: 1\nanything: &t {a: 1, b: 2}\ntags:\n  <<: *t\n  a: 3\n"
+    assert config.load(Doc, _write(tmp_path, text)).tags == {"a": 3, "b": 2}
+
+
 def test_json_and_fixed_fields(tmp_path: Path) -> None:
     path = _write(tmp_path, '{"drop": 0.5}', "rule.json")
     assert config.load(Rule, path, kind="iaa") == Rule("iaa", 0.5)
@@ -155,6 +160,8 @@ def test_json_and_fixed_fields(tmp_path: Path) -> None:
         ("version: 1\nentries: [{name: a, name: b}]\n", "doc.yaml: duplicate key 'name' (line 2)"),
         ("version: [1\n", "doc.yaml: not valid YAML"),
         ("version: 1\nanything: !!python/name:os.system\n", "doc.yaml: not valid YAML"),
+        ("version: 1\ntags: {? !!set {a}\n: 1}\n", "doc.yaml: not valid YAML"),
+        ("version: 1\ntags: {? [a]\n: 1}\n", "doc.yaml: not valid YAML"),
     ],
 )
 def test_every_rejection_names_file_and_field(tmp_path: Path, text: str, message: str) -> None:
