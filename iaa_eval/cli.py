@@ -47,10 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a model to evaluate (KIND: hf, llava, iaa); repeatable")
     for flag, kind in KIND_FLAGS.items():
         run.add_argument(f"--{flag}", metavar="PATH", help=f"shorthand for --model {flag}={kind}:PATH")
-    run.add_argument("--pairs", type=Path, metavar="FILE", help="VLM -> base LM pairs used when --vlm is "
-                     "given without --base (default: baselines/vlm_pairs.yaml)")
-    run.add_argument("--allow-tokenizer-mismatch", action="store_true", help="run a base/VLM pair whose "
-                     "tokenizers split the text prompts differently (the rate goes into results.json)")
+    run.add_argument("--pairs", type=Path, metavar="FILE", help="VLM -> base pairs (default: shipped)")
+    run.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                     help="run a --vlm pair whose tokenizers disagree (rate kept in results.json)")
     run.add_argument("--tasks", help="comma-separated task names (see `iaa-eval tasks`)")
     run.add_argument("--suite", help="a suite name from tasks/suites (e.g. forgetting) or a suite file")
     run.add_argument("--data-dir", action="append", default=[], metavar="[TASK=]PATH",
@@ -184,21 +183,13 @@ def _run_id(label: str, models: list, tasks: list) -> str:
     return f"{label}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
 
-def _paired(args: argparse.Namespace, models: list, tasks: list) -> tuple[list, dict | None]:
-    """--vlm: its base LM from the pairs file when --base is absent, tokenizers checked (iaa_eval.pairing)."""
-    if not args.vlm:
-        return models, None
-    from iaa_eval.pairing import DEFAULT_PAIRS, pair_vlm
-
-    return pair_vlm(models, "vlm", tasks, args.pairs or DEFAULT_PAIRS, args.allow_tokenizer_mismatch)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """`iaa-eval run`."""
     import dataclasses
 
     import torch
 
+    from iaa_eval.pairing import pair_vlm
     from iaa_eval.runner.distributed import joined_shards
     from iaa_eval.runner.engine import RunConfig, run
 
@@ -213,7 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     if not models:
         raise UsageError("no models: pass --model NAME=KIND:PATH (or --base/--llava/--iaa), or a suite with defaults")
-    models, pairing = _paired(args, models, tasks)
+    models, pairing = pair_vlm(models, "vlm" if args.vlm else None, tasks, args.pairs,
+                               args.allow_tokenizer_mismatch)
     run_id = args.run_id or _run_id(args.suite or "run", models, tasks)
     config = RunConfig(tuple(models), tuple(tasks), args.output_path / run_id, args.log_samples or bool(args.suite),
                        args.suite, pairing)

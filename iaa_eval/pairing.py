@@ -66,13 +66,15 @@ def hub_id(path: str) -> str:
 
 
 def load_pairs(path: Path | str = DEFAULT_PAIRS) -> tuple[VLMPair, ...]:
-    """Read and check the pairs file: known relation, base null exactly for joint, a source, no repeats."""
+    """Read and check the pairs file: a known relation, base null exactly for joint, a source,
+    no VLM twice."""
     pairs = load_records(path, "pairs", VLMPair)
     seen: dict[str, int] = {}
     for i, pair in enumerate(pairs):
         where = f"{path}: pairs[{i}]"
         if pair.relation not in RELATIONS:
-            raise DataError(f"{where}.relation: {pair.relation!r}, expected one of {', '.join(RELATIONS)}")
+            raise DataError(f"{where}.relation: {pair.relation!r}, expected one of "
+                            f"{', '.join(RELATIONS)}")
         if (pair.base is None) != (pair.relation == "joint"):
             raise DataError(f"{where}.base: null exactly when relation is joint, got {pair.base!r}")
         if not pair.source.strip():
@@ -93,16 +95,18 @@ def base_from_pairs(vlm: str, path: Path | str = DEFAULT_PAIRS) -> VLMPair:
     """The pair naming ``vlm``'s base LM; a one-line error when there is none to compare against."""
     pair = find_pair(vlm, load_pairs(path))
     if pair is None:
-        raise UsageError(f"--vlm {vlm!r}: not in {path}, so its base LM is unknown; pass --base with the "
-                         "LM it was trained from")
+        raise UsageError(f"--vlm {vlm!r}: not in {path}, so its base LM is unknown; pass --base "
+                         "with the LM it was trained from")
     if pair.base is None:
-        raise UsageError(f"--vlm {vlm!r}: {path} says its LM was trained jointly with vision, so it has no "
-                         f"text-only base ({pair.note}); pass --base to compare against a model of your choice")
+        raise UsageError(f"--vlm {vlm!r}: {path} says its LM was trained jointly with vision, so "
+                         f"it has no text-only base ({pair.note}); pass --base to compare against a "
+                         "model of your choice")
     return pair
 
 
 def compare_tokenizers(base: Any, vlm: Any, prompts: Sequence[str]) -> TokenizerCheck:
-    """Token ids of every prompt under both tokenizers (special tokens added, as the text view does)."""
+    """Token ids of every prompt under both tokenizers (special tokens added, as the text view
+    adds them)."""
     ids_a = base(list(prompts))["input_ids"]
     ids_b = vlm(list(prompts))["input_ids"]
     differ = [p for p, a, b in zip(prompts, ids_a, ids_b, strict=True) if list(a) != list(b)]
@@ -131,42 +135,50 @@ def _text_prompts(tasks: Sequence[Any], per_subject: int) -> list[str]:
 
 def check_tokenizers(base: ModelSpec, vlm: ModelSpec, tasks: Sequence[Any], allow_mismatch: bool,
                      per_subject: int = 1) -> TokenizerCheck:
-    """Refuse (or, with ``allow_mismatch``, log) a pair whose tokenizers split the task prompts differently."""
+    """Refuse (or, with ``allow_mismatch``, log) a pair whose tokenizers split the task prompts
+    differently."""
     check = compare_tokenizers(_tokenizer(base), _tokenizer(vlm), _text_prompts(tasks, per_subject))
     if check.mismatched:
-        message = (f"tokenizers of {base.name} ({base.path}) and {vlm.name} ({vlm.path}) split {check.mismatched} "
-                   f"of {check.prompts} sampled text prompts differently (first: {check.first!r})")
+        message = (f"tokenizers of {base.name} ({base.path}) and {vlm.name} ({vlm.path}) split "
+                   f"{check.mismatched} of {check.prompts} sampled text prompts differently "
+                   f"(first: {check.first!r})")
         if not allow_mismatch:
             raise ModelError(f"{message}; their text scores would compare different inputs. Pass "
-                             "--allow-tokenizer-mismatch to run anyway (the rate goes into results.json)")
+                             "--allow-tokenizer-mismatch to run anyway (the rate goes into "
+                             "results.json)")
         log.warning("%s; running anyway (--allow-tokenizer-mismatch)", message)
     else:
-        log.info("tokenizers of %s and %s agree on %d sampled text prompts", base.name, vlm.name, check.prompts)
+        log.info("tokenizers of %s and %s agree on %d sampled text prompts", base.name, vlm.name,
+                 check.prompts)
     return check
 
 
-def pair_vlm(models: Sequence[ModelSpec], vlm_name: str, tasks: Sequence[Any], pairs_path: Path | str,
+def pair_vlm(models: Sequence[ModelSpec], vlm_name: str | None, tasks: Sequence[Any],
+             pairs_path: Path | str | None,
              allow_mismatch: bool) -> tuple[list[ModelSpec], dict[str, Any] | None]:
     """The run's models with ``vlm_name``'s base added when none was given, and what to record.
 
-    Only runs with a text task need a base. The record goes into results.json's ``config.pairing``:
-    ``base_from`` (``vlm_pairs`` or ``--base``), the pairs-file ``entry`` and the tokenizer check.
+    Nothing changes without a VLM (None) or a text task (only forgetting needs a base). The record
+    goes into results.json's ``config.pairing``: ``base_from`` (``vlm_pairs`` or ``--base``), the
+    pairs-file ``entry`` and the tokenizer check. ``pairs_path`` None: the shipped file.
     """
     from iaa_eval.tasks import TASKS
 
-    if not any(TASKS.get(t.name).modality == "text" for t in tasks):
+    if vlm_name is None or not any(TASKS.get(t.name).modality == "text" for t in tasks):
         return list(models), None
+    pairs_path = pairs_path or DEFAULT_PAIRS
     vlm = next(m for m in models if m.name == vlm_name)
     bases = [m for m in models if m.kind == "hf"]
     record: dict[str, Any] = {"base_from": "--base", "entry": None}
     if not bases:
         pair = base_from_pairs(vlm.path, pairs_path)
-        state = "verified" if pair.verified else "UNVERIFIED: the source does not name this exact base"
+        state = "verified" if pair.verified else "UNVERIFIED: the source does not name this base"
         (log.info if pair.verified else log.warning)(
-            "--vlm %s: base LM %s taken from %s (%s; %s)", vlm.path, pair.base, Path(pairs_path).name, state,
-            pair.source)
+            "--vlm %s: base LM %s taken from %s (%s; %s)", vlm.path, pair.base,
+            Path(pairs_path).name, state, pair.source)
         if any(m.name == "base" for m in models):
-            raise UsageError("--vlm: the paired base LM is named 'base', but a model of that name is given")
+            raise UsageError("--vlm: the paired base LM is named 'base', but a model of that name "
+                             "is given")
         bases = [dataclasses.replace(vlm, name="base", kind="hf", path=str(pair.base))]
         models = bases + list(models)
         record = {"base_from": "vlm_pairs", "entry": dataclasses.asdict(pair)}

@@ -21,7 +21,8 @@ VERSION = 1
 
 
 def _accepts(hint: Any, value: Any) -> bool:
-    """Whether ``value`` fits a field hint of the shapes these files use (str, bool, int, float, X | None)."""
+    """Whether ``value`` fits a field hint of the shapes these files use (str, bool, int, float,
+    X | None)."""
     if isinstance(hint, types.UnionType):
         return any(_accepts(option, value) for option in get_args(hint))
     if hint is type(None):
@@ -52,7 +53,7 @@ def _record(cls: type[T], data: Any, where: str) -> T:
 
 
 def load_records(path: Path | str, key: str, cls: type[T]) -> tuple[T, ...]:
-    """The records under ``key`` in the YAML file ``path``, each checked against ``cls``'s fields."""
+    """The records under ``key`` in the YAML file ``path``, each checked against ``cls``."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -28,7 +28,8 @@ GOOD = {"vlm": "org/vlm-7b", "base": "org/lm-7b", "relation": "initialised_from"
 
 def _write(tmp_path: Path, pairs: list[dict], version: object = 1) -> Path:
     path = tmp_path / "pairs.yaml"
-    path.write_text(json.dumps({"version": version, "pairs": pairs}), encoding="utf-8")  # JSON is YAML
+    text = json.dumps({"version": version, "pairs": pairs})  # JSON is YAML
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -101,7 +102,8 @@ def test_lookup_by_hub_id(tmp_path: Path) -> None:
 
 
 def test_missing_or_joint_pair_is_a_one_line_error(tmp_path: Path) -> None:
-    path = _write(tmp_path, [GOOD, {**GOOD, "vlm": "org/joint", "base": None, "relation": "joint", "note": "n"}])
+    joint = {**GOOD, "vlm": "org/joint", "base": None, "relation": "joint", "note": "n"}
+    path = _write(tmp_path, [GOOD, joint])
     assert base_from_pairs("org/vlm-7b", path).base == "org/lm-7b"
     with pytest.raises(UsageError, match=r"not in .*pass --base"):
         base_from_pairs("org/unknown", path)
@@ -110,11 +112,12 @@ def test_missing_or_joint_pair_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_compare_tokenizers_counts_prompts_split_differently() -> None:
-    prompts = ["The capital of Veloria is Brask. Answer: A", "Question: Which is right? Yes", "答案：B"]
+    prompts = ["The capital of Veloria is Brask. Answer: A", "Question: Which is right? Yes",
+               "答案：B"]
     plain, shifted = build_tokenizer(), build_tokenizer(extra_special=["<image>"])
     same = compare_tokenizers(plain, build_tokenizer(), prompts)
     assert (same.prompts, same.mismatched, same.first, same.rate) == (3, 0, None, 0.0)
-    differ = compare_tokenizers(plain, shifted, prompts)  # <image> takes an id: every merge moves up
+    differ = compare_tokenizers(plain, shifted, prompts)  # <image> takes an id: merges move up
     assert differ.mismatched == 3 and differ.rate == 1.0 and differ.first == prompts[0]
 
 
@@ -129,9 +132,9 @@ def _save_llama_with_llava_tokenizer(path: Path) -> Path:
 
 
 def _run(tmp_path: Path, *extra: str) -> int:
-    return main(["run", "--tasks", "mmlu", "--data-dir", str(ASSETS / "data" / "mmlu"), "--limit", "1",
-                 "--num-fewshot", "0", "--output-path", str(tmp_path / "runs"), "--run-id", "r",
-                 "--threads", "1", *extra])
+    return main(["run", "--tasks", "mmlu", "--data-dir", str(ASSETS / "data" / "mmlu"),
+                 "--limit", "1", "--num-fewshot", "0", "--output-path", str(tmp_path / "runs"),
+                 "--run-id", "r", "--threads", "1", *extra])
 
 
 @pytest.mark.usefixtures("keep_torch_threads")
@@ -143,21 +146,24 @@ def test_run_vlm_takes_its_base_from_the_pairs_file(tmp_path: Path, tiny_llava_d
     assert _run(tmp_path, "--vlm", str(tiny_llava_dir), "--pairs", str(pairs)) == 0
     data = json.loads((tmp_path / "runs" / "r" / "results.json").read_text(encoding="utf-8"))
     pairing = data["config"]["pairing"]
-    assert pairing["base_from"] == "vlm_pairs" and pairing["entry"]["base"] == str(same_tokenizer_base)
+    assert pairing["base_from"] == "vlm_pairs"
+    assert pairing["entry"]["base"] == str(same_tokenizer_base)
     assert pairing["tokenizers"]["mismatched"] == 0 and pairing["tokenizers"]["prompts"] > 0
     assert list(data["models"]) == ["base", "vlm"] and data["models"]["base"]["kind"] == "hf"
     assert "UNVERIFIED" in caplog.text and str(same_tokenizer_base) in caplog.text
 
 
 @pytest.mark.usefixtures("keep_torch_threads")
-def test_run_vlm_refuses_a_tokenizer_mismatch(tmp_path: Path, tiny_llava_dir: Path, tiny_llama_dir: Path,
+def test_run_vlm_refuses_a_tokenizer_mismatch(tmp_path: Path, tiny_llava_dir: Path,
+                                              tiny_llama_dir: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     pairs = _write(tmp_path, [{**GOOD, "vlm": str(tiny_llava_dir), "base": str(tiny_llama_dir)}])
     assert _run(tmp_path, "--vlm", str(tiny_llava_dir), "--pairs", str(pairs)) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "split" in err and "--allow-tokenizer-mismatch" in err
     assert not (tmp_path / "runs" / "r" / "results.json").exists()
-    assert _run(tmp_path, "--vlm", str(tiny_llava_dir), "--pairs", str(pairs), "--allow-tokenizer-mismatch") == 0
+    allowed = ("--vlm", str(tiny_llava_dir), "--pairs", str(pairs), "--allow-tokenizer-mismatch")
+    assert _run(tmp_path, *allowed) == 0
     data = json.loads((tmp_path / "runs" / "r" / "results.json").read_text(encoding="utf-8"))
     check = data["config"]["pairing"]["tokenizers"]
     assert check["mismatched"] > 0 and check["rate"] == check["mismatched"] / check["prompts"]

@@ -70,8 +70,8 @@ def reference_marks(ax: matplotlib.axes.Axes, references: Sequence[ReferencePoin
     for i, point in enumerate(references):
         gid = f"reference-{i}"
         ax.axvline(point.delta, color=REFERENCE_COLOUR, ls=":", lw=1.2, gid=gid)
-        ax.plot([point.delta], [1.0], marker="v", color=REFERENCE_COLOUR, transform=top, clip_on=False,
-                gid=gid)
+        ax.plot([point.delta], [1.0], marker="v", color=REFERENCE_COLOUR, transform=top,
+                clip_on=False, gid=gid)
         ax.text(point.delta, 0.97, point.label, transform=top, rotation=90, ha="right", va="top",
                 fontsize=6, color=REFERENCE_COLOUR, gid=gid)
 

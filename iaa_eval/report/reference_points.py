@@ -1,4 +1,4 @@
-"""Published forgetting reference points (``baselines/reference_points.yaml``) and which apply to a run.
+"""Published forgetting reference points (``baselines/reference_points.yaml``), and which apply.
 
 A point is a VLM's published text score next to its base LM's. The report draws it on the
 forgetting-vs-gain figure only when the run evaluated that same base and that same VLM, so a

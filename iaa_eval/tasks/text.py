@@ -114,7 +114,7 @@ def load_tasks(bench: Benchmark, formulation: str, data_dir: Path | None, on_err
 
 
 def prepared_tasks(bench: Benchmark, options: TaskOptions) -> tuple[dict, str, LoadReport]:
-    """lm-eval's tasks of every subject, shots and few-shot seed set: what ``evaluate_text`` runs."""
+    """lm-eval's tasks of every subject, shots and few-shot seed set (what evaluate_text runs)."""
     formulation = options.formulation or "letter"
     check_formulation(formulation)
     shots = bench.default_fewshot if options.num_fewshot is None else options.num_fewshot
@@ -125,8 +125,8 @@ def prepared_tasks(bench: Benchmark, options: TaskOptions) -> tuple[dict, str, L
             split = bench.fewshot_split
             csv = Path(source) / split / f"{task.config.dataset_name}_{split}.csv"
             raise DataError(
-                f"{csv}: {available} usable rows, but {shots} few-shot examples are needed; add rows "
-                f"or pass --num-fewshot {available}"
+                f"{csv}: {available} usable rows, but {shots} few-shot examples are needed; add "
+                f"rows or pass --num-fewshot {available}"
             )
         task.set_config(key="num_fewshot", value=shots)
         task.set_fewshot_seed(seed=FEWSHOT_SEED)
@@ -154,7 +154,8 @@ def sample_prompts(name: str, options: TaskOptions, per_subject: int = 1) -> lis
     with lean_prompt_building():
         for task in loaded["tasks"].values():
             task.build_all_requests(limit=per_subject, rank=0, world_size=1)
-            prompts += [context + continuation for context, continuation in (i.args for i in task.instances)]
+            prompts += [context + continuation for context, continuation in
+                        (instance.args for instance in task.instances)]
     return prompts
 
 

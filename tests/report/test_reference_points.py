@@ -77,18 +77,20 @@ def test_marks_are_drawn_with_their_labels() -> None:
     tagged = [a for a in ax.get_children() if a.get_gid() == "reference-0"]
     lines = [a for a in tagged if hasattr(a, "get_xdata")]
     texts = [a for a in tagged if hasattr(a, "get_text")]
-    assert {tuple(line.get_xdata()) for line in lines} == {(-7.5, -7.5), (-7.5,)}  # the dotted line, the marker
+    # the dotted line and the marker
+    assert {tuple(line.get_xdata()) for line in lines} == {(-7.5, -7.5), (-7.5,)}
     assert [t.get_text() for t in texts] == ["published: vlm, MMLU 5-shot -7.5"]
     assert ax.get_xlim()[0] <= -7.5
 
 
 def test_report_figure_carries_matching_points(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path / "r", seed=4)
-    points = _write(tmp_path, [{**POINT, "model": "miniworld:llava", "base": "miniworld:base", "verified": False},
-                               POINT])
+    ours = {**POINT, "model": "miniworld:llava", "base": "miniworld:base", "verified": False}
+    points = _write(tmp_path, [ours, POINT])
     render_report(run_dir, tmp_path / "page", resamples=1000, references_path=points)
     svg = (tmp_path / "page" / "figures" / "forgetting_vs_gain.svg").read_text(encoding="utf-8")
     ET.fromstring(svg)
     panels = len(analyse(run_dir, resamples=1000).meta["image_tasks"])
-    assert panels >= 1 and svg.count('id="reference-0"') == 3 * panels  # line, marker, label per panel
+    assert panels >= 1
+    assert svg.count('id="reference-0"') == 3 * panels  # a line, a marker and a label per panel
     assert 'id="reference-1"' not in svg  # the point for other models is not drawn
