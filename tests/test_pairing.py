@@ -175,3 +175,17 @@ def test_run_vlm_unknown_without_base(tmp_path: Path, tiny_llava_dir: Path,
     assert _run(tmp_path, "--vlm", str(tiny_llava_dir)) == 2
     err = capsys.readouterr().err
     assert f"not in {DEFAULT_PAIRS}" in err and "pass --base" in err
+
+
+@pytest.mark.usefixtures("keep_torch_threads")
+def test_sampled_prompts_are_the_strings_a_run_scores(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    from iaa_eval.tasks import TaskOptions
+    from iaa_eval.tasks.text import sample_prompts
+
+    assert _run(tmp_path, "--base", str(tiny_llama_dir), "--log-samples") == 0
+    lines = (tmp_path / "runs" / "r" / "samples" / "base" / "mmlu.jsonl").read_text(encoding="utf-8")
+    scored = [json.loads(line) for line in lines.splitlines()]
+    options = TaskOptions(data_dir=ASSETS / "data" / "mmlu", num_fewshot=0)
+    prompts = sample_prompts("mmlu", options, per_subject=1)
+    assert len(prompts) == 4 * len(scored)  # every option of every question
+    assert {f"{r['prompt']} {r['target']}" for r in scored} <= set(prompts)
