@@ -99,8 +99,8 @@ def base_from_pairs(vlm: str, path: Path | str = DEFAULT_PAIRS) -> VLMPair:
                          "with the LM it was trained from")
     if pair.base is None:
         raise UsageError(f"--vlm {vlm!r}: {path} says its LM was trained jointly with vision, so "
-                         f"it has no text-only base ({pair.note}); pass --base to compare against a "
-                         "model of your choice")
+                         f"it has no text-only base ({pair.note}); pass --base to compare "
+                         "against a model of your choice")
     return pair
 
 
@@ -170,7 +170,13 @@ def pair_vlm(models: Sequence[ModelSpec], vlm_name: str | None, tasks: Sequence[
     vlm = next(m for m in models if m.name == vlm_name)
     bases = [m for m in models if m.kind == "hf"]
     record: dict[str, Any] = {"base_from": "--base", "entry": None}
-    if not bases:
+    if bases:
+        pair = find_pair(vlm.path, load_pairs(pairs_path))
+        listed = pair.base if pair is not None else None
+        if listed is not None and hub_id(listed) != hub_id(bases[0].path):
+            log.warning("--base %s: %s lists %s as the base of %s", bases[0].path,
+                        Path(pairs_path).name, listed, vlm.path)
+    else:
         pair = base_from_pairs(vlm.path, pairs_path)
         state = "verified" if pair.verified else "UNVERIFIED: the source does not name this base"
         (log.info if pair.verified else log.warning)(

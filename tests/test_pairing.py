@@ -170,6 +170,19 @@ def test_run_vlm_refuses_a_tokenizer_mismatch(tmp_path: Path, tiny_llava_dir: Pa
 
 
 @pytest.mark.usefixtures("keep_torch_threads")
+def test_run_vlm_with_base_given_warns_when_the_pairs_file_disagrees(
+        tmp_path: Path, tiny_llava_dir: Path, tiny_llama_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    pairs = _write(tmp_path, [{**GOOD, "vlm": str(tiny_llava_dir), "base": "org/another-lm"}])
+    argv = ("--vlm", str(tiny_llava_dir), "--base", str(tiny_llama_dir), "--pairs", str(pairs),
+            "--allow-tokenizer-mismatch")
+    assert _run(tmp_path, *argv) == 0
+    data = json.loads((tmp_path / "runs" / "r" / "results.json").read_text(encoding="utf-8"))
+    assert data["config"]["pairing"]["base_from"] == "--base"
+    assert "lists org/another-lm as the base of" in caplog.text
+
+
+@pytest.mark.usefixtures("keep_torch_threads")
 def test_run_vlm_unknown_without_base(tmp_path: Path, tiny_llava_dir: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(tmp_path, "--vlm", str(tiny_llava_dir)) == 2
@@ -183,7 +196,8 @@ def test_sampled_prompts_are_the_strings_a_run_scores(tmp_path: Path, tiny_llama
     from iaa_eval.tasks.text import sample_prompts
 
     assert _run(tmp_path, "--base", str(tiny_llama_dir), "--log-samples") == 0
-    lines = (tmp_path / "runs" / "r" / "samples" / "base" / "mmlu.jsonl").read_text(encoding="utf-8")
+    samples = tmp_path / "runs" / "r" / "samples" / "base" / "mmlu.jsonl"
+    lines = samples.read_text(encoding="utf-8")
     scored = [json.loads(line) for line in lines.splitlines()]
     options = TaskOptions(data_dir=ASSETS / "data" / "mmlu", num_fewshot=0)
     prompts = sample_prompts("mmlu", options, per_subject=1)
