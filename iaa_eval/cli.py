@@ -19,7 +19,7 @@ from iaa_eval.machine import free_cores
 from iaa_eval.resources import GATE_THRESHOLDS
 
 log = logging.getLogger("iaa_eval")
-KIND_FLAGS = {"base": "hf", "llava": "llava", "iaa": "iaa"}
+KIND_FLAGS = {"base": "hf", "llava": "llava", "iaa": "iaa", "vlm": "llava"}
 
 
 def _positive_int(text: str) -> int:
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a model to evaluate (KIND: hf, llava, iaa); repeatable")
     for flag, kind in KIND_FLAGS.items():
         run.add_argument(f"--{flag}", metavar="PATH", help=f"shorthand for --model {flag}={kind}:PATH")
+    run.add_argument("--pairs", type=Path, metavar="FILE", help="VLM -> base pairs (default: shipped)")
+    run.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                     help="run a --vlm pair whose tokenizers disagree (rate kept in results.json)")
     run.add_argument("--tasks", help="comma-separated task names (see `iaa-eval tasks`)")
     run.add_argument("--suite", help="a shipped suite (e.g. forgetting) or a suite file")
     run.add_argument("--data-dir", action="append", default=[], metavar="[TASK=]PATH",
@@ -191,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from iaa_eval.pairing import pair_vlm
     from iaa_eval.runner.distributed import joined_shards
     from iaa_eval.runner.engine import RunConfig, run
 
@@ -205,9 +209,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     if not models:
         raise UsageError("no models: pass --model NAME=KIND:PATH (or --base/--llava/--iaa), or a suite with defaults")
+    models, pairing = pair_vlm(models, "vlm" if args.vlm else None, tasks, args.pairs,
+                               args.allow_tokenizer_mismatch)
     run_id = args.run_id or _run_id(args.suite or "run", models, tasks)
     config = RunConfig(tuple(models), tuple(tasks), args.output_path / run_id, args.log_samples or bool(args.suite),
-                       args.suite)
+                       args.suite, pairing)
     with joined_shards(rank, world_size, args.device) as shards:
         run_dir = run(config, shards)
     if rank == 0:

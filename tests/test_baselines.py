@@ -10,7 +10,9 @@ import pytest
 from iaa_eval import resources
 from iaa_eval.gate import GateThresholds, load_thresholds
 from iaa_eval.miniworld.reference import load_reference
+from iaa_eval.pairing import load_pairs
 from iaa_eval.report.paper import PaperBaselines, load_paper
+from iaa_eval.report.reference_points import load_reference_points
 
 BASELINES = resources.BASELINES
 FILES = sorted(p for p in BASELINES.rglob("*") if p.is_file())
@@ -18,11 +20,13 @@ LOADERS = {
     "gate.yaml": (load_thresholds, GateThresholds),
     "iaa_paper.json": (load_paper, PaperBaselines),
     "miniworld.json": (load_reference, dict),
+    "vlm_pairs.yaml": (load_pairs, tuple),
+    "reference_points.yaml": (load_reference_points, tuple),
 }
 
 
 def test_count() -> None:
-    assert len(FILES) == 3, [p.name for p in FILES]
+    assert len(FILES) == 5, [p.name for p in FILES]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -17,12 +18,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from iaa_eval.report.paper import PaperNumber
+from iaa_eval.report.reference_points import ReferencePoint
 from iaa_eval.rundata import POINT_METRICS
 from iaa_eval.runner.results import atomic_write_text
 
 log = logging.getLogger(__name__)
 COLOURS = {"hf": "#7f7f7f", "llava": "#d62728", "iaa": "#1f77b4"}
 PAPER_COLOUR = "#bcbd22"
+REFERENCE_COLOUR = "#8c564b"
 
 
 def scale(metric: str) -> float:
@@ -60,8 +63,23 @@ def _err(center: float, low: float, high: float) -> list[list[float]] | None:
     return [[max(center - low, 0.0)], [max(high - center, 0.0)]]
 
 
-def scatter(scores: pd.DataFrame, retention: pd.DataFrame, image_tasks: list[str], path: Path) -> Path | None:
-    """Forgetting (x: mean text delta, points, with CI) vs multimodal score (y), one panel per image task."""
+def reference_marks(ax: matplotlib.axes.Axes, references: Sequence[ReferencePoint]) -> None:
+    """Each published point as a dotted line at its delta, a marker on top and its label
+    (artists carry ``gid="reference-<i>"``, so they are findable in the figure and the SVG)."""
+    top = ax.get_xaxis_transform()  # x in data, y in axes fraction
+    for i, point in enumerate(references):
+        gid = f"reference-{i}"
+        ax.axvline(point.delta, color=REFERENCE_COLOUR, ls=":", lw=1.2, gid=gid)
+        ax.plot([point.delta], [1.0], marker="v", color=REFERENCE_COLOUR, transform=top,
+                clip_on=False, gid=gid)
+        ax.text(point.delta, 0.97, point.label, transform=top, rotation=90, ha="right", va="top",
+                fontsize=6, color=REFERENCE_COLOUR, gid=gid)
+
+
+def scatter(scores: pd.DataFrame, retention: pd.DataFrame, image_tasks: list[str], path: Path,
+            references: Sequence[ReferencePoint] = ()) -> Path | None:
+    """Forgetting (x: mean text delta, points, with CI) vs multimodal score (y), one panel per image
+    task; published reference points for the run's models (``references``) as labelled lines."""
     if retention.empty or not image_tasks:
         return None
     fig = Figure(figsize=(4.2 * len(image_tasks), 3.8))
@@ -81,6 +99,7 @@ def scatter(scores: pd.DataFrame, retention: pd.DataFrame, image_tasks: list[str
                         yerr=None if yerr is None else k * np.array(yerr), fmt="o" if not s.blind else "s",
                         color=_colour(r.kind, i), capsize=4, ms=8, label=f"{r.model}{' (blind)' if s.blind else ''}")
         ax.axvline(0, color="#999", lw=0.8, ls="--")
+        reference_marks(ax, references)
         metric = scores[scores.task == task].iloc[0].metric
         ax.set(title=task, xlabel="text delta vs base (points, 95% CI)", ylabel=f"{metric} ({unit(metric)})")
         ax.grid(alpha=0.3)

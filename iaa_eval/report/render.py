@@ -21,6 +21,8 @@ from iaa_eval.forgetting import Analysis, analyse, compare_runs
 from iaa_eval.metrics.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from iaa_eval.report import plots
 from iaa_eval.report.paper import DEFAULT_PATH, PaperBaselines, PaperNumber, load_paper
+from iaa_eval.report.reference_points import DEFAULT_PATH as REFERENCES_PATH
+from iaa_eval.report.reference_points import ReferencePoint, load_reference_points, points_for_run
 from iaa_eval.rundata import RunData
 
 log = logging.getLogger(__name__)
@@ -134,11 +136,12 @@ def _paper_context(paper: PaperBaselines | None, analysis: Analysis) -> dict[str
             "caveats": list(paper.caveats), "source": paper.path.name}
 
 
-def _figures(analysis: Analysis, paper: dict[str, Any], out_dir: Path) -> dict[str, str]:
+def _figures(analysis: Analysis, paper: dict[str, Any], references: list[ReferencePoint],
+             out_dir: Path) -> dict[str, str]:
     fig_dir = out_dir / FIGURE_DIR
     made = {
         "scatter": plots.scatter(analysis.scores, analysis.retention, analysis.meta["image_tasks"],
-                                 fig_dir / "forgetting_vs_gain.svg"),
+                                 fig_dir / "forgetting_vs_gain.svg", references),
         "tasks": plots.task_bars(analysis.scores, paper["by_task"], fig_dir / "tasks.svg"),
         "subjects": plots.subject_heatmap(analysis.subjects, fig_dir / "subjects.svg"),
     }
@@ -150,7 +153,8 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def render_report(run_dir: Path | str, out_dir: Path | str, resamples: int = DEFAULT_RESAMPLES,
-                  seed: int = DEFAULT_SEED, paper_path: Path | str | None = DEFAULT_PATH) -> Path:
+                  seed: int = DEFAULT_SEED, paper_path: Path | str | None = DEFAULT_PATH,
+                  references_path: Path | str | None = REFERENCES_PATH) -> Path:
     """Write ``<out_dir>/index.html`` and ``<out_dir>/figures/*.svg`` for one run; returns the page.
 
     Args:
@@ -158,18 +162,21 @@ def render_report(run_dir: Path | str, out_dir: Path | str, resamples: int = DEF
         out_dir: where the page goes, conventionally ``reports/<run-id>``.
         resamples, seed: bootstrap settings (see :func:`iaa_eval.forgetting.analyse`).
         paper_path: the paper's numbers; None leaves them out.
+        references_path: published reference points, drawn when the run's models match; None: none.
     """
     run = RunData(run_dir)
     out_dir = Path(out_dir)
     analysis = analyse(run, resamples=resamples, seed=seed)
     paper = _paper_context(load_paper(paper_path) if paper_path else None, analysis)
+    references = points_for_run(run, load_reference_points(references_path)) if references_path else []
     context = {
         "title": f"iaa-eval report: {analysis.run_id}", "version": __version__, "run": run.data,
         "analysis": analysis, "meta": analysis.meta, "summary": _summary(analysis),
         "text": _records(analysis.text), "subjects": _records(analysis.subjects.sort_values("delta"))
         if not analysis.subjects.empty else [],
         "gain": _records(analysis.gain), "retention": _records(analysis.retention),
-        "deployment": _records(analysis.deployment), "paper": paper, "figures": _figures(analysis, paper, out_dir),
+        "deployment": _records(analysis.deployment), "paper": paper,
+        "figures": _figures(analysis, paper, references, out_dir),
         "regressions": worst_regressions(run, analysis), "fmt_score": fmt_score, "nan": math.nan,
         "config_json": json.dumps(run.data.get("config", {}), indent=2, ensure_ascii=False, default=str),
         "versions": run.data.get("versions", {}), "models": run.models,

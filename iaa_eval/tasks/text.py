@@ -113,31 +113,50 @@ def load_tasks(bench: Benchmark, formulation: str, data_dir: Path | None, on_err
         return manager.load(specs), str(root), report
 
 
-def evaluate_text(lm: LM, bench: Benchmark, options: TaskOptions) -> TextRun:
-    """Build the tasks, set the shots, run lm-eval's ``evaluate`` with ``lm``."""
-    from lm_eval.evaluator import evaluate
-
+def prepared_tasks(bench: Benchmark, options: TaskOptions) -> tuple[dict, str, LoadReport]:
+    """lm-eval's tasks of every subject, shots and few-shot seed set (what evaluate_text runs)."""
     formulation = options.formulation or "letter"
     check_formulation(formulation)
     shots = bench.default_fewshot if options.num_fewshot is None else options.num_fewshot
     loaded, source, report = load_tasks(bench, formulation, options.data_dir, options.on_error)
-    subjects = {}
-    for name, task in loaded["tasks"].items():
+    for task in loaded["tasks"].values():
         available = len(task.dataset[bench.fewshot_split]) if options.data_dir is not None else shots
         if shots > available:  # lm-eval would stop on a bare assert deep inside its sampler
-            subject = task.config.dataset_name
+            split = bench.fewshot_split
+            csv = Path(source) / split / f"{task.config.dataset_name}_{split}.csv"
             raise DataError(
-                f"{Path(source) / bench.fewshot_split / f'{subject}_{bench.fewshot_split}.csv'}: {available} usable "
-                f"rows, but {shots} few-shot examples are needed; add rows or pass --num-fewshot {available}"
+                f"{csv}: {available} usable rows, but {shots} few-shot examples are needed; add "
+                f"rows or pass --num-fewshot {available}"
             )
         task.set_config(key="num_fewshot", value=shots)
         task.set_fewshot_seed(seed=FEWSHOT_SEED)
-        subjects[name] = task.config.dataset_name
+    return loaded, source, report
+
+
+def evaluate_text(lm: LM, bench: Benchmark, options: TaskOptions) -> TextRun:
+    """Build the tasks, set the shots, run lm-eval's ``evaluate`` with ``lm``."""
+    from lm_eval.evaluator import evaluate
+
+    loaded, source, report = prepared_tasks(bench, options)
+    subjects = {name: task.config.dataset_name for name, task in loaded["tasks"].items()}
     with lean_prompt_building():
         output = evaluate(lm=lm, task_dict=loaded, limit=options.limit, bootstrap_iters=0, log_samples=True)
     if output is None:
         raise RuntimeError("lm-eval returned no results (not rank 0)")
     return TextRun(output, subjects, source, report)
+
+
+def sample_prompts(name: str, options: TaskOptions, per_subject: int = 1) -> list[str]:
+    """The strings the text view scores (context + continuation) for the first ``per_subject``
+    questions of every subject, built exactly as a run builds them."""
+    loaded, _, _ = prepared_tasks(BENCHMARKS[name], options)
+    prompts = []
+    with lean_prompt_building():
+        for task in loaded["tasks"].values():
+            task.build_all_requests(limit=per_subject, rank=0, world_size=1)
+            prompts += [context + continuation for context, continuation in
+                        (instance.args for instance in task.instances)]
+    return prompts
 
 
 @contextlib.contextmanager
