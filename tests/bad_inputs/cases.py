@@ -153,6 +153,22 @@ def nan_weights(src: Path, d: Path) -> Path:
     return folder
 
 
+def inf_head(src: Path, d: Path) -> Path:
+    """A copy of a tiny model whose head overflows: the final norm keeps one feature, scaled by
+    1e10, and the head reads it with weight 3e38, so every logit is +inf or -inf (never NaN)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = copy_model(src, d)
+    weights = load_file(folder / "model.safetensors")
+    for name, value in weights.items():
+        if name.endswith("lm_head.weight"):
+            value[:, 1:], value[:, 0] = 0.0, 3e38
+        elif name.endswith("model.norm.weight") and "layers" not in name:
+            value[1:], value[0] = 0.0, 1e10
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
 def edit_json(path: Path, **changes: object) -> None:
     data = json.loads(path.read_text())
     data.update(changes)
@@ -342,6 +358,12 @@ CASES: list[Case] = [
          lambda m, d: run(f"base=hf:{nan_weights(m.llama, d)}", "mmlu", mmlu(d), d), 2, "model 'base' (hf:{d}/model) on task 'mmlu': the model's logits are NaN"),
     Case("nan-logits-generation", "a model whose weights are NaN, on a generated (multimodal) task",
          lambda m, d: run(f"llava=llava:{nan_weights(m.llava, d)}", "mme", mme(d), d), 2, "model 'llava' (llava:{d}/model) on task 'mme': the model's logits are NaN"),
+    Case("inf-logits-generation", "a model whose head gives infinite logits, on a generated task",
+         lambda m, d: run(f"llava=llava:{inf_head(m.llava, d)}", "mme", mme(d), d), 2,
+         "model 'llava' (llava:{d}/model) on task 'mme': the model's logits are infinite"),
+    Case("inf-logits-scoring", "a model whose head gives infinite logits, on a scored (text) task",
+         lambda m, d: run(f"base=hf:{inf_head(m.llama, d)}", "mmlu", mmlu(d), d), 2,
+         "model 'base' (hf:{d}/model) on task 'mmlu': the model's logits are"),
     Case("bad-dtype", "--dtype that torch does not have",
          lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--dtype", "float8"), 2, "--dtype 'float8': expected one of auto, float32, bfloat16, float16"),
     # ---- text data
