@@ -61,7 +61,7 @@ def _records(data: Any, path: Path, key: str) -> list[Any]:
     """The list under ``key`` of an official VQA file, which is a JSON object, not a bare list."""
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         got = f"a JSON {type(data).__name__}" if not isinstance(data, dict) else f"no {key!r} list"
-        raise DataError(f"{path}: expected a JSON object with a {key!r} list (the official VQA "
+        raise DataError(f"{path}: expected a JSON object with the {key!r} list (the official VQA "
                         f"layout), got {got}")
     return data[key]
 

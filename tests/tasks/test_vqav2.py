@@ -172,6 +172,6 @@ def test_a_bare_list_file_is_refused(vqa_dir: Path, tmp_path: Path, name: str, k
     root = copy_tree(vqa_dir, tmp_path / "v")
     path = root / name
     path.write_text(json.dumps(json.loads(path.read_text())[key]))
-    expected = rf"{name}: expected a JSON object with a '{key}' list \(the official VQA layout\), "
+    expected = rf"{name}: expected a JSON object with the '{key}' list \(the official VQA layout\), "
     with pytest.raises(DataError, match=expected + "got a JSON list"):
         VQAV2.run(fake_context(Recorder(lambda r: "x"), root, on_error="skip"))
