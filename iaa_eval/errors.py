@@ -26,8 +26,8 @@ class ModelError(IAAEvalError):
 
 
 class NonFiniteOutput(ModelError):
-    """A model produced NaN logits: its scores would be garbage, so the run stops instead of
-    writing them. The engine adds the model's name to the message."""
+    """A model produced NaN or infinite logits: its scores would be garbage, so the run stops
+    instead of writing them. The engine adds the model's name to the message."""
 
 
 class RunInterrupted(IAAEvalError):

@@ -9,7 +9,8 @@
   4 cognition ones (max 800).
 
 The official tool pairs consecutive lines of each subtask file; here the questions of an image
-are grouped by (subtask, image), which is the same on every well-formed MME file.
+are grouped by (subtask, image), which is the same on every well-formed MME file (the MME task
+refuses an image that is not asked exactly two questions).
 """
 
 from __future__ import annotations

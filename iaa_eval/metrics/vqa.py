@@ -1,20 +1,25 @@
 """VQAv2 accuracy with the rules of the official evaluation script (GT-Vision-Lab ``vqaEval.py``).
 
-Quirks of the official script that change scores, all kept on purpose:
+Quirks of the official ``evaluate`` that change scores, all kept on purpose:
 
-* the prediction is always normalised (punctuation, then digits/articles/contractions); the
-  human answers only get the punctuation step, and only when the humans disagree;
+* every text (prediction and human answers) first loses ``\\n``/``\\t`` (made spaces) and its
+  outer whitespace;
+* only when the humans disagree (more than one distinct answer) are *both* the human answers and
+  the prediction normalised (punctuation, then digits/articles/contractions); when all agree, the
+  stripped prediction is compared with their answer as it is (case and punctuation count);
 * punctuation is deleted (not spaced) when it touches a space anywhere in the text or when the
   text holds a ``digit,digit`` group; the check looks at the input, not the text being edited;
 * a period is dropped unless a digit follows it, at most 32 times (the script passes
   ``re.UNICODE`` where ``re.sub`` expects its ``count``);
 * the contraction table only adds apostrophes (``dont`` -> ``don't``) and has a few odd entries
   (capitalised keys that can never match after lower-casing, ``somebody'd`` -> ``somebodyd``);
-* accuracy is the mean over the 10 leave-one-out subsets of ``min(#matches / 3, 1)``.
+* accuracy is the mean over the 10 leave-one-out subsets of ``min(#matches / 3, 1)``. The script
+  leaves out every answer record equal to the current one; VQAv2 records carry distinct
+  ``answer_id`` values, so that is exactly one, which is what :func:`accuracy` does by position.
 
-The official script scores the raw prediction, so a capitalised ``"Yes"`` only matches after its
-lower-casing step; LLaVA's evaluation first runs the EvalAI answer processor on the model's text
-(:func:`process_answer`), and the VQAv2 task does the same before calling :func:`accuracy`.
+The official script scores the raw prediction; LLaVA's evaluation first runs the EvalAI answer
+processor on the model's text (:func:`process_answer`), and the VQAv2 task does the same before
+calling :func:`accuracy`.
 """
 
 from __future__ import annotations
@@ -83,14 +88,20 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words)
 
 
+def strip_text(text: str) -> str:
+    """The official first step for every answer: newlines and tabs to spaces, outer space off."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize(answer: str) -> str:
-    """What the official script does to a prediction before comparing it with the human answers.
+    """An answer stripped, then through :func:`process_punctuation` and
+    :func:`process_digit_article` (what the official script does to every answer when the humans
+    disagree).
 
     >>> normalize("Two dogs.")
     '2 dogs'
     """
-    text = answer.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(text))
+    return process_digit_article(process_punctuation(strip_text(answer)))
 
 
 def process_answer(answer: str) -> str:
@@ -112,13 +123,16 @@ def accuracy(prediction: str, human_answers: Sequence[str]) -> float:
 
     >>> accuracy("2", ["2"] * 3 + ["3"] * 7)  # 3 of 10 said "2"
     0.9
+    >>> accuracy("Yes", ["yes"] * 10)  # all agree: compared as is
+    0.0
     """
     if not human_answers:
         raise ValueError("accuracy() needs at least one human answer")
-    pred = normalize(prediction)
-    gts = list(human_answers)
+    pred = strip_text(prediction)
+    gts = [strip_text(a) for a in human_answers]
     if len(set(gts)) > 1:
-        gts = [process_punctuation(a) for a in gts]
+        gts = [normalize(a) for a in gts]
+        pred = normalize(pred)
     scores = []
     for left_out in range(len(gts)):
         matches = sum(1 for i, a in enumerate(gts) if i != left_out and a == pred)

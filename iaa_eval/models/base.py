@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -103,42 +104,46 @@ class EvalModel(Protocol):
         ...
 
 
-def _tensor_digest(tensor: torch.Tensor, max_elements: int) -> bytes:
-    """Hash of a tensor's bytes; for tensors above ``max_elements`` a fixed strided sample (plus its
-    shape and a sum) so that fingerprinting an 8B model stays a matter of seconds."""
+_HOST_CHUNK_BYTES = 1 << 26  # 64 MiB: what a tensor held elsewhere (CUDA) copies to host at a time
+
+
+def _tensor_digest(tensor: torch.Tensor) -> bytes:
+    """SHA-256 of every byte of a tensor (its contiguous form). CPU bytes are hashed in place; a
+    tensor on another device reaches the host 64 MiB at a time, never as a second whole copy. No
+    sampling: two weight sets that differ in one element of one tensor must never share a digest,
+    since equal fingerprints are how IAA takes the base model's text results as its own."""
     import torch
 
-    flat = tensor.detach().reshape(-1)
-    if flat.numel() > max_elements:
-        stride = flat.numel() // max_elements + 1
-        total = flat.float().sum().item()
-        flat = torch.cat([flat[::stride], flat[-1024:]])
-        extra = repr(total).encode()
-    else:
-        extra = b""
-    raw = flat.contiguous().cpu().view(torch.uint8).numpy().tobytes()
-    return hashlib.sha256(raw + extra).digest()
+    raw = tensor.detach().reshape(-1).contiguous().view(torch.uint8)
+    digest = hashlib.sha256()
+    for start in range(0, raw.numel(), _HOST_CHUNK_BYTES):
+        digest.update(raw[start : start + _HOST_CHUNK_BYTES].cpu().numpy())
+    return digest.digest()
 
 
 def fingerprint_weights(
-    config: Mapping[str, Any],
-    named_tensors: Mapping[str, torch.Tensor],
-    workflow: str,
-    max_elements: int = 1 << 22,
+    config: Mapping[str, Any], named_tensors: Mapping[str, torch.Tensor], workflow: str
 ) -> str:
-    """Digest of a config dict, named tensors and the workflow.
+    """Digest of a config dict, named tensors (every byte of each) and the workflow.
 
     Keys that do not change the computation (names, paths, dtype labels, versions) are dropped
-    from the config so the same weights loaded from two folders hash the same.
+    from the config so the same weights loaded from two folders hash the same. Tensors are hashed
+    on torch's thread count (hashlib releases the GIL), so an 8B model takes seconds, not a minute.
     """
-    ignored = {"_name_or_path", "architectures", "torch_dtype", "dtype", "transformers_version", "auto_map"}
+    import torch
+
+    ignored = {"_name_or_path", "architectures", "torch_dtype", "dtype", "transformers_version",
+               "auto_map"}
     clean = {k: v for k, v in sorted(config.items()) if k not in ignored}
     digest = hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode())
     digest.update(workflow.encode())
-    for name in sorted(named_tensors):
-        tensor = named_tensors[name]
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(_tensor_digest(tensor, max_elements))
+    names = sorted(named_tensors)
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        tensor_digests = pool.map(_tensor_digest, [named_tensors[name] for name in names])
+        for name, tensor_digest in zip(names, tensor_digests, strict=True):
+            tensor = named_tensors[name]
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor_digest)
     return digest.hexdigest()[:16]
 
 

@@ -15,11 +15,14 @@ log = logging.getLogger(__name__)
 
 
 def check_logits(module: torch.nn.Module, args: Any, output: Any) -> None:
-    """Forward hook: raise :class:`NonFiniteOutput` when a forward returns NaN logits. Greedy argmax
-    over NaN silently picks token 0, so a broken model would otherwise answer plausible garbage."""
+    """Forward hook: raise :class:`NonFiniteOutput` when a forward returns NaN or infinite logits.
+    Greedy argmax over NaN or ties of inf silently picks token 0, so a broken model would otherwise
+    answer plausible garbage (an overflowing head made every MME answer "", scored as wrong)."""
     logits = getattr(output, "logits", None)
-    if logits is not None and torch.isnan(logits).any():
-        raise NonFiniteOutput(f"the model's logits are NaN (shape {tuple(logits.shape)}); expected finite logits")
+    if logits is not None and not torch.isfinite(logits).all():
+        kind = "NaN" if torch.isnan(logits).any() else "infinite"
+        raise NonFiniteOutput(f"the model's logits are {kind} (shape {tuple(logits.shape)}); "
+                              "expected finite logits")
 
 
 @contextlib.contextmanager
@@ -44,7 +47,7 @@ def greedy_decode(
     """Run ``generate(**batch_inputs)`` greedily and decode only the new tokens.
 
     ``batch_inputs`` must be left-padded so every row's new tokens start at the same column.
-    ``watch``: the module whose forwards ``generate`` runs; NaN logits there raise
+    ``watch``: the module whose forwards ``generate`` runs; NaN or infinite logits there raise
     :class:`~iaa_eval.errors.NonFiniteOutput` instead of decoding into garbage.
     """
     prompt_len = batch_inputs["input_ids"].shape[1]

@@ -4,8 +4,10 @@ Data: the hub dataset ``lmms-lab/MMBench`` (configs ``en`` / ``cn``, split ``dev
 ``--data-dir`` the dev TSV layout (a ``.tsv`` file, or a folder holding one whose name has ``en``
 or ``cn``; ``extra: {file: ...}`` picks one explicitly): columns index, question, hint, A-D,
 answer, category, l2-category, image (base64; a rotated copy may hold its original's index
-instead, as VLMEvalKit writes them). Rows at ``index + k * 1e6`` are the rotated copies; a
-question without them gets them generated (:func:`iaa_eval.metrics.mmbench.rotations`).
+instead, as VLMEvalKit writes them). Rows at ``index + k * 1e6`` are the rotated copies, which
+must hold their original's options and answer rotated k places; a question without them gets
+them generated (:func:`iaa_eval.metrics.mmbench.rotations`). Only an empty cell is an absent
+option: the text "None" is an option like any other.
 
 Prompt (LLaVA's ``model_vqa_mmbench``): hint, question, ``"A. ..."`` lines, then "Answer with
 the option's letter from the given choices directly." (CN: "请直接回答选项字母。", as LLaVA's
@@ -14,6 +16,8 @@ the option's letter from the given choices directly." (CN: "请直接回答选�
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,9 +34,17 @@ INSTRUCTIONS = {
 
 
 def _text(value: Any) -> str:
-    """A cell as text; pandas' and the hub's empty markers become ''."""
-    text = "" if value is None else str(value).strip()
-    return "" if text.lower() in ("nan", "none") else text
+    """A cell as text; an empty cell (``''``, ``None``, a float NaN) is ''. The text "None" is a
+    real option (the TSV is read with ``keep_default_na=False``: pandas leaves it as text)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def _hub_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``lmms-lab/MMBench`` row with its empty cells, stored as pandas' text ``"nan"`` (which
+    lmms-eval skips too), made ``None``."""
+    return {k: None if v == "nan" else v for k, v in row.items()}
 
 
 def make_prompt(question: str, hint: str, options: dict[str, str], lang: str) -> str:
@@ -88,15 +100,43 @@ def _image(value: Any, where: str, raw: dict[int, Any], decoded: dict[str, Any])
     return decoded[value]
 
 
-def _passes(where: str, row: dict[str, Any], source: Any, lang: str, alone: bool) -> list[mm.Item]:
-    """Validate a row and turn it into its item (plus generated rotations when it is alone)."""
-    index = int(row["index"])
+def _choices(where: str, row: dict[str, Any]) -> tuple[dict[str, str], str]:
+    """A row's lettered options and answer letter, validated."""
     options = {k: _text(row.get(k)) for k in metric.LETTERS if _text(row.get(k))}
     if len(options) < 2 or list(options) != list(metric.LETTERS[: len(options)]):
         raise DataError(f"{where}: row without options (need A, B, ... in order; got {list(options)})")
     answer = _text(row.get("answer")).upper()
     if answer not in options:
         raise DataError(f"{where}: row without an answer among its options (answer {row.get('answer')!r})")
+    return options, answer
+
+
+def _check_copy(where: str, index: int, choices: tuple[list[str], str],
+                original: tuple[list[str], str]) -> None:
+    """A published copy ``index = qid + k * 1e6`` must be rotation k of its original, with or
+    without the last option pinned (the published files pin a few plain last options too)."""
+    k = index // metric.COPY_STRIDE
+    for pin in (False, True):
+        passes = metric.rotations(*original, pin_last=pin)
+        if k < len(passes) and passes[k] == choices:
+            return
+    passes = metric.rotations(*original)
+    if k < len(passes):
+        expected = f"options {passes[k][0]}, answer {passes[k][1]}"
+    else:
+        expected = f"no copy {k}: the question has {len(passes)} passes"
+    raise DataError(f"{where}: not rotation {k} of index {metric.question_id(index)} "
+                    f"(expected {expected}; got options {choices[0]}, answer {choices[1]})")
+
+
+def _passes(where: str, row: dict[str, Any], source: Any, lang: str, alone: bool,
+            original: tuple[list[str], str] | None) -> list[mm.Item]:
+    """Validate a row and turn it into its item (plus generated rotations when it is alone);
+    a rotated copy is checked against its ``original`` (options, answer) when that is valid."""
+    index = int(row["index"])
+    options, answer = _choices(where, row)
+    if index >= metric.COPY_STRIDE and original is not None:
+        _check_copy(where, index, (list(options.values()), answer), original)
     meta = {"category": _text(row.get("category")) or None, "l2_category": _text(row.get("l2-category")) or None}
     question, hint = _text(row["question"]), _text(row.get("hint"))
     passes = metric.rotations(list(options.values()), answer) if alone else [(list(options.values()), answer)]
@@ -108,15 +148,9 @@ def _passes(where: str, row: dict[str, Any], source: Any, lang: str, alone: bool
     return items
 
 
-def load(lang: str, data_dir: Path | None, extra: dict[str, Any], problems: mm.Problems) -> list[mm.Item]:
-    """Every pass of every question (questions in file order, passes together), copies generated
-    where absent."""
-    if data_dir is not None:
-        rows = _rows_local(_find_tsv(data_dir, lang, extra))
-    else:
-        dataset = mm.load_hub("lmms-lab/MMBench", lang, "dev")
-        rows = [(f"lmms-lab/MMBench ({lang}) row {i}", row, src)
-                for i, row, src in mm.hub_rows(dataset, f"lmms-lab/MMBench ({lang})")]
+def _indexed(rows: list[tuple[str, dict[str, Any], Any]], problems: mm.Problems
+             ) -> tuple[dict[int, Any], list[tuple[str, dict[str, Any], int]]]:
+    """Each index's image cell, and the rows whose index is an integer seen once."""
     raw: dict[int, Any] = {}
     valid = []
     for where, row, image in rows:
@@ -130,22 +164,55 @@ def load(lang: str, data_dir: Path | None, extra: dict[str, Any], problems: mm.P
             continue
         raw[index] = image
         valid.append((where, row, index))
+    return raw, valid
+
+
+def _originals(valid: list[tuple[str, dict[str, Any], int]]) -> dict[int, tuple[list[str], str]]:
+    """(options, answer) of every well-formed rotation-0 row: what its published copies rotate."""
+    originals = {}
+    for where, row, index in valid:
+        if index < metric.COPY_STRIDE:
+            with contextlib.suppress(DataError):  # reported when the row itself is read
+                options, answer = _choices(where, row)
+                originals[index] = (list(options.values()), answer)
+    return originals
+
+
+def load(lang: str, data_dir: Path | None, extra: dict[str, Any],
+         problems: mm.Problems) -> list[mm.Item]:
+    """Every pass of every question (questions in file order, passes together), copies generated
+    where absent. A question one of whose rows is refused is left out whole: circular accuracy
+    over the passes that remain would be too lenient."""
+    if data_dir is not None:
+        rows = _rows_local(_find_tsv(data_dir, lang, extra))
+    else:
+        dataset = mm.load_hub("lmms-lab/MMBench", lang, "dev")
+        rows = [(f"lmms-lab/MMBench ({lang}) row {i}", _hub_row(row), src)
+                for i, row, src in mm.hub_rows(dataset, f"lmms-lab/MMBench ({lang})")]
+    raw, valid = _indexed(rows, problems)
     counts = Counter(metric.question_id(index) for index in raw)
+    originals = _originals(valid)
     items: list[mm.Item] = []
+    refused: set[int] = set()
     decoded: dict[str, Any] = {}
     for where, row, index in valid:
+        qid = metric.question_id(index)
         try:
             source = _image(raw[index], where, raw, decoded)
             alone = index < metric.COPY_STRIDE and counts[index] == 1
-            items += _passes(where, row, source, lang, alone)
+            items += _passes(where, row, source, lang, alone, originals.get(qid))
         except DataError as exc:
             problems.report(str(exc))
+            refused.add(qid)
     based = {it.meta["index"] for it in items if it.meta["index"] < metric.COPY_STRIDE}
     for it in items:
         if (qid := metric.question_id(it.meta["index"])) not in based:
             problems.report(f"index {it.doc_id}: left out, its rotation-0 row (index {qid}) is missing or refused")
+        elif qid in refused:
+            problems.report(f"index {it.doc_id}: left out, another pass of question {qid} "
+                            "was refused")
     order = {qid: n for n, qid in enumerate(dict.fromkeys(metric.question_id(i) for i in raw))}
-    kept = [it for it in items if metric.question_id(it.meta["index"]) in based]
+    kept = [it for it in items if metric.question_id(it.meta["index"]) in based - refused]
     return sorted(kept, key=lambda it: (order[metric.question_id(it.meta["index"])], it.meta["index"]))
 
 

@@ -4,7 +4,7 @@ Data: the hub dataset ``lmms-lab/MME`` (question_id, image, question, answer, ca
 ``--data-dir`` the original release layout: one folder per subtask (optionally under
 ``MME_Benchmark_release_version/``) holding either images next to ``<image>.txt`` files, or
 ``images/`` plus ``questions_answers_YN/<image>.txt``; each ``.txt`` line is
-``question<TAB>Yes|No``.
+``question<TAB>Yes|No`` (UTF-8, a byte-order mark ignored), two per image.
 
 Prompt: the question ending in " Please answer yes or no." (the MME questions already carry that
 suffix; it is added where missing). Scored by :mod:`iaa_eval.metrics.mme` (the authors' rules).
@@ -12,6 +12,7 @@ suffix; it is added where missing). Scored by :mod:`iaa_eval.metrics.mme` (the a
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,30 @@ def _add(items: list[mm.Item], seen: dict[tuple[str, str], list[str]], problems:
     items.append(mm.Item(f"{subtask}/{image}#{k}", make_prompt(question), answer.strip(), source, meta))
 
 
+def _read_lines(txt: Path) -> list[str]:
+    """A question file's lines: UTF-8, a leading byte-order mark dropped (it would otherwise
+    stay glued to the first question of the prompt)."""
+    raw = txt.read_bytes()
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{txt}:{line}: not UTF-8 ({exc.reason} at byte {exc.start}); "
+                        "save the file as UTF-8") from exc
+
+
+def _pairs_only(items: list[mm.Item], origin: dict[tuple[str, str], str],
+                problems: mm.Problems) -> list[mm.Item]:
+    """The items of images asked exactly two questions. acc+ scores an image by its pair; one
+    question alone would count as a pair both right."""
+    counts = Counter((it.meta["subtask"], it.meta["image"]) for it in items)
+    for (subtask, image), n in counts.items():
+        if n != 2:
+            problems.report(f"{origin[(subtask, image)]}: image {image!r} has {n} question(s); MME "
+                            "asks two per image (acc+ scores the pair)")
+    return [it for it in items if counts[(it.meta["subtask"], it.meta["image"])] == 2]
+
+
 def _release_root(data_dir: Path) -> Path:
     nested = data_dir / "MME_Benchmark_release_version"
     return nested if not any((data_dir / s).is_dir() for s in metric.SUBTASKS) and nested.is_dir() else data_dir
@@ -56,6 +81,7 @@ def load_local(data_dir: Path, problems: mm.Problems) -> list[mm.Item]:
     root = _release_root(data_dir)
     items: list[mm.Item] = []
     seen: dict[tuple[str, str], list[str]] = {}
+    origin: dict[tuple[str, str], str] = {}
     folders = [root / s for s in metric.SUBTASKS if (root / s).is_dir()]
     if not folders:
         raise DataError(f"{root}: no MME subtask folder found (expected some of {', '.join(metric.SUBTASKS)})")
@@ -74,7 +100,12 @@ def load_local(data_dir: Path, problems: mm.Problems) -> list[mm.Item]:
                 problems.report(str(exc))
                 continue
             source = mm.ImageSource(str(path), path=path)
-            lines = txt.read_text(encoding="utf-8").splitlines()
+            origin[(folder.name, path.name)] = str(txt)
+            try:
+                lines = _read_lines(txt)
+            except DataError as exc:
+                problems.report(str(exc))
+                continue
             for line_no, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
@@ -83,13 +114,14 @@ def load_local(data_dir: Path, problems: mm.Problems) -> list[mm.Item]:
                     problems.report(f"{txt}:{line_no}: expected 'question<TAB>answer', got {len(parts)} fields")
                     continue
                 _add(items, seen, problems, folder.name, path.name, parts[0], parts[1], source, f"{txt}:{line_no}")
-    return items
+    return _pairs_only(items, origin, problems)
 
 
 def load_hub_items(problems: mm.Problems) -> list[mm.Item]:
     """Items from ``lmms-lab/MME`` (split ``test``)."""
     items: list[mm.Item] = []
     seen: dict[tuple[str, str], list[str]] = {}
+    origin: dict[tuple[str, str], str] = {}
     dataset = mm.load_hub("lmms-lab/MME", None, "test")
     for i, row, source in mm.hub_rows(dataset, "lmms-lab/MME"):
         subtask = str(row["category"])
@@ -97,9 +129,10 @@ def load_hub_items(problems: mm.Problems) -> list[mm.Item]:
             problems.report(f"lmms-lab/MME row {i}: unknown category {subtask!r}")
             continue
         image = str(row["question_id"]).split("/", 1)[-1]
+        origin.setdefault((subtask, image), f"lmms-lab/MME row {i} ({subtask}/{image})")
         _add(items, seen, problems, subtask, image, str(row["question"]), str(row["answer"] or ""), source,
              f"lmms-lab/MME row {i}")
-    return items
+    return _pairs_only(items, origin, problems)
 
 
 class MMETask:

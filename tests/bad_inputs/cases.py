@@ -3,7 +3,8 @@
 Each case builds its broken input under a fresh folder ``d`` and returns the ``iaa-eval``
 arguments. ``message`` is what stderr (or, for ``gate``, stdout) must contain, with ``{d}`` for
 that folder. ``skipped``: with ``--on-error skip`` the run succeeds and results.json records this
-many skips. ``docs/bad_inputs.md`` is generated from this table (``python -m
+many skips. ``samples``: an input that is valid after all (exit 0); the run's samples file at this
+path (under the run folder) must contain ``message``, showing how the input was read. ``docs/bad_inputs.md`` is generated from this table (``python -m
 tests.bad_inputs.cases > docs/bad_inputs.md``) and a test checks it has not drifted.
 """
 
@@ -40,6 +41,7 @@ class Case:
     message: str
     skipped: int | None = None  # --on-error skip: the recorded skip count
     needs_non_root: bool = False
+    samples: str | None = None  # a valid input: this samples file (in the run folder) holds message
 
 
 # ---------------------------------------------------------------- helpers
@@ -122,6 +124,23 @@ def vqa(d: Path, change: Callable[[dict, dict], None] | None = None) -> Path:
     return root
 
 
+def vqa_field(part: str, index: int, key: str, value: object) -> Callable[[dict, dict], None]:
+    """A VQA change setting field ``key`` of question (``part`` "q") or annotation ("a") ``index``;
+    ``value`` None deletes it."""
+    def change(q: dict, a: dict) -> None:
+        record = (q["questions"] if part == "q" else a["annotations"])[index]
+        record.pop(key) if value is None else record.__setitem__(key, value)
+
+    return change
+
+
+def _vqa_bare_list(m: Models, d: Path) -> list[str]:
+    data = vqa(d)
+    path = data / "v2_mscoco_val2014_annotations.json"
+    path.write_text(json.dumps(json.loads(path.read_text())["annotations"]))
+    return run(llama(m), "vqav2", data, d)
+
+
 def bomb_png(path: Path, side: int = 100_000) -> Path:
     """A PNG whose header claims ``side`` x ``side`` pixels (10^10, far over PIL's limit) in a few bytes."""
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -150,6 +169,22 @@ def nan_weights(src: Path, d: Path) -> Path:
     weights = load_file(folder / "model.safetensors")
     save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, folder / "model.safetensors",
               metadata={"format": "pt"})
+    return folder
+
+
+def inf_head(src: Path, d: Path) -> Path:
+    """A copy of a tiny model whose head overflows: the final norm keeps one feature, scaled by
+    1e10, and the head reads it with weight 3e38, so every logit is +inf or -inf (never NaN)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = copy_model(src, d)
+    weights = load_file(folder / "model.safetensors")
+    for name, value in weights.items():
+        if name.endswith("lm_head.weight"):
+            value[:, 1:], value[:, 0] = 0.0, 3e38
+        elif name.endswith("model.norm.weight") and "layers" not in name:
+            value[1:], value[0] = 0.0, 1e10
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     return folder
 
 
@@ -279,6 +314,26 @@ def _answer_e(rows: list[dict[str, str]]) -> None:
     rows[0]["answer"] = "E"
 
 
+def _option_none(rows: list[dict[str, str]]) -> None:
+    rows[0]["A"] = "None"
+
+
+def _copy_not_rotated(rows: list[dict[str, str]]) -> None:
+    """Question 1 (red/blue, answer A) gets a copy at 1000001 that repeats it unrotated."""
+    rows.append({**rows[1], "index": "1000001", "image": "1"})
+
+
+def _mme_lines(m: Models, d: Path, text: bytes, *extra: str) -> list[str]:
+    """MME with ``existence/1000.txt`` replaced by ``text``; run with --log-samples."""
+    data = mme(d)
+    (data / "existence" / "1000.txt").write_bytes(text)
+    return run(llama(m), "mme", data, d, "--log-samples", *extra)
+
+
+MME_PAIR = "Is there a circle in this image? Please answer yes or no.\tYes\nIs there a dog in this image? " \
+    "Please answer yes or no.\tNo\n"
+
+
 def _qid_mismatch(q: dict, a: dict) -> None:
     a["annotations"][1]["question_id"] = 999
 
@@ -342,6 +397,12 @@ CASES: list[Case] = [
          lambda m, d: run(f"base=hf:{nan_weights(m.llama, d)}", "mmlu", mmlu(d), d), 2, "model 'base' (hf:{d}/model) on task 'mmlu': the model's logits are NaN"),
     Case("nan-logits-generation", "a model whose weights are NaN, on a generated (multimodal) task",
          lambda m, d: run(f"llava=llava:{nan_weights(m.llava, d)}", "mme", mme(d), d), 2, "model 'llava' (llava:{d}/model) on task 'mme': the model's logits are NaN"),
+    Case("inf-logits-generation", "a model whose head gives infinite logits, on a generated task",
+         lambda m, d: run(f"llava=llava:{inf_head(m.llava, d)}", "mme", mme(d), d), 2,
+         "model 'llava' (llava:{d}/model) on task 'mme': the model's logits are infinite"),
+    Case("inf-logits-scoring", "a model whose head gives infinite logits, on a scored (text) task",
+         lambda m, d: run(f"base=hf:{inf_head(m.llama, d)}", "mmlu", mmlu(d), d), 2,
+         "model 'base' (hf:{d}/model) on task 'mmlu': the model's logits are"),
     Case("bad-dtype", "--dtype that torch does not have",
          lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--dtype", "float8"), 2, "--dtype 'float8': expected one of auto, float32, bfloat16, float16"),
     # ---- text data
@@ -377,6 +438,29 @@ CASES: list[Case] = [
     Case("mme-missing-image-skip", "MME question file whose image is missing, --on-error skip",
          lambda m, d: _mme_missing_image(m, d, SAFE, "skip"), 0, "{d}/mme/existence/1000.txt: no image 1000{.jpg,.png} in {d}/mme/existence", skipped=1),
     Case("mme-empty", "MME folder with a subtask folder but no questions (empty dataset)", _mme_empty, 2, "{d}/mme: no mme items to evaluate (the dataset is empty); expected at least one question"),
+    Case("mmbench-option-none", "MMBench option whose text is literally None (a real option; only an empty cell is absent)",
+         lambda m, d: run(llama(m), "mmbench_en", mmbench(d, _option_none), d, "--log-samples"), 0,
+         r"What shape is in the image?\nA. None\nB. rectangle\nC. triangle\nD. None of these options",
+         samples="samples/base/mmbench_en.jsonl"),
+    Case("mmbench-copy-not-rotated", "MMBench circular copy (index + 1e6) that does not rotate its original's options",
+         lambda m, d: run(llama(m), "mmbench_en", mmbench(d, _copy_not_rotated), d), 2,
+         "{d}/mmb/mmbench_en.tsv row 4 (index 1000001): not rotation 1 of index 1 (expected options ['blue', 'red'], answer B; got options ['red', 'blue'], answer A)"),
+    Case("mmbench-copy-not-rotated-skip", "MMBench copy that does not rotate its original, --on-error skip (the question is left out whole)",
+         lambda m, d: run(llama(m), "mmbench_en", mmbench(d, _copy_not_rotated), d, SAFE, "skip"), 0,
+         "{d}/mmb/mmbench_en.tsv row 4 (index 1000001): not rotation 1 of index 1", skipped=2),
+    Case("mme-bom", "MME question file starting with a UTF-8 byte-order mark (dropped)",
+         lambda m, d: _mme_lines(m, d, b"\xef\xbb\xbf" + MME_PAIR.encode()), 0,
+         '{"doc_id": "existence/1000.jpg#0", "prompt": "Is there a circle in this image? Please answer yes or no."',
+         samples="samples/base/mme.jsonl"),
+    Case("mme-not-utf8", "MME question file with Latin-1 bytes",
+         lambda m, d: _mme_lines(m, d, "Is it a caf\u00e9?\tYes\n".encode("latin-1") + MME_PAIR.encode()), 2,
+         "{d}/mme/existence/1000.txt:1: not UTF-8 (invalid continuation byte at byte 11); save the file as UTF-8"),
+    Case("mme-single-question", "MME image asked one question instead of a pair (acc+ would count it as both right)",
+         lambda m, d: _mme_lines(m, d, MME_PAIR.split("\n")[0].encode()), 2,
+         "{d}/mme/existence/1000.txt: image '1000.jpg' has 1 question(s); MME asks two per image (acc+ scores the pair)"),
+    Case("mme-single-question-skip", "MME image asked one question, --on-error skip",
+         lambda m, d: _mme_lines(m, d, MME_PAIR.split("\n")[0].encode(), SAFE, "skip"), 0,
+         "{d}/mme/existence/1000.txt: image '1000.jpg' has 1 question(s)", skipped=1),
     Case("vqa-ids", "VQAv2 annotations whose question ids do not match the questions file",
          lambda m, d: run(llama(m), "vqav2", vqa(d, _qid_mismatch), d), 2, "{d}/vqa/v2_OpenEnded_mscoco_val2014_questions.json question 1 (question_id 1012): row without answer (no annotation in v2_mscoco_val2014_annotations.json)"),
     Case("vqa-ids-skip", "VQAv2 question ids that do not match, --on-error skip",
@@ -384,6 +468,26 @@ CASES: list[Case] = [
     Case("vqa-empty", "VQAv2 questions file with no questions (empty dataset)",
          lambda m, d: run(llama(m), "vqav2", vqa(d, _no_questions), d), 2, "{d}/vqa: no vqav2 items to evaluate (the dataset is empty); expected at least one question"),
     Case("vqa-not-json", "VQAv2 annotations file cut mid-way (not JSON)", _vqa_not_json, 2, "{d}/vqa/v2_mscoco_val2014_annotations.json: cannot read JSON (Expecting value: line 1 column 18 (char 17))"),
+    Case("vqa-answers-string", "VQAv2 annotation whose answers are a string, not a list of answer records",
+         lambda m, d: run(llama(m), "vqav2", vqa(d, vqa_field("a", 1, "answers", "gray")), d), 2,
+         "{d}/vqa/v2_mscoco_val2014_annotations.json annotation 1 (question_id 1012): field 'answers' must be a non-empty list of {'answer': text} records, got str 'gray'"),
+    Case("vqa-answers-string-skip", "VQAv2 answers that are a string, --on-error skip",
+         lambda m, d: run(llama(m), "vqav2", vqa(d, vqa_field("a", 1, "answers", "gray")), d, SAFE, "skip"), 0,
+         "{d}/vqa/v2_mscoco_val2014_annotations.json annotation 1 (question_id 1012): field 'answers' must be", skipped=1),
+    Case("vqa-answers-empty", "VQAv2 annotation whose ten answers are all empty",
+         lambda m, d: run(llama(m), "vqav2", vqa(d, vqa_field("a", 1, "answers", [{"answer": ""}] * 10)), d), 2,
+         "{d}/vqa/v2_mscoco_val2014_annotations.json annotation 1 (question_id 1012): every one of the 10 answers is empty"),
+    Case("vqa-no-question", "VQAv2 question record without its question text",
+         lambda m, d: run(llama(m), "vqav2", vqa(d, vqa_field("q", 1, "question", None)), d), 2,
+         "{d}/vqa/v2_OpenEnded_mscoco_val2014_questions.json question 1 (question_id 1012): field 'question' missing or not text (got NoneType None)"),
+    Case("vqa-image-id", "VQAv2 question whose image_id is not an integer (a string)",
+         lambda m, d: run(llama(m), "vqav2", vqa(d, vqa_field("q", 1, "image_id", "1")), d), 2,
+         "{d}/vqa/v2_OpenEnded_mscoco_val2014_questions.json question 1 (question_id 1012): field 'image_id' must be an integer (it names the COCO image file), got str '1'"),
+    Case("vqa-image-id-bool", "VQAv2 question whose image_id is true (a bool, not an integer)",
+         lambda m, d: run(llama(m), "vqav2", vqa(d, vqa_field("q", 1, "image_id", True)), d), 2,
+         "{d}/vqa/v2_OpenEnded_mscoco_val2014_questions.json question 1 (question_id 1012): field 'image_id' must be an integer (it names the COCO image file), got bool True"),
+    Case("vqa-annotations-list", "VQAv2 annotations file that is a bare list, not the official object", _vqa_bare_list, 2,
+         "{d}/vqa/v2_mscoco_val2014_annotations.json: expected a JSON object with the 'annotations' list (the official VQA layout), got a JSON list"),
     Case("image-escapes", "an image path leaving the data folder (../../)",
          lambda m, d: run(llama(m), "vqav2", vqa_image(d, "../../etc/passwd"), d), 2, "{d}/vqa/v2_OpenEnded_mscoco_val2014_questions.json question 0 (question_id 0): image path '../../etc/passwd' leaves the data folder {d}/vqa"),
     Case("image-bomb", "a PNG claiming 100000 x 100000 pixels (decompression bomb)", _vqa_bomb, 2, "{d}/vqa/bomb.png: image refused as a decompression bomb (Image size (10000000000 pixels) exceeds limit of 178956970 pixels"),
@@ -441,7 +545,8 @@ def render_doc() -> str:
         "Every broken input below is a case of `tests/bad_inputs/test_catalogue.py`, which checks the exit",
         "code and that the message (stderr; stdout for `gate`) contains the text shown, `<d>` standing for",
         "the folder the broken input lives in. With `--on-error skip` a bad row becomes a counted skip in",
-        "`results.json` (`skipped`, `skip_reasons`) and the run succeeds. Generated from the table in",
+        "`results.json` (`skipped`, `skip_reasons`) and the run succeeds. An input that only looks",
+        "broken is read as shown by the run's samples file (exit 0). Generated from the table in",
         "`tests/bad_inputs/cases.py`: `python -m tests.bad_inputs.cases > docs/bad_inputs.md`.",
         "",
         "| case | broken input | exit | error (or recorded skip) |",
@@ -451,6 +556,8 @@ def render_doc() -> str:
         shown = case.message.replace("{d}", "<d>").replace("|", "\\|")
         if case.skipped is not None:
             shown = f"skipped: {case.skipped}; reason: {shown}"
+        if case.samples is not None:
+            shown = f"none; {case.samples} holds: {shown}"
         lines.append(f"| `{case.id}` | {case.what} | {case.exit_code} | `{shown}` |")
     return "\n".join(lines) + "\n"
 

@@ -1,5 +1,6 @@
 """The bad-input catalogue (``cases.py``): every broken input gives its documented exit code and a
-one-line error naming the file and row/field, or, with ``--on-error skip``, a counted skip."""
+one-line error naming the file and row/field, or, with ``--on-error skip``, a counted skip; an
+input that only looks broken is read as its samples file shows."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def test_bad_input(case: Case, models: Models, tmp_path: Path, capsys: pytest.Ca
     expected = case.message.replace("{d}", str(tmp_path))
     assert code == case.exit_code, err
     assert "Traceback" not in err
+    if case.samples is not None:
+        samples = (tmp_path / "runs" / "r" / case.samples).read_text(encoding="utf-8")
+        assert expected in samples, f"expected {expected!r} in {case.samples}:\n{samples[:2000]}"
+        return
     if case.skipped is None:
         said = [line for line in (err + out).splitlines() if expected in line]
         assert said, f"expected {expected!r} in:\n{err}{out}"

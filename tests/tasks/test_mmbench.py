@@ -145,3 +145,51 @@ def test_real_legacy_tsv_without_images_is_refused_by_name() -> None:
     path = shared_path("data", "mmbench", "mmbench_dev_en_legacy_noimages.tsv")
     with pytest.raises(DataError, match=r"mmbench_dev_en_legacy_noimages\.tsv: missing column 'image'"):
         MMBENCH_EN.run(fake_context(Recorder(lambda r: "A"), path))
+
+
+def test_an_option_reading_none_is_a_real_option(tmp_path: Path) -> None:
+    row = {"index": "7", "question": "Which is empty?", "A": "None", "B": "nan", "C": "Some",
+           "answer": "A", "image": "0"}
+    data = write_mmbench(tmp_path / "d.tsv", "en", extra_rows=[row])
+    result = MMBENCH_EN.run(fake_context(Recorder(lambda r: "A"), data))
+    passes = [s for s in result.samples if int(s.doc_id) % 1_000_000 == 7]
+    assert len(passes) == 3 and "A. None\nB. nan\nC. Some\n" in passes[0].prompt
+    assert [s.target for s in passes] == ["A", "B", "C"]
+
+
+def _copy(index: int, options: list[str], answer: str) -> dict[str, str]:
+    """A published rotated copy of fixture question 1 ("What colour is the shape?", red/blue, A)."""
+    return {"index": str(index), "question": "What colour is the shape?",
+            "hint": "The background is white.", **dict(zip("ABCD", options, strict=False)),
+            "answer": answer, "image": "1"}
+
+
+@pytest.mark.parametrize(("copy", "message"), [
+    (_copy(1_000_001, ["red", "blue"], "A"), r"not rotation 1 of index 1 \(expected options "
+     r"\['blue', 'red'\], answer B; got options \['red', 'blue'\], answer A\)"),
+    (_copy(1_000_001, ["blue", "red"], "A"), "not rotation 1 of index 1"),  # answer not rotated
+    (_copy(1_000_001, ["blue", "green"], "B"), "not rotation 1 of index 1"),  # another option
+    (_copy(2_000_001, ["red", "blue"], "A"),
+     r"not rotation 2 of index 1 \(expected no copy 2: the question has 2 passes"),
+])
+def test_a_copy_must_rotate_its_original(tmp_path: Path, copy: dict[str, str],
+                                         message: str) -> None:
+    data = write_mmbench(tmp_path / "d.tsv", "en", extra_rows=[copy])
+    with pytest.raises(DataError, match=rf"d\.tsv row 4 \(index {copy['index']}\): {message}"):
+        MMBENCH_EN.run(fake_context(Recorder(lambda r: "A"), data))
+    result = MMBENCH_EN.run(fake_context(Recorder(lambda r: "A"), data, on_error="skip"))
+    # the whole question goes: circular accuracy over the passes left would be too lenient
+    assert result.skipped == 2
+    assert "another pass of question 1 was refused" in result.skip_reasons[1]
+    assert result.task_config["questions"] == 2
+    assert all(int(s.doc_id) % 1_000_000 != 1 for s in result.samples)
+
+
+def test_a_copy_may_keep_a_plain_last_option_in_place(tmp_path: Path) -> None:
+    """Published files pin a few plain last options too (legacy dev questions 34 and 51)."""
+    original = {"index": "7", "question": "Which?", "A": "x", "B": "y", "C": "z", "answer": "B",
+                "image": "0"}
+    pinned = {**original, "index": "1000007", "A": "y", "B": "x", "answer": "A"}
+    data = write_mmbench(tmp_path / "d.tsv", "en", extra_rows=[original, pinned])
+    result = MMBENCH_EN.run(fake_context(Recorder(lambda r: "A"), data))
+    assert [s.doc_id for s in result.samples if s.doc_id.endswith("7")] == ["7", "1000007"]

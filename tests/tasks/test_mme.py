@@ -64,9 +64,10 @@ def test_bad_rows_are_named(mme_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"existence/1000\.txt:1: row without a yes/no answer \(got 'maybe'\)"):
         MME.run(fake_context(Recorder(lambda r: "yes"), data))
     result = MME.run(fake_context(Recorder(lambda r: "yes"), data, on_error="skip"))
-    assert result.skipped == 3
+    assert result.skipped == 4 and result.n == 10  # the image's one good question goes too
     assert any(":3: duplicated question 'Is there a cat?'" in s for s in result.skip_reasons)
     assert any(":4: expected 'question<TAB>answer'" in s for s in result.skip_reasons)
+    assert any("1000.txt: image '1000.jpg' has 1 question(s)" in s for s in result.skip_reasons)
 
 
 def test_undecodable_image_and_link_escaping_the_folder(mme_dir: Path, tmp_path: Path) -> None:
@@ -125,3 +126,36 @@ def test_end_to_end_on_tiny_llava(tiny_llava, mme_dir: Path, caplog: pytest.LogC
     assert again.task_config["feature_cache"] == {"hits": 12, "misses": 0}  # every image already encoded
     assert [s.response for s in again.samples] == [s.response for s in result.samples]
     assert "mme: 12 samples, 0 skipped" in caplog.text and "vision features: {'hits': 12" in caplog.text
+
+
+@pytest.mark.parametrize("lines", [["Is there a circle in this image?\tYes"],
+                                   ["Is it red?\tYes", "Is it blue?\tNo", "Is it green?\tNo"]])
+def test_an_image_needs_exactly_a_pair(mme_dir: Path, tmp_path: Path, lines: list[str]) -> None:
+    """acc+ scores an image by its pair: one question alone would count as a pair both right."""
+    data = copy_tree(mme_dir, tmp_path / "mme")
+    (data / "existence" / "1000.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    message = rf"existence/1000\.txt: image '1000\.jpg' has {len(lines)} question\(s\); MME asks"
+    with pytest.raises(DataError, match=message):
+        MME.run(fake_context(Recorder(lambda r: "yes"), data))
+    result = MME.run(fake_context(Recorder(lambda r: "Yes"), data, on_error="skip"))
+    assert result.skipped == 1 and result.n == 10 and result.groups["existence"]["acc_plus"] == 0.0
+
+
+def test_a_byte_order_mark_is_dropped(mme_dir: Path, tmp_path: Path) -> None:
+    data = copy_tree(mme_dir, tmp_path / "mme")
+    txt = data / "existence" / "1000.txt"
+    txt.write_bytes(b"\xef\xbb\xbf" + txt.read_bytes())
+    result = MME.run(fake_context(Recorder(lambda r: "yes"), data))
+    assert result.samples[0].prompt == "Is there a circle in this image? Please answer yes or no."
+    assert result.skipped == 0 and result.n == 12
+
+
+def test_bytes_that_are_not_utf8_are_named(mme_dir: Path, tmp_path: Path) -> None:
+    data = copy_tree(mme_dir, tmp_path / "mme")
+    txt = data / "existence" / "1000.txt"
+    txt.write_bytes(txt.read_bytes() + "Is it a caf\u00e9?\tNo\n".encode("latin-1"))
+    message = r"existence/1000\.txt:3: not UTF-8 \(invalid continuation byte at byte \d+\); save"
+    with pytest.raises(DataError, match=message):
+        MME.run(fake_context(Recorder(lambda r: "yes"), data))
+    result = MME.run(fake_context(Recorder(lambda r: "yes"), data, on_error="skip"))
+    assert result.skipped == 1 and result.n == 10

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +104,74 @@ def test_end_to_end_on_tiny_llava_and_blind(tiny_llava, vqa_dir: Path) -> None:
     assert set(result.metrics) == {"accuracy"} and result.n == 4 and not result.blind
     blind = VQAV2.run(fake_context(tiny_llava.generate, vqa_dir, blind=True))
     assert blind.blind and blind.n == 4
+
+
+
+QFILE, AFILE = "v2_OpenEnded_mscoco_val2014_questions.json", "v2_mscoco_val2014_annotations.json"
+
+
+def _break(root: Path, change: Any) -> Path:
+    """``change(questions, annotations)`` applied to the JSON pair under ``root``."""
+    qpath, apath = root / QFILE, root / AFILE
+    questions, annotations = json.loads(qpath.read_text()), json.loads(apath.read_text())
+    change(questions, annotations)
+    qpath.write_text(json.dumps(questions))
+    apath.write_text(json.dumps(annotations))
+    return root
+
+
+def _set(part: str, key: str, value: Any) -> Any:
+    """A change setting (or, for ``_DROP``, deleting) field ``key`` of the second question
+    (``part`` "q") or annotation ("a")."""
+    def change(q: dict, a: dict) -> None:
+        record = (q["questions"] if part == "q" else a["annotations"])[1]
+        if value is _DROP:
+            del record[key]
+        else:
+            record[key] = value
+    return change
+
+
+_DROP = object()
+ANN = r"annotations\.json annotation 1 \(question_id \d+\): "
+QUE = r"questions\.json question 1 \(question_id \d+\): "
+RECORD = r"answers\[0\] must be a record with a text 'answer', got "
+IMAGE_ID = r"field 'image_id' must be an integer \(it names the COCO image file\), got "
+BAD_SHAPES = [
+    (_set("a", "answers", "gray"),
+     ANN + r"field 'answers' must be a non-empty list of \{'answer': text\} records, "
+     "got str 'gray'"),
+    (_set("a", "answers", []), ANN + "field 'answers' must be a non-empty list"),
+    (_set("a", "answers", ["gray"] * 10), ANN + RECORD + "str 'gray'"),
+    (_set("a", "answers", [{"answer": 2}] * 10), ANN + RECORD + "dict"),
+    (_set("a", "answers", [{"answer": " "}] + [{"answer": ""}] * 9),
+     ANN + "every one of the 10 answers is empty"),
+    (_set("q", "question", _DROP),
+     QUE + r"field 'question' missing or not text \(got NoneType None\)"),
+    (_set("q", "question", 7), QUE + r"field 'question' missing or not text \(got int 7\)"),
+    (_set("q", "image_id", "1"), QUE + IMAGE_ID + "str '1'"),
+    (_set("q", "image_id", True), QUE + IMAGE_ID + "bool True"),
+    (_set("q", "image_id", 1.5), QUE + IMAGE_ID + "float 1.5"),
+    (lambda q, a: a["annotations"].__setitem__(1, "x"),
+     r"annotations\.json annotation 1: expected a JSON object, got str 'x'"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_SHAPES)
+def test_malformed_records_are_named_or_skipped(vqa_dir: Path, tmp_path: Path, change: Any,
+                                                message: str) -> None:
+    root = _break(copy_tree(vqa_dir, tmp_path / "v"), change)
+    with pytest.raises(DataError, match=message):
+        VQAV2.run(fake_context(Recorder(lambda r: "x"), root))
+    result = VQAV2.run(fake_context(Recorder(lambda r: "x"), root, on_error="skip"))
+    assert result.skipped >= 1 and result.n == 3 and re.search(message, result.skip_reasons[0])
+
+
+@pytest.mark.parametrize(("name", "key"), [(AFILE, "annotations"), (QFILE, "questions")])
+def test_a_bare_list_file_is_refused(vqa_dir: Path, tmp_path: Path, name: str, key: str) -> None:
+    root = copy_tree(vqa_dir, tmp_path / "v")
+    path = root / name
+    path.write_text(json.dumps(json.loads(path.read_text())[key]))
+    expected = rf"{name}: expected a JSON object with the '{key}' list \(the official VQA layout\), "
+    with pytest.raises(DataError, match=expected + "got a JSON list"):
+        VQAV2.run(fake_context(Recorder(lambda r: "x"), root, on_error="skip"))
