@@ -36,7 +36,7 @@ import yaml
 
 from iaa_eval.errors import DataError, IAAEvalError
 from iaa_eval.forgetting import Analysis, analyse, compare_runs
-from iaa_eval.rundata import RunData
+from iaa_eval.rundir import RunData
 
 log = logging.getLogger(__name__)
 GATE_VERSION = 1

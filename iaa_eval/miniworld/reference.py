@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from iaa_eval.errors import DataError
-from iaa_eval.runner.results import atomic_write_text, read_results
+from iaa_eval.rundir import atomic_write_text, read_results
 
 REFERENCE = Path(__file__).resolve().parents[2] / "baselines" / "miniworld.json"
 _KEYS = {"source", "manifest_sha256", "scores", "text_forgetting", "multimodal_gain"}

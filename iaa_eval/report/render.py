@@ -21,7 +21,7 @@ from iaa_eval.forgetting import Analysis, analyse, compare_runs
 from iaa_eval.metrics.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from iaa_eval.report import plots
 from iaa_eval.report.paper import DEFAULT_PATH, PaperBaselines, PaperNumber, load_paper
-from iaa_eval.rundata import RunData
+from iaa_eval.rundir import RunData
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from iaa_eval.errors import UsageError
+from iaa_eval.evaluate import TaskSpec
 from iaa_eval.miniworld import ASSETS as MINIWORLD_ASSETS
 from iaa_eval.models.base import ModelSpec
-from iaa_eval.runner.engine import TaskSpec
 from iaa_eval.tasks import TaskOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -13,15 +13,16 @@ suffix; it is added where missing). Scored by :mod:`iaa_eval.metrics.mme` (the a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from iaa_eval.errors import DataError
 from iaa_eval.metrics import mme as metric
-from iaa_eval.runner.results import SampleRecord, TaskResult
+from iaa_eval.rundir import SampleRecord, TaskResult
 from iaa_eval.tasks import multimodal as mm
+from iaa_eval.tasks.context import TaskContext
 
 SUFFIX = "Please answer yes or no."
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".JPG", ".PNG")
+HUB = "lmms-lab/MME"
 
 
 def make_prompt(question: str) -> str:
@@ -90,8 +91,8 @@ def load_hub_items(problems: mm.Problems) -> list[mm.Item]:
     """Items from ``lmms-lab/MME`` (split ``test``)."""
     items: list[mm.Item] = []
     seen: dict[tuple[str, str], list[str]] = {}
-    dataset = mm.load_hub("lmms-lab/MME", None, "test")
-    for i, row, source in mm.hub_rows(dataset, "lmms-lab/MME"):
+    dataset = mm.load_hub(HUB, None, "test")
+    for i, row, source in mm.hub_rows(dataset, HUB):
         subtask = str(row["category"])
         if subtask not in metric.SUBTASKS:
             problems.report(f"lmms-lab/MME row {i}: unknown category {subtask!r}")
@@ -107,12 +108,13 @@ class MMETask:
 
     name = "mme"
     modality = "image"
+    hub = HUB
 
     def load(self, data_dir: Path | None, problems: mm.Problems) -> list[mm.Item]:
         """Items from ``data_dir`` (original layout) or the hub."""
         return load_local(data_dir, problems) if data_dir is not None else load_hub_items(problems)
 
-    def run(self, ctx: Any) -> TaskResult:
+    def run(self, ctx: TaskContext) -> TaskResult:
         """Ask every question (limit = images), score with the official rules."""
         clock = mm.start(ctx)
         problems = mm.Problems(ctx.options.on_error)

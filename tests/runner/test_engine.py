@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from iaa_eval.evaluate import RunConfig, TaskSpec, run
 from iaa_eval.models.base import MMRequest, ModelSpec
+from iaa_eval.rundir import TaskResult, read_results, read_samples
 from iaa_eval.runner.cache import RequestCache
-from iaa_eval.runner.engine import RunConfig, TaskSpec, run
-from iaa_eval.runner.results import TaskResult, read_results, read_samples
 from iaa_eval.tasks import TASKS, TaskContext
+from iaa_eval.tasks.multimodal import generate
 
 
 class ToyImageTask:
@@ -21,12 +22,13 @@ class ToyImageTask:
 
     name = "toy_image"
     modality = "image"
+    hub = "toy/images"
 
     def run(self, ctx: TaskContext) -> TaskResult:
         rng = np.random.default_rng(0)
         images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(2)]
         requests = [MMRequest(f"Question {i}?", images[i % 2], max_new_tokens=3) for i in range(3)]
-        answers = ctx.answer(requests)
+        answers = generate(ctx, requests)
         result = TaskResult(self.name, {"acc": 1.0}, "acc", n=len(answers))
         return result
 
@@ -36,6 +38,7 @@ class ToyTextTask:
 
     name = "toy_text"
     modality = "text"
+    hub = "toy/text"
     calls = 0
 
     def run(self, ctx: TaskContext) -> TaskResult:

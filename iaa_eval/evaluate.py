@@ -1,9 +1,11 @@
-"""The model x task matrix: load each model once, run its tasks, cache every answer, write results.
+"""The model x task matrix: load each model once, run its tasks, write results.
 
-Models are evaluated one at a time (bounded memory). A multimodal task on a model without eyes
-runs *blind* (the question without its image): the floor for multimodal gain. Text results are
-shared between models whose text fingerprints match (IAA's text workflow *is* its base model), so
-the forgetting suite pays for two text evaluations, not three.
+Models are evaluated one at a time (bounded memory). Each task gets its own request path
+(:mod:`iaa_eval.runner.requests`) over the run's request cache, and the run records what the path
+counted. A multimodal task on a model without eyes runs *blind* (the question without its image):
+the floor for multimodal gain. Text results are shared between models whose text fingerprints
+match (IAA's text workflow *is* its base model), so the forgetting suite pays for two text
+evaluations, not three.
 """
 
 from __future__ import annotations
@@ -13,22 +15,20 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from iaa_eval.errors import NonFiniteOutput, RunInterrupted, UsageError
-from iaa_eval.models.base import EvalModel, MMRequest, ModelSpec
-from iaa_eval.models.vision import image_key
-from iaa_eval.runner.cache import RequestCache, request_key
+from iaa_eval.miniworld import ASSETS as MINIWORLD_ASSETS
+from iaa_eval.models.base import EvalModel, ModelSpec
+from iaa_eval.rundir import SCHEMA_VERSION, TaskResult, write_results, write_samples
+from iaa_eval.runner.cache import RequestCache
 from iaa_eval.runner.distributed import Shards
-from iaa_eval.runner.results import SCHEMA_VERSION, TaskResult, write_results, write_samples
-from iaa_eval.tasks import TASKS, TaskContext, TaskOptions
+from iaa_eval.runner.requests import RequestPath
+from iaa_eval.tasks import TASKS, Task, TaskContext, TaskOptions
 
 log = logging.getLogger(__name__)
 
@@ -75,74 +75,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-class Answerer:
-    """The cached, chunked, progress-reporting way tasks ask a model multimodal questions."""
-
-    def __init__(
-        self, model: EvalModel, cache: RequestCache, blind: bool, label: str, shards: Shards, chunk: int = 16
-    ) -> None:
-        self.model = model
-        self.shards = shards
-        self.cache = cache
-        self.blind = blind
-        self.label = label
-        self.chunk = chunk
-        self.fingerprint = model.fingerprint("text" if blind else "mm")
-        self.requests = 0
-        self.cached = 0
-        self._bar: tqdm | None = None
-
-    def _key(self, request: MMRequest) -> str:
-        image = None
-        if not self.blind and request.image is not None:
-            image = request.image_key or image_key(request.image)
-        return request_key(
-            {"op": "generate", "prompt": request.prompt, "image": image, "max_new_tokens": request.max_new_tokens}
-        )
-
-    def _progress(self, more: int) -> tqdm:
-        """One bar per task, however many calls the task makes; it grows as requests arrive."""
-        if self._bar is None:
-            self._bar = tqdm(total=0, desc=self.label, unit="req", leave=False, disable=not self.shards.is_writer)
-        self._bar.total += more
-        self._bar.refresh()
-        return self._bar
-
-    def close(self) -> None:
-        """Close the progress bar."""
-        if self._bar is not None:
-            self._bar.close()
-
-    def __call__(self, requests: Sequence[MMRequest]) -> list[str]:
-        if self.blind:
-            requests = [dataclasses.replace(r, image=None, image_key=None) for r in requests]
-        keys = [self._key(r) for r in requests]
-        self.shards.barrier()  # every rank sees the same cache state, so all agree on what is left
-        found = self.cache.get_many(self.fingerprint, keys)
-        todo = [i for i, key in enumerate(keys) if key not in found]
-        self.requests += len(requests)
-        self.cached += len(requests) - len(todo)
-        chunk = self.chunk * self.shards.world_size
-        bar = self._progress(len(todo))
-        for start in range(0, len(todo), chunk):
-            batch = todo[start : start + chunk]
-            answers = self.shards.map([requests[i] for i in batch], self.model.generate)
-            if self.shards.is_writer:
-                self.cache.put_many(self.fingerprint, [(keys[i], a) for i, a in zip(batch, answers, strict=True)])
-            found.update({keys[i]: a for i, a in zip(batch, answers, strict=True)})
-            bar.update(len(batch))
-        return [found[key] for key in keys]
+def data_source(task: Task, data_dir: Path | None) -> str:
+    """``TaskResult.source``: the task's hub dataset, the shipped mini-world's data or a local folder."""
+    if data_dir is None:
+        return f"hub:{task.hub}"
+    folder = Path(data_dir).resolve()
+    if folder.is_relative_to(MINIWORLD_ASSETS.resolve()):
+        return f"miniworld:{folder.relative_to(MINIWORLD_ASSETS.resolve()).as_posix()}"
+    return f"local:{folder}"
 
 
 def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str, shards: Shards) -> TaskResult:
     task = TASKS.get(spec.name)
     blind = task.modality == "image" and not model.supports_images
-    answerer = Answerer(model, cache, blind, label, shards)
-    ctx = TaskContext(model=model, options=spec.options, cache=cache, answer=answerer, blind=blind, shards=shards)
+    path = RequestPath(cache, shards, label)
+    ctx = TaskContext(model=model, options=spec.options, request_path=path, blind=blind)
     start = time.perf_counter()
     try:
         result = task.run(ctx)
-        answerer.close()
+        path.close()
     except NonFiniteOutput as exc:
         model_spec = model.spec
         raise NonFiniteOutput(
@@ -152,8 +103,9 @@ def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str,
     result.task = spec.key
     result.wall_s = time.perf_counter() - start
     result.blind = blind
-    if task.modality == "image":
-        result.requests, result.cached_requests = answerer.requests, answerer.cached
+    result.modality = task.modality
+    result.source = data_source(task, spec.options.data_dir)
+    result.requests, result.cached_requests = path.asked, path.cached
     return result
 
 
