@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iaa_eval.evaluate import RunConfig, TaskSpec, run
+from iaa_eval.evaluate import RunConfig, TaskSpec, data_source, run
+from iaa_eval.miniworld import ASSETS
 from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.rundir import TaskResult, read_results, read_samples
 from iaa_eval.runner.cache import RequestCache
@@ -68,6 +69,9 @@ def test_run_writes_results_and_reruns_from_cache(tmp_path: Path, tiny_llama_dir
     assert data["results"]["base"]["toy_image"]["blind"] is True
     assert data["results"]["llava"]["toy_image"]["blind"] is False
     assert data["results"]["llava"]["toy_image"]["cached_requests"] == 0
+    assert (data["results"]["llava"]["toy_image"]["modality"], data["results"]["base"]["toy_text"]["modality"]) == (
+        "image", "text")
+    assert data["results"]["llava"]["toy_image"]["source"] == "hub:toy/images"
     # the twin has the base's text fingerprint: its text result is shared, not recomputed
     assert ToyTextTask.calls == 2
     assert data["results"]["twin"]["toy_text"]["task_config"]["shared_with"] == "base"
@@ -82,6 +86,13 @@ def test_run_writes_results_and_reruns_from_cache(tmp_path: Path, tiny_llama_dir
     assert second["results"]["llava"]["toy_image"]["cached_requests"] == 3
     for model in ("base", "llava"):
         assert second["results"][model]["toy_image"]["metrics"] == first["results"][model]["toy_image"]["metrics"]
+
+
+def test_data_source_names_the_hub_the_miniworld_or_a_folder(tmp_path: Path) -> None:
+    task = TASKS.get("toy_image")
+    assert data_source(task, None) == "hub:toy/images"
+    assert data_source(task, ASSETS / "data" / "mme") == "miniworld:data/mme"
+    assert data_source(task, tmp_path) == f"local:{tmp_path.resolve()}"
 
 
 def test_cache_round_trip_and_count(tmp_path: Path) -> None:
