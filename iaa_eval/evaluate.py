@@ -76,7 +76,7 @@ def package_versions() -> dict[str, str]:
 
 
 def data_source(task: Task, data_dir: Path | None) -> str:
-    """``TaskResult.source``: the task's hub dataset, the shipped mini-world's data or a local folder."""
+    """``TaskResult.source``: the task's hub dataset, the shipped mini-world's data or a folder."""
     if data_dir is None:
         return f"hub:{task.hub}"
     folder = Path(data_dir).resolve()
@@ -85,7 +85,9 @@ def data_source(task: Task, data_dir: Path | None) -> str:
     return f"local:{folder}"
 
 
-def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str, shards: Shards) -> TaskResult:
+def _run_task(
+    model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str, shards: Shards
+) -> TaskResult:
     task = TASKS.get(spec.name)
     blind = task.modality == "image" and not model.supports_images
     path = RequestPath(cache, shards, label)
@@ -97,7 +99,8 @@ def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str,
     except NonFiniteOutput as exc:
         model_spec = model.spec
         raise NonFiniteOutput(
-            f"model {model_spec.name!r} ({model_spec.kind}:{model_spec.path}) on task {spec.key!r}: {exc}; "
+            f"model {model_spec.name!r} ({model_spec.kind}:{model_spec.path}) "
+            f"on task {spec.key!r}: {exc}; "
             "no results written for it (check the weights and --dtype)"
         ) from exc
     result.task = spec.key
@@ -135,7 +138,8 @@ def writable_run_dir(run_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise UsageError(
-            f"run directory {run_dir}: not writable ({exc.strerror or exc}); pass --output-path with a writable "
+            f"run directory {run_dir}: not writable ({exc.strerror or exc}); "
+            "pass --output-path with a writable "
             "folder (or --run-id)"
         ) from exc
 
@@ -174,15 +178,22 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
                 if modality == "text" and memo_key in shared:
                     owner, result = shared[memo_key]
                     log.info("%s: text fingerprint equals %s's, results shared", label, owner)
-                    result = dataclasses.replace(result, task_config={**result.task_config, "shared_with": owner})
+                    result = dataclasses.replace(
+                        result, task_config={**result.task_config, "shared_with": owner}
+                    )
                 else:
                     result = _run_task(model, task_spec, cache, label, shards)
                     if modality == "text":
                         shared[memo_key] = (spec.name, result)
                 log.info(
                     "%s: %s=%.4f n=%d (%d/%d requests cached) in %.1fs",
-                    label, result.primary, result.metrics.get(result.primary, float("nan")), result.n,
-                    result.cached_requests, result.requests, result.wall_s,
+                    label,
+                    result.primary,
+                    result.metrics.get(result.primary, float("nan")),
+                    result.n,
+                    result.cached_requests,
+                    result.requests,
+                    result.wall_s,
                 )
                 data["results"][spec.name][task_spec.key] = result.to_json()
                 data["wall_s"] = time.perf_counter() - start
@@ -194,7 +205,8 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
     except KeyboardInterrupt as exc:
         cache.close()
         raise RunInterrupted(
-            f"interrupted: finished requests are kept in {run_dir / 'cache.sqlite'}; rerun the same command to resume"
+            f"interrupted: finished requests are kept in {run_dir / 'cache.sqlite'}; "
+            "rerun the same command to resume"
         ) from exc
     log.info("reused %d cached requests from an earlier attempt", cache.reused)
     cache.close()

@@ -12,7 +12,7 @@ A run directory holds::
       "schema_version": 2,
       "run_id": str, "created": ISO time,
       "config": {...the run's settings...},
-      "versions": {"iaa_eval": ..., "torch": ..., "transformers": ..., "lm_eval": ..., "python": ...},
+      "versions": {"iaa-eval": ..., "torch": ..., "transformers": ..., "lm_eval": ..., ...},
       "models": {<model>: {"kind": str, "path": str, "fingerprints": {"text": str, "mm": str?},
                            "parameters": {...}}},
       "results": {<model>: {<task>: TaskResult.to_json()}},
@@ -29,6 +29,7 @@ Every file is written atomically (temp file + rename). :class:`RunData` reads a 
 forgetting analysis, the report and the gate, so all three agree on what a task's modality is,
 which model is the base, where the data came from and how items pair up.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,7 +90,9 @@ class TaskResult:
     def to_json(self) -> dict[str, Any]:
         """The results.json entry (samples go to their own file)."""
         if self.modality not in MODALITIES or source_kind(self.source) not in SOURCE_KINDS:
-            raise ValueError(f"task {self.task!r}: modality {self.modality!r} / source {self.source!r} not set")
+            raise ValueError(
+                f"task {self.task!r}: modality {self.modality!r} / source {self.source!r} not set"
+            )
         data = asdict(self)
         data.pop("samples")
         data.pop("task")
@@ -128,7 +131,10 @@ def read_samples(run_dir: Path, model: str, task: str) -> list[SampleRecord]:
     """Read ``samples/<model>/<task>.jsonl`` back into records."""
     path = run_dir / "samples" / model / f"{task}.jsonl"
     if not path.is_file():
-        raise DataError(f"{path}: no samples for model {model!r}, task {task!r} (was the run made with --log-samples?)")
+        raise DataError(
+            f"{path}: no samples for model {model!r}, task {task!r} "
+            "(was the run made with --log-samples?)"
+        )
     records = []
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
@@ -156,9 +162,9 @@ def read_results(run_dir: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not valid JSON ({exc})") from exc
     if data.get("schema_version") != SCHEMA_VERSION:
         raise DataError(
-            f"{path}: schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION} (version 1 "
-            "lacks each task's modality and data source: rerun its `iaa-eval run` command, which answers "
-            "finished requests from its cache.sqlite)"
+            f"{path}: schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION} "
+            "(version 1 lacks each task's modality and data source: rerun its `iaa-eval run` "
+            "command, which answers finished requests from its cache.sqlite)"
         )
     for key in ("results", "models", "config"):
         if not isinstance(data.get(key), dict):
@@ -184,7 +190,13 @@ class Items:
         """The items ``ids`` in that order (ids must all be present)."""
         pos = {d: i for i, d in enumerate(self.doc_ids)}
         idx = np.array([pos[d] for d in ids], dtype=np.int64)
-        return Items(tuple(ids), self.value[idx], self.correct[idx], tuple(self.group[i] for i in idx), self.records)
+        return Items(
+            tuple(ids),
+            self.value[idx],
+            self.correct[idx],
+            tuple(self.group[i] for i in idx),
+            self.records,
+        )
 
 
 def pair(a: Items, b: Items) -> tuple[Items, Items]:
@@ -192,7 +204,12 @@ def pair(a: Items, b: Items) -> tuple[Items, Items]:
     common = set(b.doc_ids)
     ids = [d for d in a.doc_ids if d in common]
     if len(ids) < max(len(a.doc_ids), len(b.doc_ids)):
-        log.warning("pairing kept %d of %d / %d items (doc_ids differ)", len(ids), len(a.doc_ids), len(b.doc_ids))
+        log.warning(
+            "pairing kept %d of %d / %d items (doc_ids differ)",
+            len(ids),
+            len(a.doc_ids),
+            len(b.doc_ids),
+        )
     return a.select(ids), b.select(ids)
 
 
@@ -213,12 +230,18 @@ class RunData:
             for task, entry in tasks.items():
                 metrics = entry.get("metrics") if isinstance(entry, dict) else None
                 if not isinstance(metrics, dict) or entry.get("primary") not in metrics:
-                    raise DataError(f"{where}: results.{model}.{task} lacks 'metrics' with its 'primary' metric")
+                    raise DataError(
+                        f"{where}: results.{model}.{task} lacks 'metrics' with its 'primary' metric"
+                    )
                 if entry.get("modality") not in MODALITIES:
-                    raise DataError(f"{where}: results.{model}.{task}.modality: expected one of {MODALITIES}")
+                    raise DataError(
+                        f"{where}: results.{model}.{task}.modality: expected one of {MODALITIES}"
+                    )
                 if source_kind(str(entry.get("source", ""))) not in SOURCE_KINDS:
-                    raise DataError(f"{where}: results.{model}.{task}.source: expected 'hub:', 'local:' or "
-                                    "'miniworld:' and where")
+                    raise DataError(
+                        f"{where}: results.{model}.{task}.source: expected 'hub:', 'local:' or "
+                        "'miniworld:' and where"
+                    )
 
     @property
     def run_id(self) -> str:
@@ -271,7 +294,8 @@ class RunData:
         if "base" in self.models:
             return "base"
         raise DataError(
-            f"{self.run_dir / 'results.json'}: cannot tell the base model: {len(hf)} models of kind 'hf' "
+            f"{self.run_dir / 'results.json'}: cannot tell the base model: "
+            f"{len(hf)} models of kind 'hf' "
             f"and none named 'base' (models: {', '.join(self.models)})"
         )
 
@@ -286,8 +310,10 @@ class RunData:
                 records = read_samples(self.run_dir, model, task)
                 values = [r.score if r.score is not None else float(r.correct) for r in records]
                 self._items[key] = Items(
-                    tuple(r.doc_id for r in records), np.asarray(values, dtype=np.float64),
-                    np.asarray([bool(r.correct) for r in records]), tuple(r.group for r in records),
+                    tuple(r.doc_id for r in records),
+                    np.asarray(values, dtype=np.float64),
+                    np.asarray([bool(r.correct) for r in records]),
+                    tuple(r.group for r in records),
                     {r.doc_id: r for r in records},
                 )
         return self._items[key]

@@ -127,7 +127,8 @@ def make_run(
             result.source = f"hub:{task}" if real else f"miniworld:data/{task}"
     text_fp = "fp-base-text"
     data = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_dir.name, "created": "2026-01-01T00:00:00+00:00",
+        "schema_version": SCHEMA_VERSION, "run_id": run_dir.name,
+        "created": "2026-01-01T00:00:00+00:00",
         "config": {"suite": "forgetting", "log_samples": with_samples,
                    "tasks": [{"name": t, "options": {"data_dir": _source(t, real)["data_dir"]}} for t in results["base"]]},
         "versions": {"iaa_eval": "0.1.0", "python": "3.11"},

@@ -21,20 +21,45 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("iaa_eval.cli", "iaa_eval.__main__")),
-    ("orchestration", (
-        "iaa_eval.evaluate", "iaa_eval.suites", "iaa_eval.runner.suites", "iaa_eval.report", "iaa_eval.gate",
-        "iaa_eval.train.job", "iaa_eval.miniworld.build", "iaa_eval.miniworld.assemble",
-        "iaa_eval.miniworld.measure", "iaa_eval.miniworld.reference",
-    )),
+    (
+        "orchestration",
+        (
+            "iaa_eval.evaluate",
+            "iaa_eval.suites",
+            "iaa_eval.runner.suites",
+            "iaa_eval.report",
+            "iaa_eval.gate",
+            "iaa_eval.train.job",
+            "iaa_eval.miniworld.build",
+            "iaa_eval.miniworld.assemble",
+            "iaa_eval.miniworld.measure",
+            "iaa_eval.miniworld.reference",
+        ),
+    ),
     ("analysis", ("iaa_eval.forgetting",)),
     ("benchmarks", ("iaa_eval.tasks",)),
-    ("execution and services", (
-        "iaa_eval.models", "iaa_eval.runner", "iaa_eval.rundir", "iaa_eval.train", "iaa_eval.miniworld.score",
-    )),
-    ("foundations", (
-        "iaa_eval.metrics", "iaa_eval.errors", "iaa_eval.registry", "iaa_eval.machine", "iaa_eval.config",
-        "iaa_eval.miniworld", "iaa_eval",
-    )),
+    (
+        "execution and services",
+        (
+            "iaa_eval.models",
+            "iaa_eval.runner",
+            "iaa_eval.rundir",
+            "iaa_eval.train",
+            "iaa_eval.miniworld.score",
+        ),
+    ),
+    (
+        "foundations",
+        (
+            "iaa_eval.metrics",
+            "iaa_eval.errors",
+            "iaa_eval.registry",
+            "iaa_eval.machine",
+            "iaa_eval.config",
+            "iaa_eval.miniworld",
+            "iaa_eval",
+        ),
+    ),
 )
 
 #: Cycles other work items remove, as the import edge that closes each; the lead empties this list
@@ -53,7 +78,7 @@ _LAZY_TARGET = re.compile(r"(iaa_eval(?:\.\w+)+):\w+")
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
-    """``iaa_eval/tasks/text.py`` -> ``iaa_eval.tasks.text``; a package's ``__init__`` is the package."""
+    """``iaa_eval/tasks/text.py`` -> ``iaa_eval.tasks.text``; an ``__init__`` is its package."""
     parts = list(path.relative_to(root.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -90,7 +115,10 @@ def imports_of(source: str, module: str, is_package: bool, modules: set[str]) ->
             if node.level:
                 anchor = module.split(".")[: len(module.split(".")) - node.level + is_package]
                 base = ".".join([*anchor, *([base] if base else [])])
-            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+            names = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                for alias in node.names
+            ]
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             match = _LAZY_TARGET.fullmatch(node.value)
             names = [match.group(1)] if match else []
@@ -103,16 +131,21 @@ def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     """Module -> the package modules it imports."""
     paths = {module_name(p, root): p for p in root.rglob("*.py") if "assets" not in p.parts}
     modules = set(paths)
-    return {m: imports_of(p.read_text(encoding="utf-8"), m, p.name == "__init__.py", modules)
-            for m, p in sorted(paths.items())}
+    return {
+        m: imports_of(p.read_text(encoding="utf-8"), m, p.name == "__init__.py", modules)
+        for m, p in sorted(paths.items())
+    }
 
 
 def upward_imports(graph: Mapping[str, set[str]], layers: tuple = LAYERS) -> list[str]:
     """``a -> b`` for every import of a module in a higher layer."""
     names = [name for name, _ in layers]
-    return [f"{a} ({names[layer_of(a, layers)]}) imports {b} ({names[layer_of(b, layers)]})"
-            for a, targets in sorted(graph.items()) for b in sorted(targets)
-            if layer_of(b, layers) < layer_of(a, layers)]
+    return [
+        f"{a} ({names[layer_of(a, layers)]}) imports {b} ({names[layer_of(b, layers)]})"
+        for a, targets in sorted(graph.items())
+        for b in sorted(targets)
+        if layer_of(b, layers) < layer_of(a, layers)
+    ]
 
 
 def find_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
@@ -129,7 +162,7 @@ def find_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
                 state[path.pop()] = 2
                 stack.pop()
             elif state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             elif nxt not in state and nxt in graph:
                 state[nxt] = 1
                 path.append(nxt)
@@ -163,7 +196,9 @@ def test_no_import_cycles() -> None:
 @pytest.mark.parametrize("edge", KNOWN_CYCLES, ids=" -> ".join)
 def test_known_cycles_still_exist(edge: tuple[str, str]) -> None:
     a, b = edge
-    assert b in GRAPH.get(a, set()), f"{a} no longer imports {b}: remove the entry from KNOWN_CYCLES"
+    assert b in GRAPH.get(a, set()), (
+        f"{a} no longer imports {b}: remove the entry from KNOWN_CYCLES"
+    )
 
 
 def test_the_checker_sees_what_it_must(tmp_path: Path) -> None:
@@ -176,16 +211,27 @@ def test_the_checker_sees_what_it_must(tmp_path: Path) -> None:
     (pkg / "low" / "__init__.py").write_text("REG = {'x': 'iaa_eval.low.b:Thing'}\n")
     (pkg / "low" / "a.py").write_text("def f():\n    from iaa_eval.high import g\n")
     (pkg / "low" / "b.py").write_text(
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from iaa_eval.low import a\n")
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from iaa_eval.low import a\n"
+    )
     (pkg / "low" / "c.py").write_text("import iaa_eval.low.b\n")
     graph = import_graph(pkg)
     assert graph == {
-        "iaa_eval": set(), "iaa_eval.high": {"iaa_eval.low"}, "iaa_eval.low": {"iaa_eval.low.b"},
-        "iaa_eval.low.a": {"iaa_eval.high"}, "iaa_eval.low.b": {"iaa_eval.low.a"}, "iaa_eval.low.c": {"iaa_eval.low.b"},
+        "iaa_eval": set(),
+        "iaa_eval.high": {"iaa_eval.low"},
+        "iaa_eval.low": {"iaa_eval.low.b"},
+        "iaa_eval.low.a": {"iaa_eval.high"},
+        "iaa_eval.low.b": {"iaa_eval.low.a"},
+        "iaa_eval.low.c": {"iaa_eval.low.b"},
     }
     layers = (("top", ("iaa_eval.high",)), ("bottom", ("iaa_eval.low", "iaa_eval")))
     assert upward_imports(graph, layers) == ["iaa_eval.low.a (bottom) imports iaa_eval.high (top)"]
-    assert find_cycle(graph) == ["iaa_eval.high", "iaa_eval.low", "iaa_eval.low.b", "iaa_eval.low.a", "iaa_eval.high"]
+    assert find_cycle(graph) == [
+        "iaa_eval.high",
+        "iaa_eval.low",
+        "iaa_eval.low.b",
+        "iaa_eval.low.a",
+        "iaa_eval.high",
+    ]
     assert find_cycle(without(graph, [("iaa_eval.low.a", "iaa_eval.high")])) is None
     with pytest.raises(AssertionError, match="in no layer"):
         layer_of("elsewhere.module", layers)

@@ -41,8 +41,8 @@ def test_pairing_and_bad_results(tmp_path: Path) -> None:
 
 def test_modality_and_source_are_read_as_recorded(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path / "r")
-    assert RunData(run_dir).source("mme") == "miniworld" and RunData(make_run(tmp_path / "h", real=True)).source(
-        "mme") == "hub"
+    assert RunData(run_dir).source("mme") == "miniworld"
+    assert RunData(make_run(tmp_path / "h", real=True)).source("mme") == "hub"
     data = json.loads((run_dir / "results.json").read_text())
     data["results"]["base"]["mmlu"]["source"] = "local:/data/MMLU"
     data["results"]["base"]["mme"]["modality"] = "text"  # the name says nothing: the record does
@@ -65,7 +65,7 @@ def test_a_version_1_run_asks_for_a_rerun(tmp_path: Path) -> None:
     data = json.loads((run_dir / "results.json").read_text())
     data["schema_version"] = 1
     (run_dir / "results.json").write_text(json.dumps(data))
-    with pytest.raises(DataError, match=r"schema_version 1, expected 2 .*rerun its `iaa-eval run` command"):
+    with pytest.raises(DataError, match=r"schema_version 1, expected 2 .*rerun its `iaa-eval run`"):
         RunData(run_dir)
 
 

@@ -43,8 +43,12 @@ class RequestPath:
     ``asked`` and ``cached`` count the requests asked and those the cache answered.
     """
 
-    def __init__(self, cache: RequestCache | None = None, shards: Shards | None = None,
-                 label: str = "requests") -> None:
+    def __init__(
+        self,
+        cache: RequestCache | None = None,
+        shards: Shards | None = None,
+        label: str = "requests",
+    ) -> None:
         self.cache = cache
         self.shards = shards or Shards()
         self.label = label
@@ -53,8 +57,15 @@ class RequestPath:
         self._bar: tqdm | None = None
 
     def answer(
-        self, fingerprint: str, keys: Sequence[str], args: Sequence[T], compute: Callable[[list[T]], list[Any]],
-        *, commit: int, unit: Callable[[T], Hashable] | None = None, distinct: bool = False,
+        self,
+        fingerprint: str,
+        keys: Sequence[str],
+        args: Sequence[T],
+        compute: Callable[[list[T]], list[Any]],
+        *,
+        commit: int,
+        unit: Callable[[T], Hashable] | None = None,
+        distinct: bool = False,
         progress: bool = False,
     ) -> list[Any]:
         """The answers to ``args`` (cache keys ``keys``, under the model's ``fingerprint``).
@@ -64,7 +75,8 @@ class RequestPath:
             commit: requests per rank per cache transaction: what a crash can cost at most.
             unit: requests with equal ``unit(arg)`` go to one rank in one ``compute`` call
                 (default: each request on its own).
-            distinct: compute a repeated key once (at its last place) rather than at each place.
+            distinct: compute a repeated key once (at its last place) rather than at each place
+                (as generation requests are: their batches stay those earlier runs were made of).
             progress: count the computed requests on this path's progress bar.
         """
         self.shards.barrier()
@@ -77,9 +89,14 @@ class RequestPath:
         units = _units(todo, [args[i] for i in todo], unit)
         bar = self._progress(len(todo)) if progress else None
         for chunk in _chunks(units, commit * self.shards.world_size):
-            answered = self.shards.map(chunk, lambda part: _split(compute([args[i] for u in part for i in u]), part))
-            fresh = {keys[i]: value for u, values in zip(chunk, answered, strict=True)
-                     for i, value in zip(u, values, strict=True)}
+            answered = self.shards.map(
+                chunk, lambda part: _split(compute([args[i] for u in part for i in u]), part)
+            )
+            fresh = {
+                keys[i]: value
+                for u, values in zip(chunk, answered, strict=True)
+                for i, value in zip(u, values, strict=True)
+            }
             if self.cache is not None and self.shards.is_writer:
                 self.cache.put_many(fingerprint, fresh.items())
             found.update(fresh)
@@ -90,7 +107,9 @@ class RequestPath:
     def _progress(self, more: int) -> tqdm:
         """One bar per path, however many calls it serves; it grows as requests arrive."""
         if self._bar is None:
-            self._bar = tqdm(total=0, desc=self.label, unit="req", leave=False, disable=not self.shards.is_writer)
+            self._bar = tqdm(
+                total=0, desc=self.label, unit="req", leave=False, disable=not self.shards.is_writer
+            )
         self._bar.total += more
         self._bar.refresh()
         return self._bar
@@ -101,7 +120,9 @@ class RequestPath:
             self._bar.close()
 
 
-def _units(todo: list[int], args: list[Any], unit: Callable[[Any], Hashable] | None) -> list[list[int]]:
+def _units(
+    todo: list[int], args: list[Any], unit: Callable[[Any], Hashable] | None
+) -> list[list[int]]:
     """``todo`` grouped by ``unit`` of its argument, in order of first appearance."""
     if unit is None:
         return [[i] for i in todo]

@@ -139,12 +139,13 @@ class TextViewLM(LM):
         """Requests the cache answered."""
         return self.path.cached
 
-    def _through_cache(self, kind: str, args: list[tuple], compute: Callable[[list[tuple]], list[Any]],
+    def _ask(self, kind: str, args: list[tuple], compute: Callable[[list[tuple]], list[Any]],
                        commit: int = COMMIT_REQUESTS) -> list[Any]:
-        """``compute`` over ``args`` down the request path, ``commit`` requests per rank at a time; the
-        options of one context go to one rank together (one forward), a repeated request once."""
+        """``compute`` over ``args`` down the request path, ``commit`` requests per rank at a
+        time; one context's options go to one rank together (one forward), a repeat once."""
         keys = [request_key([kind, self.max_length, *a]) for a in args]
-        return self.path.answer(self.view.fingerprint, keys, args, compute, commit=commit, unit=lambda a: a[0],
+        fingerprint = self.view.fingerprint
+        return self.path.answer(fingerprint, keys, args, compute, commit=commit, unit=lambda a: a[0],
                                 distinct=True)
 
     # ---------------------------------------------------------------- the LM contract
@@ -154,7 +155,8 @@ class TextViewLM(LM):
         def compute(args: list[tuple]) -> list[list]:
             return [list(v) for v in self.scorer.score(self.encode_pairs(args))]
 
-        values = self._through_cache("loglikelihood", [tuple(r.args) for r in requests], compute, self.score_chunk)
+        args = [tuple(r.args) for r in requests]
+        values = self._ask("loglikelihood", args, compute, self.score_chunk)
         return [(float(v[0]), bool(v[1])) for v in values]
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
@@ -173,7 +175,8 @@ class TextViewLM(LM):
                 totals[i] += logprob
             return totals
 
-        return [float(v) for v in self._through_cache("loglikelihood_rolling", [tuple(r.args) for r in requests], compute)]
+        args = [tuple(r.args) for r in requests]
+        return [float(v) for v in self._ask("loglikelihood_rolling", args, compute)]
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """Greedy continuations, cut at the first stop string (``until``)."""
@@ -182,7 +185,7 @@ class TextViewLM(LM):
             return [self._generate_one(context, dict(kwargs)) for context, kwargs in tqdm(args, disable=not self.progress)]
 
         args = [(r.args[0], _jsonable(r.args[1])) for r in requests]
-        return list(self._through_cache("generate_until", args, compute))
+        return list(self._ask("generate_until", args, compute))
 
     def _generate_one(self, context: str, kwargs: dict[str, Any]) -> str:
         until = kwargs.pop("until", None) or [self.tokenizer.decode(self.view.model.config.eos_token_id or 0)]

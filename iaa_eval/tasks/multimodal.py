@@ -4,8 +4,8 @@ Loaders turn benchmark rows into :class:`Item` objects whose images are opened l
 val set is 40k images): a missing image, a path leaving the data folder or an undecodable image
 is a :class:`~iaa_eval.errors.DataError` naming the file and row, or, with ``on_error="skip"``,
 a counted skip recorded in the result (:class:`Problems`). :func:`ask` turns the items into
-generation requests, chunk by chunk, and :func:`generate` sends them down the task's request path;
-blind runs never open an image.
+generation requests, chunk by chunk, and :func:`generate` sends them down the task's request
+path; blind runs never open an image.
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def option(extra: dict[str, Any], key: str, default: Any) -> Any:
 def generation_key(request: MMRequest) -> str:
     """The request-cache key of a generation request: prompt, image content and budget."""
     image = None if request.image is None else request.image_key or image_key(request.image)
-    payload = {"op": "generate", "prompt": request.prompt, "image": image, "max_new_tokens": request.max_new_tokens}
-    return request_key(payload)
+    prompt, budget = request.prompt, request.max_new_tokens
+    return request_key({"op": "generate", "prompt": prompt, "image": image, "max_new_tokens": budget})
 
 
 def generate(ctx: TaskContext, requests: Sequence[MMRequest]) -> list[str]:
@@ -141,11 +141,14 @@ def generate(ctx: TaskContext, requests: Sequence[MMRequest]) -> list[str]:
         requests = [dataclasses.replace(r, image=None, image_key=None) for r in requests]
     fingerprint = ctx.model.fingerprint("text" if ctx.blind else "mm")
     keys = [generation_key(r) for r in requests]
-    return ctx.request_path.answer(fingerprint, keys, requests, ctx.model.generate, commit=GENERATE_COMMIT,
-                                   progress=True)
+    return ctx.request_path.answer(
+        fingerprint, keys, requests, ctx.model.generate, commit=GENERATE_COMMIT, progress=True
+    )
 
 
-def ask(ctx: TaskContext, items: Sequence[Item], problems: Problems, max_new_tokens: int) -> Iterator[tuple[Item, str]]:
+def ask(
+    ctx: TaskContext, items: Sequence[Item], problems: Problems, max_new_tokens: int
+) -> Iterator[tuple[Item, str]]:
     """Yield ``(item, response)``; items whose image cannot be opened are reported and left out."""
     max_pixels = option(ctx.options.extra, "max_image_pixels", None)
     for start in range(0, len(items), CHUNK):
@@ -204,8 +207,9 @@ def result(
     return TaskResult(
         task=name, metrics=metrics, primary=primary, n=len(samples), groups=groups,
         skipped=len(problems.reasons), skip_reasons=list(problems.reasons), blind=ctx.blind,
-        task_config={"limit": ctx.options.limit, **config, **cache}, requests=ctx.request_path.asked,
-        cached_requests=ctx.request_path.cached, wall_s=wall, samples=samples,
+        task_config={"limit": ctx.options.limit, **config, **cache},
+        requests=ctx.request_path.asked, cached_requests=ctx.request_path.cached, wall_s=wall,
+        samples=samples,
     )
 
 

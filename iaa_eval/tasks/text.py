@@ -245,7 +245,8 @@ class TextTask:
         bench = BENCHMARKS[self.name]
         prefix_reuse = bool(ctx.options.extra.get("prefix_reuse", True))
         lm = TextViewLM(
-            ctx.model.text_view(), ctx.request_path, batch_size=ctx.model.spec.batch_size, prefix_reuse=prefix_reuse,
+            ctx.model.text_view(), ctx.request_path, batch_size=ctx.model.spec.batch_size,
+            prefix_reuse=prefix_reuse,
         )
         run = evaluate_text(lm, bench, ctx.options)
         result = to_result(self.name, run, ctx.options, lm, time.perf_counter() - start)

@@ -69,9 +69,9 @@ def test_run_writes_results_and_reruns_from_cache(tmp_path: Path, tiny_llama_dir
     assert data["results"]["base"]["toy_image"]["blind"] is True
     assert data["results"]["llava"]["toy_image"]["blind"] is False
     assert data["results"]["llava"]["toy_image"]["cached_requests"] == 0
-    assert (data["results"]["llava"]["toy_image"]["modality"], data["results"]["base"]["toy_text"]["modality"]) == (
-        "image", "text")
-    assert data["results"]["llava"]["toy_image"]["source"] == "hub:toy/images"
+    llava, base = data["results"]["llava"], data["results"]["base"]
+    assert (llava["toy_image"]["modality"], base["toy_text"]["modality"]) == ("image", "text")
+    assert llava["toy_image"]["source"] == "hub:toy/images"
     # the twin has the base's text fingerprint: its text result is shared, not recomputed
     assert ToyTextTask.calls == 2
     assert data["results"]["twin"]["toy_text"]["task_config"]["shared_with"] == "base"

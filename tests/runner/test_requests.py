@@ -1,4 +1,4 @@
-"""The request path: order, counts, units, commits, write-back by the writer alone, resumed line-up."""
+"""The request path: order, counts, units, commits, writer-only write-back, resumed line-up."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ class Model:
 def _requests(seed: int) -> list[tuple[str, str]]:
     """Contexts with 1-5 options each, some requests repeated."""
     rng = random.Random(seed)
-    args = [(f"ctx{c}", f"opt{o}") for c in range(rng.randint(20, 40)) for o in range(rng.randint(1, 5))]
+    args = [
+        (f"ctx{c}", f"opt{o}") for c in range(rng.randint(20, 40)) for o in range(rng.randint(1, 5))
+    ]
     args += rng.sample(args, 5)
     return args
 

@@ -149,9 +149,10 @@ class Answering:
 def fake_context(
     answer: Callable[[Sequence[MMRequest]], list[str]], data_dir: Path | None, blind: bool = False, **options: Any
 ) -> TaskContext:
-    """A TaskContext over a model answering with the given function (no runner, no request cache)."""
-    return TaskContext(model=Answering(answer), options=TaskOptions(data_dir=data_dir, **options),  # type: ignore[arg-type]
-                       request_path=RequestPath(), blind=blind)
+    """A TaskContext over a model answering with the given function (no runner, no cache)."""
+    model: Any = Answering(answer)
+    options_ = TaskOptions(data_dir=data_dir, **options)
+    return TaskContext(model=model, options=options_, request_path=RequestPath(), blind=blind)
 
 
 class Recorder:

@@ -63,7 +63,8 @@ def test_rerun_is_answered_from_the_cache(pair: tuple, tmp_path: Path) -> None:
     again = TextViewLM(TextView(model, tokenizer, "fp"), RequestPath(cache), progress=False)
     assert again.loglikelihood(_instances("loglikelihood", PAIRS)) == values
     assert (again.requests, again.cached_requests, again.scorer.forwards) == (len(PAIRS), len(PAIRS), 0)
-    other = TextViewLM(TextView(model, tokenizer, "other-fingerprint"), RequestPath(cache), progress=False)
+    view = TextView(model, tokenizer, "other-fingerprint")
+    other = TextViewLM(view, RequestPath(cache), progress=False)
     other.loglikelihood(_instances("loglikelihood", PAIRS[:2]))
     assert other.cached_requests == 0
     cache.close()
