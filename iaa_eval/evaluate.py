@@ -154,13 +154,9 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
     writable_run_dir(run_dir)
     cache = RequestCache(run_dir / "cache.sqlite")
     data: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_dir.name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config.to_json(),
-        "versions": package_versions(),
-        "models": {},
-        "results": {},
+        "schema_version": SCHEMA_VERSION, "run_id": run_dir.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "config": config.to_json(),
+        "versions": package_versions(), "models": {}, "results": {},
     }
     shared: dict[tuple[str, str], tuple[str, TaskResult]] = {}
     start = time.perf_counter()
@@ -186,14 +182,9 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
                     if modality == "text":
                         shared[memo_key] = (spec.name, result)
                 log.info(
-                    "%s: %s=%.4f n=%d (%d/%d requests cached) in %.1fs",
-                    label,
-                    result.primary,
-                    result.metrics.get(result.primary, float("nan")),
-                    result.n,
-                    result.cached_requests,
-                    result.requests,
-                    result.wall_s,
+                    "%s: %s=%.4f n=%d (%d/%d requests cached) in %.1fs", label, result.primary,
+                    result.metrics.get(result.primary, float("nan")), result.n,
+                    result.cached_requests, result.requests, result.wall_s,
                 )
                 data["results"][spec.name][task_spec.key] = result.to_json()
                 data["wall_s"] = time.perf_counter() - start
