@@ -155,7 +155,7 @@ def _data_dirs(args: argparse.Namespace) -> dict[str | None, Path]:
 
 
 def _task_specs(args: argparse.Namespace, user_models: bool) -> tuple[list, list]:
-    from iaa_eval.runner.engine import TaskSpec
+    from iaa_eval.evaluate import TaskSpec
     from iaa_eval.suites import load_suite, with_options
     from iaa_eval.tasks import TASKS
 
@@ -194,9 +194,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from iaa_eval.evaluate import RunConfig, run
     from iaa_eval.pairing import pair_vlm
     from iaa_eval.runner.distributed import joined_shards
-    from iaa_eval.runner.engine import RunConfig, run
 
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and args.device == "cuda":

@@ -27,7 +27,7 @@ class ModelError(IAAEvalError):
 
 class NonFiniteOutput(ModelError):
     """A model produced NaN or infinite logits: its scores would be garbage, so the run stops
-    instead of writing them. The engine adds the model's name to the message."""
+    instead of writing them. The run loop (evaluate.py) adds the model's name to the message."""
 
 
 class RunInterrupted(IAAEvalError):

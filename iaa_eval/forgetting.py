@@ -59,8 +59,7 @@ import pandas as pd
 
 from iaa_eval.errors import UsageError
 from iaa_eval.metrics import stats
-from iaa_eval.rundata import Items, RunData, pair
-from iaa_eval.runner.results import atomic_write_text
+from iaa_eval.rundir import Items, RunData, atomic_write_text, pair
 
 log = logging.getLogger(__name__)
 NAN = float("nan")

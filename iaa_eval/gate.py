@@ -35,7 +35,7 @@ from typing import Literal
 from iaa_eval import config
 from iaa_eval.errors import DataError, IAAEvalError
 from iaa_eval.forgetting import Analysis, analyse, compare_runs
-from iaa_eval.rundata import RunData
+from iaa_eval.rundir import RunData
 
 log = logging.getLogger(__name__)
 

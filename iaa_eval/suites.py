@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from iaa_eval import config
 from iaa_eval.errors import UsageError
+from iaa_eval.evaluate import TaskSpec
 from iaa_eval.models.base import ModelSpec
 from iaa_eval.resources import MINIWORLD_ASSETS, SUITES
-from iaa_eval.runner.engine import TaskSpec
 from iaa_eval.tasks import TaskOptions
 
 

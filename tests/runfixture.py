@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iaa_eval.runner.results import SampleRecord, TaskResult, write_results, write_samples
+from iaa_eval.rundir import SCHEMA_VERSION, SampleRecord, TaskResult, write_results, write_samples
 
 XSS_SCRIPT = "<script>window.__pwned=1</script>"
 XSS_IMG = "<img src=x onerror=\"window.__pwned=2\">"
@@ -121,9 +121,14 @@ def make_run(
             "circular_acc"] + 0.15)
         vqa = np.clip(np.round(rng.random(n_mm) * (0.6 + p), 1), 0, 1)
         results[model]["vqav2"] = _mean_task("vqav2", "accuracy", vqa, _source("vqav2", real), blind)
+    for tasks in results.values():
+        for task, result in tasks.items():
+            result.modality = "text" if task in TEXT_SUBJECTS else "image"
+            result.source = f"hub:{task}" if real else f"miniworld:data/{task}"
     text_fp = "fp-base-text"
     data = {
-        "schema_version": 1, "run_id": run_dir.name, "created": "2026-01-01T00:00:00+00:00",
+        "schema_version": SCHEMA_VERSION, "run_id": run_dir.name,
+        "created": "2026-01-01T00:00:00+00:00",
         "config": {"suite": "forgetting", "log_samples": with_samples,
                    "tasks": [{"name": t, "options": {"data_dir": _source(t, real)["data_dir"]}} for t in results["base"]]},
         "versions": {"iaa_eval": "0.1.0", "python": "3.11"},

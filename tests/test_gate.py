@@ -106,7 +106,7 @@ def test_exit_2_on_missing_files_and_schema_mismatch(tmp_path: Path, good_run: P
     data["schema_version"] = 0
     (run / "results.json").write_text(json.dumps(data))
     outcome = run_gate(run, GATE_YAML)
-    assert outcome.exit_code == 2 and "schema_version 0, expected 1" in outcome.errors[0]
+    assert outcome.exit_code == 2 and "schema_version 0, expected 2" in outcome.errors[0]
 
 
 def test_exit_2_when_samples_are_missing(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Reading a run: base detection, data sources, pairing, schema checks."""
+"""Reading a run: base detection, recorded modality and data source, pairing, schema checks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from iaa_eval.errors import DataError
-from iaa_eval.rundata import RunData, pair, task_source
+from iaa_eval.rundir import RunData, TaskResult, pair
 from tests.runfixture import make_run
 
 
@@ -21,10 +21,6 @@ def test_base_detection_and_sources(tmp_path: Path) -> None:
     (run / "results.json").write_text(json.dumps(data))
     with pytest.raises(DataError, match="cannot tell the base model"):
         RunData(run).base_model()
-    assert task_source({"data_dir": "miniworld:data/mmlu"}) == "miniworld"
-    assert task_source({"data_dir": None}) == "hub"
-    assert task_source({"data_dir": "/data/MMLU"}) == "local"
-    assert task_source({"data_source": "hub", "data_dir": "/x/miniworld/y"}) == "hub"
 
 
 def test_pairing_and_bad_results(tmp_path: Path) -> None:
@@ -43,14 +39,39 @@ def test_pairing_and_bad_results(tmp_path: Path) -> None:
         RunData(tmp_path / "r")
 
 
-def test_source_falls_back_to_the_run_config(tmp_path: Path) -> None:
+def test_modality_and_source_are_read_as_recorded(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "r")
+    assert RunData(run_dir).source("mme") == "miniworld"
+    assert RunData(make_run(tmp_path / "h", real=True)).source("mme") == "hub"
+    data = json.loads((run_dir / "results.json").read_text())
+    data["results"]["base"]["mmlu"]["source"] = "local:/data/MMLU"
+    data["results"]["base"]["mme"]["modality"] = "text"  # the name says nothing: the record does
+    (run_dir / "results.json").write_text(json.dumps(data))
+    run = RunData(run_dir)
+    assert (run.source("mmlu"), run.modality("mme")) == ("local", "text")
+    del data["results"]["llava"]["vqav2"]["modality"]
+    (run_dir / "results.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"results\.llava\.vqav2\.modality"):
+        RunData(run_dir)
+    data["results"]["llava"]["vqav2"]["modality"] = "image"
+    data["results"]["llava"]["vqav2"]["source"] = "/data/vqav2"
+    (run_dir / "results.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"results\.llava\.vqav2\.source"):
+        RunData(run_dir)
+
+
+def test_a_version_1_run_asks_for_a_rerun(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path / "r")
     data = json.loads((run_dir / "results.json").read_text())
-    for tasks in data["results"].values():
-        for entry in tasks.values():
-            entry["task_config"].pop("data_dir")
+    data["schema_version"] = 1
     (run_dir / "results.json").write_text(json.dumps(data))
-    assert RunData(run_dir).source("mme") == "miniworld"  # from config.tasks[].options.data_dir
-    data["config"]["tasks"] = []
-    (run_dir / "results.json").write_text(json.dumps(data))
-    assert RunData(run_dir).source("mme") == "hub"
+    with pytest.raises(DataError, match=r"schema_version 1, expected 2 .*rerun its `iaa-eval run`"):
+        RunData(run_dir)
+
+
+def test_the_writer_refuses_a_result_without_modality_or_source() -> None:
+    result = TaskResult("mme", {"acc": 1.0}, "acc", 1)
+    with pytest.raises(ValueError, match="modality '' / source '' not set"):
+        result.to_json()
+    result.modality, result.source = "image", "hub:lmms-lab/MME"
+    assert result.to_json()["source"] == "hub:lmms-lab/MME"

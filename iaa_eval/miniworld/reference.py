@@ -14,7 +14,7 @@ from typing import Any
 
 from iaa_eval import config
 from iaa_eval.resources import MINIWORLD_REFERENCE as REFERENCE
-from iaa_eval.runner.results import atomic_write_text, read_results
+from iaa_eval.rundir import atomic_write_text, read_results
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,12 @@ mean colour, the original centred, then the CLIP image processor (resize, crop, 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
+
+from iaa_eval.errors import DataError
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +37,31 @@ def expand_to_square(image: Image, fill: tuple[int, int, int]) -> Image:
     canvas = PILImage.new("RGB", (side, side), fill)
     canvas.paste(image, ((side - width) // 2, (side - height) // 2))
     return canvas
+
+
+def decode_image(where: str, load: Callable[[], Image | None], max_pixels: int | None) -> Image:
+    """The image ``load()`` opens, decoded fully (so a truncated file fails here, not inside the
+    model) and refused above ``max_pixels`` (PIL's decompression-bomb limit by default); every
+    failure is a DataError naming ``where``."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    limit = PILImage.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            img = load()
+            if img is None:
+                raise DataError(f"{where}: row without an image")
+            if limit and img.size[0] * img.size[1] > limit:
+                raise DataError(f"{where}: image of {img.size[0]}x{img.size[1]} pixels exceeds the "
+                                f"{limit}-pixel limit (a decompression bomb?)")
+            img.load()
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        raise DataError(f"{where}: image refused as a decompression bomb ({exc})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{where}: cannot decode the image ({exc})") from exc
+    return img
 
 
 def image_key(image: Image) -> str:

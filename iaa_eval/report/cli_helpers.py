@@ -10,7 +10,7 @@ from iaa_eval.forgetting import analyse, export
 from iaa_eval.gate import run_gate
 from iaa_eval.metrics.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from iaa_eval.report.render import default_report_dir, render_comparison, render_report
-from iaa_eval.rundata import RunData
+from iaa_eval.rundir import RunData
 
 
 def report(runs: Sequence[Path | str], reports_root: Path | str = "reports", fmt: str | None = None,

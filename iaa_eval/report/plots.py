@@ -19,8 +19,7 @@ from matplotlib.figure import Figure
 
 from iaa_eval.report.paper import PaperNumber
 from iaa_eval.report.reference_points import ReferencePoint
-from iaa_eval.rundata import POINT_METRICS
-from iaa_eval.runner.results import atomic_write_text
+from iaa_eval.rundir import POINT_METRICS, atomic_write_text
 
 log = logging.getLogger(__name__)
 COLOURS = {"hf": "#7f7f7f", "llava": "#d62728", "iaa": "#1f77b4"}

@@ -15,7 +15,7 @@ from iaa_eval.errors import DataError
 from iaa_eval.pairing import hub_id
 from iaa_eval.records import load_records
 from iaa_eval.resources import BASELINES
-from iaa_eval.rundata import RunData
+from iaa_eval.rundir import RunData
 
 DEFAULT_PATH = BASELINES / "reference_points.yaml"
 

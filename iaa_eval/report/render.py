@@ -23,7 +23,7 @@ from iaa_eval.report import plots
 from iaa_eval.report.paper import DEFAULT_PATH, PaperBaselines, PaperNumber, load_paper
 from iaa_eval.report.reference_points import DEFAULT_PATH as REFERENCES_PATH
 from iaa_eval.report.reference_points import ReferencePoint, load_reference_points, points_for_run
-from iaa_eval.rundata import RunData
+from iaa_eval.rundir import RunData
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"

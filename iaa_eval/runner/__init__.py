@@ -1,1 +1,1 @@
-"""Runs: the model x task matrix, the request cache and the results files."""
+"""Services below the benchmarks: the request cache, data-parallel ranks and the request path."""

@@ -1,7 +1,8 @@
 """Our ``lm_eval.api.model.LM`` over any :class:`~iaa_eval.models.base.TextView`.
 
 lm-eval's tasks (prompts, few-shot sampling, metrics) run unchanged on our models; the model work
-goes through :class:`~iaa_eval.tasks.fast_scoring.FastScorer` and the run's request cache. The
+goes through :class:`~iaa_eval.tasks.fast_scoring.FastScorer`, behind the task's request path
+(:class:`~iaa_eval.runner.requests.RequestPath`: cache, ranks, commits). The
 tokenization follows ``HFLM`` exactly, because a different split of context and continuation
 tokens would change the numbers: trailing whitespace of the context moves to the continuation,
 ``context + continuation`` is encoded as a whole and split at the length of the encoded context,
@@ -22,14 +23,13 @@ from tqdm import tqdm
 
 from iaa_eval.models.generation import nan_guard
 from iaa_eval.runner.cache import request_key
-from iaa_eval.runner.distributed import Shards
+from iaa_eval.runner.requests import RequestPath
 from iaa_eval.tasks.fast_scoring import FastScorer
 
 if TYPE_CHECKING:
     from lm_eval.api.instance import Instance
 
     from iaa_eval.models.base import TextView
-    from iaa_eval.runner.cache import RequestCache
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_TOKENS = 256
@@ -48,19 +48,19 @@ def default_score_chunk(device: torch.device) -> int:
 
 
 class TextViewLM(LM):
-    """lm-eval model over a text view, answering from the request cache first.
+    """lm-eval model over a text view, asking it through a request path (the cache first).
 
     Args:
         view: tokenizer + causal LM + fingerprint.
-        cache: the run's request cache (``None``: no caching).
+        request_path: the task's request path (default: uncached, this process alone): cached
+            requests are answered from the run's cache, the rest split across ranks (torchrun),
+            every rank gets every answer and only the writer stores them.
         batch_size: ``"auto"`` or rows per batch.
         prefix_reuse: reuse shared prompt prefixes (identical numbers, less compute).
         max_length: context length for left truncation (default: as HFLM resolves it).
         max_tokens: cap on padded tokens per scoring forward (default: the scorer's).
         score_chunk: log-likelihood requests scored and cached per transaction (default: by device).
         progress: tqdm bars.
-        shards: data-parallel place (torchrun): uncached requests are split across ranks, every rank
-            gets every answer, only the writer stores them.
 
     ``requests`` and ``cached_requests`` count what was asked and what the cache answered.
     """
@@ -68,7 +68,7 @@ class TextViewLM(LM):
     def __init__(
         self,
         view: TextView,
-        cache: RequestCache | None = None,
+        request_path: RequestPath | None = None,
         *,
         batch_size: int | str = "auto",
         prefix_reuse: bool = True,
@@ -76,13 +76,11 @@ class TextViewLM(LM):
         max_tokens: int | None = None,
         score_chunk: int | None = None,
         progress: bool = True,
-        shards: Shards | None = None,
     ) -> None:
         super().__init__()
-        self.shards = shards or Shards()
+        self.path = request_path or RequestPath()
         self.view = view
         self.tokenizer = view.tokenizer
-        self.cache = cache
         self.progress = progress
         self.max_length = max_length or resolve_max_length(view.model.config, view.tokenizer)
         self.scorer = FastScorer(
@@ -91,8 +89,6 @@ class TextViewLM(LM):
         )
         self.batch_size = batch_size
         self.score_chunk = score_chunk or default_score_chunk(next(view.model.parameters()).device)
-        self.requests = 0
-        self.cached_requests = 0
         bos = self.tokenizer.bos_token_id
         self.prefix_token_id: int = bos if bos is not None else self.tokenizer.eos_token_id
         self._bos_text = self.tokenizer.decode(self.prefix_token_id)
@@ -132,31 +128,25 @@ class TextViewLM(LM):
             result.append((head, whole[context + continuation][len(head) :]))
         return result
 
-    # ---------------------------------------------------------------- the cache
-    def _through_cache(self, kind: str, args: list[tuple], compute: Callable[[list[tuple]], list[Any]],
+    # ---------------------------------------------------------------- the request path
+    @property
+    def requests(self) -> int:
+        """Requests asked."""
+        return self.path.asked
+
+    @property
+    def cached_requests(self) -> int:
+        """Requests the cache answered."""
+        return self.path.cached
+
+    def _ask(self, kind: str, args: list[tuple], compute: Callable[[list[tuple]], list[Any]],
                        commit: int = COMMIT_REQUESTS) -> list[Any]:
-        """Answer ``args`` from the cache where possible, compute the rest (``commit`` requests per rank
-        at a time), store them."""
-        self.requests += len(args)
-        fingerprint = self.view.fingerprint
-        self.shards.barrier()  # every rank sees the same cache state, so all agree on what is left
+        """``compute`` over ``args`` down the request path, ``commit`` requests per rank at a
+        time; one context's options go to one rank together (one forward), a repeat once."""
         keys = [request_key([kind, self.max_length, *a]) for a in args]
-        found = self.cache.get_many(fingerprint, keys) if self.cache is not None else {}
-        self.cached_requests += sum(k in found for k in keys)
-        todo = sorted({k: i for i, k in enumerate(keys) if k not in found}.values())
-        # ranks get whole contexts, so a question's options are scored together (one forward)
-        by_context: dict[Any, list[int]] = {}
-        for i in todo:
-            by_context.setdefault(args[i][0], []).append(i)
-        # stored chunk by chunk: a killed run keeps every finished chunk, and a rerun's chunks line
-        # up with the first attempt's, so resumed numbers are bit-identical to uninterrupted ones
-        for units in _chunks(list(by_context.values()), commit * self.shards.world_size):
-            answered = self.shards.map(units, lambda part: _split(compute([args[i] for u in part for i in u]), part))
-            fresh = {keys[i]: v for unit, values in zip(units, answered, strict=True) for i, v in zip(unit, values, strict=True)}
-            if self.cache is not None and self.shards.is_writer:
-                self.cache.put_many(fingerprint, fresh.items())
-            found.update(fresh)
-        return [found[k] for k in keys]
+        fingerprint = self.view.fingerprint
+        return self.path.answer(fingerprint, keys, args, compute, commit=commit, unit=lambda a: a[0],
+                                distinct=True)
 
     # ---------------------------------------------------------------- the LM contract
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -165,7 +155,8 @@ class TextViewLM(LM):
         def compute(args: list[tuple]) -> list[list]:
             return [list(v) for v in self.scorer.score(self.encode_pairs(args))]
 
-        values = self._through_cache("loglikelihood", [tuple(r.args) for r in requests], compute, self.score_chunk)
+        args = [tuple(r.args) for r in requests]
+        values = self._ask("loglikelihood", args, compute, self.score_chunk)
         return [(float(v[0]), bool(v[1])) for v in values]
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
@@ -184,7 +175,8 @@ class TextViewLM(LM):
                 totals[i] += logprob
             return totals
 
-        return [float(v) for v in self._through_cache("loglikelihood_rolling", [tuple(r.args) for r in requests], compute)]
+        args = [tuple(r.args) for r in requests]
+        return [float(v) for v in self._ask("loglikelihood_rolling", args, compute)]
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """Greedy continuations, cut at the first stop string (``until``)."""
@@ -193,7 +185,7 @@ class TextViewLM(LM):
             return [self._generate_one(context, dict(kwargs)) for context, kwargs in tqdm(args, disable=not self.progress)]
 
         args = [(r.args[0], _jsonable(r.args[1])) for r in requests]
-        return list(self._through_cache("generate_until", args, compute))
+        return list(self._ask("generate_until", args, compute))
 
     def _generate_one(self, context: str, kwargs: dict[str, Any]) -> str:
         until = kwargs.pop("until", None) or [self.tokenizer.decode(self.view.model.config.eos_token_id or 0)]
@@ -211,28 +203,6 @@ class TextViewLM(LM):
             if stop and stop in text:
                 text = text.split(stop, 1)[0]
         return text
-
-
-def _chunks(units: list[list[int]], size: int) -> list[list[list[int]]]:
-    """Consecutive runs of whole units holding about ``size`` requests each."""
-    out: list[list[list[int]]] = [[]]
-    held = 0
-    for unit in units:
-        if held >= size:
-            out.append([])
-            held = 0
-        out[-1].append(unit)
-        held += len(unit)
-    return out if out[0] else []
-
-
-def _split(values: list[Any], units: list[list[int]]) -> list[list[Any]]:
-    """``values`` (flat, in ``units`` order) cut back into one list per unit."""
-    out, at = [], 0
-    for unit in units:
-        out.append(values[at : at + len(unit)])
-        at += len(unit)
-    return out
 
 
 def _jsonable(kwargs: Any) -> Any:

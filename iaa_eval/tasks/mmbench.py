@@ -24,9 +24,11 @@ from typing import Any
 
 from iaa_eval.errors import DataError
 from iaa_eval.metrics import mmbench as metric
-from iaa_eval.runner.results import SampleRecord, TaskResult
+from iaa_eval.rundir import SampleRecord, TaskResult
 from iaa_eval.tasks import multimodal as mm
+from iaa_eval.tasks.context import TaskContext
 
+HUB = "lmms-lab/MMBench"
 INSTRUCTIONS = {
     "en": "Answer with the option's letter from the given choices directly.",
     "cn": "请直接回答选项字母。",
@@ -186,7 +188,7 @@ def load(lang: str, data_dir: Path | None, extra: dict[str, Any],
     if data_dir is not None:
         rows = _rows_local(_find_tsv(data_dir, lang, extra))
     else:
-        dataset = mm.load_hub("lmms-lab/MMBench", lang, "dev")
+        dataset = mm.load_hub(HUB, lang, "dev")
         rows = [(f"lmms-lab/MMBench ({lang}) row {i}", _hub_row(row), src)
                 for i, row, src in mm.hub_rows(dataset, f"lmms-lab/MMBench ({lang})")]
     raw, valid = _indexed(rows, problems)
@@ -220,12 +222,13 @@ class MMBenchTask:
     """MMBench dev in one language."""
 
     modality = "image"
+    hub = HUB
 
     def __init__(self, lang: str) -> None:
         self.lang = lang
         self.name = f"mmbench_{lang}"
 
-    def run(self, ctx: Any) -> TaskResult:
+    def run(self, ctx: TaskContext) -> TaskResult:
         """Ask every pass (limit = questions); a question counts only if all its passes are right."""
         clock = mm.start(ctx)
         problems = mm.Problems(ctx.options.on_error)

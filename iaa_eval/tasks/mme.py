@@ -14,15 +14,16 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from iaa_eval.errors import DataError
 from iaa_eval.metrics import mme as metric
-from iaa_eval.runner.results import SampleRecord, TaskResult
+from iaa_eval.rundir import SampleRecord, TaskResult
 from iaa_eval.tasks import multimodal as mm
+from iaa_eval.tasks.context import TaskContext
 
 SUFFIX = "Please answer yes or no."
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".JPG", ".PNG")
+HUB = "lmms-lab/MME"
 
 
 def make_prompt(question: str) -> str:
@@ -122,8 +123,8 @@ def load_hub_items(problems: mm.Problems) -> list[mm.Item]:
     items: list[mm.Item] = []
     seen: dict[tuple[str, str], list[str]] = {}
     origin: dict[tuple[str, str], str] = {}
-    dataset = mm.load_hub("lmms-lab/MME", None, "test")
-    for i, row, source in mm.hub_rows(dataset, "lmms-lab/MME"):
+    dataset = mm.load_hub(HUB, None, "test")
+    for i, row, source in mm.hub_rows(dataset, HUB):
         subtask = str(row["category"])
         if subtask not in metric.SUBTASKS:
             problems.report(f"lmms-lab/MME row {i}: unknown category {subtask!r}")
@@ -140,12 +141,13 @@ class MMETask:
 
     name = "mme"
     modality = "image"
+    hub = HUB
 
     def load(self, data_dir: Path | None, problems: mm.Problems) -> list[mm.Item]:
         """Items from ``data_dir`` (original layout) or the hub."""
         return load_local(data_dir, problems) if data_dir is not None else load_hub_items(problems)
 
-    def run(self, ctx: Any) -> TaskResult:
+    def run(self, ctx: TaskContext) -> TaskResult:
         """Ask every question (limit = images), score with the official rules."""
         clock = mm.start(ctx)
         problems = mm.Problems(ctx.options.on_error)

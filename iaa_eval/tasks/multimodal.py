@@ -3,30 +3,36 @@
 Loaders turn benchmark rows into :class:`Item` objects whose images are opened lazily (VQAv2's
 val set is 40k images): a missing image, a path leaving the data folder or an undecodable image
 is a :class:`~iaa_eval.errors.DataError` naming the file and row, or, with ``on_error="skip"``,
-a counted skip recorded in the result (:class:`Problems`). :func:`ask` sends the items to the
-runner's cached generation in chunks; blind runs never open an image.
+a counted skip recorded in the result (:class:`Problems`). :func:`ask` turns the items into
+generation requests, chunk by chunk, and :func:`generate` sends them down the task's request
+path; blind runs never open an image.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import io
 import logging
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iaa_eval.errors import DataError, UsageError
 from iaa_eval.models.base import MMRequest
-from iaa_eval.models.vision import image_key
-from iaa_eval.runner.results import SampleRecord, TaskResult
+from iaa_eval.models.vision import decode_image, image_key
+from iaa_eval.rundir import SampleRecord, TaskResult
+from iaa_eval.runner.cache import request_key
+
+if TYPE_CHECKING:
+    from iaa_eval.tasks.context import TaskContext
 
 logger = logging.getLogger(__name__)
-CHUNK = 64  # requests per ctx.answer call: bounds how many decoded images are held at once
+CHUNK = 64  # items per generate call: bounds how many decoded images are held at once
+GENERATE_COMMIT = 16  # generation requests per rank per cache transaction
 
 
 class Problems:
@@ -55,29 +61,15 @@ class ImageSource:
     fetch: Callable[[], Any] | None = None
 
     def open(self, max_pixels: int | None) -> Any:
-        """Decode fully (so a truncated file fails here, not inside the model); refuse images
-        above ``max_pixels`` (PIL's decompression-bomb limit by default)."""
-        from PIL import Image, UnidentifiedImageError
+        """Decode fully and refuse images above ``max_pixels`` (see :func:`decode_image`)."""
+        return decode_image(self.where, self._load, max_pixels)
 
-        limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                if self.fetch is not None:
-                    img = self.fetch()
-                    if img is None:
-                        raise DataError(f"{self.where}: row without an image")
-                else:
-                    img = Image.open(self.path if self.path is not None else io.BytesIO(self.data or b""))
-                if limit and img.size[0] * img.size[1] > limit:
-                    raise DataError(f"{self.where}: image of {img.size[0]}x{img.size[1]} pixels exceeds the "
-                                    f"{limit}-pixel limit (a decompression bomb?)")
-                img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DataError(f"{self.where}: image refused as a decompression bomb ({exc})") from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"{self.where}: cannot decode the image ({exc})") from exc
-        return img
+    def _load(self) -> Any:
+        from PIL import Image
+
+        if self.fetch is not None:
+            return self.fetch()
+        return Image.open(self.path if self.path is not None else io.BytesIO(self.data or b""))
 
 
 @dataclass
@@ -135,7 +127,28 @@ def option(extra: dict[str, Any], key: str, default: Any) -> Any:
     return extra.get(key, default)
 
 
-def ask(ctx: Any, items: Sequence[Item], problems: Problems, max_new_tokens: int) -> Iterator[tuple[Item, str]]:
+def generation_key(request: MMRequest) -> str:
+    """The request-cache key of a generation request: prompt, image content and budget."""
+    image = None if request.image is None else request.image_key or image_key(request.image)
+    prompt, budget = request.prompt, request.max_new_tokens
+    return request_key({"op": "generate", "prompt": prompt, "image": image, "max_new_tokens": budget})
+
+
+def generate(ctx: TaskContext, requests: Sequence[MMRequest]) -> list[str]:
+    """The model's greedy answers to ``requests``, through the task's request path. Blind, the
+    images are dropped and the answers are keyed by the model's text fingerprint."""
+    if ctx.blind:
+        requests = [dataclasses.replace(r, image=None, image_key=None) for r in requests]
+    fingerprint = ctx.model.fingerprint("text" if ctx.blind else "mm")
+    keys = [generation_key(r) for r in requests]
+    return ctx.request_path.answer(
+        fingerprint, keys, requests, ctx.model.generate, commit=GENERATE_COMMIT, progress=True
+    )
+
+
+def ask(
+    ctx: TaskContext, items: Sequence[Item], problems: Problems, max_new_tokens: int
+) -> Iterator[tuple[Item, str]]:
     """Yield ``(item, response)``; items whose image cannot be opened are reported and left out."""
     max_pixels = option(ctx.options.extra, "max_image_pixels", None)
     for start in range(0, len(items), CHUNK):
@@ -154,7 +167,7 @@ def ask(ctx: Any, items: Sequence[Item], problems: Problems, max_new_tokens: int
                 image, key = opened[id(item.source)]
             kept.append(item)
             requests.append(MMRequest(item.prompt, image, key, max_new_tokens))
-        yield from zip(kept, ctx.answer(requests), strict=True)
+        yield from zip(kept, generate(ctx, requests), strict=True)
 
 
 @dataclass(frozen=True)
@@ -166,14 +179,14 @@ class Clock:
     misses: int
 
 
-def start(ctx: Any) -> Clock:
+def start(ctx: TaskContext) -> Clock:
     """Start timing a task (and counting the feature-cache hits it causes)."""
     cache = getattr(ctx.model, "feature_cache", None)
     return Clock(time.perf_counter(), getattr(cache, "hits", 0), getattr(cache, "misses", 0))
 
 
 def result(
-    name: str, ctx: Any, clock: Clock, problems: Problems, samples: list[SampleRecord],
+    name: str, ctx: TaskContext, clock: Clock, problems: Problems, samples: list[SampleRecord],
     metrics: dict[str, float], primary: str, groups: dict[str, dict[str, float]], config: dict[str, Any],
 ) -> TaskResult:
     """A TaskResult with the shared bookkeeping filled in; timing and cache hits go to the log.
@@ -194,8 +207,9 @@ def result(
     return TaskResult(
         task=name, metrics=metrics, primary=primary, n=len(samples), groups=groups,
         skipped=len(problems.reasons), skip_reasons=list(problems.reasons), blind=ctx.blind,
-        task_config={"source": str(ctx.options.data_dir or "hub"), "limit": ctx.options.limit, **config, **cache},
-        requests=len(samples), wall_s=wall, samples=samples,
+        task_config={"limit": ctx.options.limit, **config, **cache},
+        requests=ctx.request_path.asked, cached_requests=ctx.request_path.cached, wall_s=wall,
+        samples=samples,
     )
 
 

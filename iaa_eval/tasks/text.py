@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iaa_eval.errors import DataError
-from iaa_eval.runner.results import SampleRecord, TaskResult
+from iaa_eval.rundir import SampleRecord, TaskResult
 from iaa_eval.tasks.text_configs import (
     BENCHMARKS,
     Benchmark,
@@ -33,7 +33,7 @@ from iaa_eval.tasks.text_data import LoadReport, discover_subjects, load_subject
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
 
-    from iaa_eval.tasks import TaskContext, TaskOptions
+    from iaa_eval.tasks.context import TaskContext, TaskOptions
 
 log = logging.getLogger(__name__)
 FEWSHOT_SEED = 1234
@@ -251,6 +251,11 @@ class TextTask:
     name: str
     modality: str = "text"
 
+    @property
+    def hub(self) -> str:
+        """The hub dataset read when no data_dir is given."""
+        return BENCHMARKS[self.name].hub_path
+
     def run(self, ctx: TaskContext) -> TaskResult:
         """Score the model's text view on every subject; cached requests are not recomputed."""
         from iaa_eval.tasks.lm_bridge import TextViewLM
@@ -259,8 +264,8 @@ class TextTask:
         bench = BENCHMARKS[self.name]
         prefix_reuse = bool(ctx.options.extra.get("prefix_reuse", True))
         lm = TextViewLM(
-            ctx.model.text_view(), ctx.cache, batch_size=ctx.model.spec.batch_size, prefix_reuse=prefix_reuse,
-            shards=ctx.shards,
+            ctx.model.text_view(), ctx.request_path, batch_size=ctx.model.spec.batch_size,
+            prefix_reuse=prefix_reuse,
         )
         run = evaluate_text(lm, bench, ctx.options)
         result = to_result(self.name, run, ctx.options, lm, time.perf_counter() - start)

@@ -23,9 +23,11 @@ from typing import Any
 
 from iaa_eval.errors import DataError
 from iaa_eval.metrics import vqa as metric
-from iaa_eval.runner.results import SampleRecord, TaskResult
+from iaa_eval.rundir import SampleRecord, TaskResult
 from iaa_eval.tasks import multimodal as mm
+from iaa_eval.tasks.context import TaskContext
 
+HUB = "lmms-lab/VQAv2"
 INSTRUCTION = "Answer the question using a single word or phrase."
 
 
@@ -133,8 +135,8 @@ def load(data_dir: Path | None, extra: dict[str, Any], problems: mm.Problems) ->
             problems.report(str(exc))
 
     if data_dir is None:
-        dataset = mm.load_hub("lmms-lab/VQAv2", None, "validation")
-        for i, row, source in mm.hub_rows(dataset, "lmms-lab/VQAv2"):
+        dataset = mm.load_hub(HUB, None, "validation")
+        for i, row, source in mm.hub_rows(dataset, HUB):
             where = f"lmms-lab/VQAv2 row {i}"
             add(row, row.get("answers"), source, where, where)
         return items
@@ -177,8 +179,9 @@ class VQAv2Task:
 
     name = "vqav2"
     modality = "image"
+    hub = HUB
 
-    def run(self, ctx: Any) -> TaskResult:
+    def run(self, ctx: TaskContext) -> TaskResult:
         """Ask each question; accuracy overall and per answer type (yes/no, number, other)."""
         clock = mm.start(ctx)
         problems = mm.Problems(ctx.options.on_error)

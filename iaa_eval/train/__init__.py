@@ -52,16 +52,16 @@ class Example:
 def example_image(example: Example) -> Image:
     """The example's image: as given if already decoded, else opened from its path, decoded fully
     and converted to RGB (an unreadable file or a decompression bomb is a DataError naming it)."""
-    from PIL.Image import Image as PILImage
+    from PIL import Image as PILImage
+
+    from iaa_eval.models.vision import decode_image
 
     if example.image is None:
         raise ValueError(f"example {example.prompt[:40]!r} has no image")
-    if isinstance(example.image, PILImage):
+    if isinstance(example.image, PILImage.Image):
         return example.image
-    from iaa_eval.tasks.multimodal import ImageSource
-
     path = Path(example.image)
-    return ImageSource(str(path), path=path).open(max_pixels=None).convert("RGB")
+    return decode_image(str(path), lambda: PILImage.open(path), max_pixels=None).convert("RGB")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from iaa_eval.report.reference_points import (
     points_for_run,
 )
 from iaa_eval.report.render import render_report
-from iaa_eval.rundata import RunData
+from iaa_eval.rundir import RunData
 from tests.runfixture import make_run
 
 POINT = {"model": "org/vlm", "base": "org/lm", "setting": "MMLU 5-shot", "base_value": 60.0,

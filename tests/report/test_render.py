@@ -109,7 +109,7 @@ def test_report_without_samples_or_parameters(tmp_path: Path) -> None:
 
 def test_worst_regressions_are_base_right_model_wrong(mini: tuple[Path, Path]) -> None:
     from iaa_eval.forgetting import analyse
-    from iaa_eval.rundata import RunData
+    from iaa_eval.rundir import RunData
 
     run = RunData(mini[0])
     groups = {g["model"]: g for g in worst_regressions(run, analyse(run, resamples=1000))}

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from iaa_eval.cli import main
+from iaa_eval.evaluate import RunConfig, TaskSpec, run
 from iaa_eval.models.base import ModelSpec
 from iaa_eval.runner.distributed import Shards
-from iaa_eval.runner.engine import RunConfig, TaskSpec, run
 from iaa_eval.tasks import TaskOptions
 from tests.tasks.conftest import write_mme
 from tests.tasks.text_helpers import write_mmlu

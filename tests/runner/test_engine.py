@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from iaa_eval.evaluate import RunConfig, TaskSpec, data_source, run
+from iaa_eval.miniworld import ASSETS
 from iaa_eval.models.base import MMRequest, ModelSpec
+from iaa_eval.rundir import TaskResult, read_results, read_samples
 from iaa_eval.runner.cache import RequestCache
-from iaa_eval.runner.engine import RunConfig, TaskSpec, run
-from iaa_eval.runner.results import TaskResult, read_results, read_samples
 from iaa_eval.tasks import TASKS, TaskContext
+from iaa_eval.tasks.multimodal import generate
 
 
 class ToyImageTask:
@@ -21,12 +23,13 @@ class ToyImageTask:
 
     name = "toy_image"
     modality = "image"
+    hub = "toy/images"
 
     def run(self, ctx: TaskContext) -> TaskResult:
         rng = np.random.default_rng(0)
         images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(2)]
         requests = [MMRequest(f"Question {i}?", images[i % 2], max_new_tokens=3) for i in range(3)]
-        answers = ctx.answer(requests)
+        answers = generate(ctx, requests)
         result = TaskResult(self.name, {"acc": 1.0}, "acc", n=len(answers))
         return result
 
@@ -36,6 +39,7 @@ class ToyTextTask:
 
     name = "toy_text"
     modality = "text"
+    hub = "toy/text"
     calls = 0
 
     def run(self, ctx: TaskContext) -> TaskResult:
@@ -65,6 +69,9 @@ def test_run_writes_results_and_reruns_from_cache(tmp_path: Path, tiny_llama_dir
     assert data["results"]["base"]["toy_image"]["blind"] is True
     assert data["results"]["llava"]["toy_image"]["blind"] is False
     assert data["results"]["llava"]["toy_image"]["cached_requests"] == 0
+    llava, base = data["results"]["llava"], data["results"]["base"]
+    assert (llava["toy_image"]["modality"], base["toy_text"]["modality"]) == ("image", "text")
+    assert llava["toy_image"]["source"] == "hub:toy/images"
     # the twin has the base's text fingerprint: its text result is shared, not recomputed
     assert ToyTextTask.calls == 2
     assert data["results"]["twin"]["toy_text"]["task_config"]["shared_with"] == "base"
@@ -79,6 +86,13 @@ def test_run_writes_results_and_reruns_from_cache(tmp_path: Path, tiny_llama_dir
     assert second["results"]["llava"]["toy_image"]["cached_requests"] == 3
     for model in ("base", "llava"):
         assert second["results"][model]["toy_image"]["metrics"] == first["results"][model]["toy_image"]["metrics"]
+
+
+def test_data_source_names_the_hub_the_miniworld_or_a_folder(tmp_path: Path) -> None:
+    task = TASKS.get("toy_image")
+    assert data_source(task, None) == "hub:toy/images"
+    assert data_source(task, ASSETS / "data" / "mme") == "miniworld:data/mme"
+    assert data_source(task, tmp_path) == f"local:{tmp_path.resolve()}"
 
 
 def test_cache_round_trip_and_count(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from iaa_eval.models.base import MMRequest
+from iaa_eval.runner.requests import RequestPath
 from iaa_eval.tasks import TaskContext, TaskOptions
 
 
@@ -133,12 +134,25 @@ def write_vqav2(root: Path, n: int = 4) -> Path:
     return root
 
 
+class Answering:
+    """A stand-in model whose ``generate`` is the given function."""
+
+    supports_images = True
+
+    def __init__(self, answer: Callable[[Sequence[MMRequest]], list[str]]) -> None:
+        self.generate = answer
+
+    def fingerprint(self, workflow: str) -> str:
+        return f"fake-{workflow}"
+
+
 def fake_context(
     answer: Callable[[Sequence[MMRequest]], list[str]], data_dir: Path | None, blind: bool = False, **options: Any
 ) -> TaskContext:
-    """A TaskContext whose ``answer`` is the given function (no runner, no request cache)."""
-    return TaskContext(model=None, options=TaskOptions(data_dir=data_dir, **options), cache=None,  # type: ignore[arg-type]
-                       answer=answer, blind=blind)
+    """A TaskContext over a model answering with the given function (no runner, no cache)."""
+    model: Any = Answering(answer)
+    options_ = TaskOptions(data_dir=data_dir, **options)
+    return TaskContext(model=model, options=options_, request_path=RequestPath(), blind=blind)
 
 
 class Recorder:

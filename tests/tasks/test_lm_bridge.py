@@ -11,6 +11,7 @@ from lm_eval.api.instance import Instance
 
 from iaa_eval.models.base import TextView
 from iaa_eval.runner.cache import RequestCache
+from iaa_eval.runner.requests import RequestPath
 from iaa_eval.tasks.lm_bridge import COMMIT_REQUESTS, SCORE_COMMIT_REQUESTS, TextViewLM, default_score_chunk
 from tests.tasks.text_helpers import hflm, tiny_model
 
@@ -56,13 +57,14 @@ def test_tokenization_and_values_match_hflm(pair: tuple) -> None:
 def test_rerun_is_answered_from_the_cache(pair: tuple, tmp_path: Path) -> None:
     model, tokenizer, _ = pair
     cache = RequestCache(tmp_path / "cache.sqlite")
-    first = TextViewLM(TextView(model, tokenizer, "fp"), cache, progress=False)
+    first = TextViewLM(TextView(model, tokenizer, "fp"), RequestPath(cache), progress=False)
     values = first.loglikelihood(_instances("loglikelihood", PAIRS))
     assert (first.requests, first.cached_requests) == (len(PAIRS), 0)
-    again = TextViewLM(TextView(model, tokenizer, "fp"), cache, progress=False)
+    again = TextViewLM(TextView(model, tokenizer, "fp"), RequestPath(cache), progress=False)
     assert again.loglikelihood(_instances("loglikelihood", PAIRS)) == values
     assert (again.requests, again.cached_requests, again.scorer.forwards) == (len(PAIRS), len(PAIRS), 0)
-    other = TextViewLM(TextView(model, tokenizer, "other-fingerprint"), cache, progress=False)
+    view = TextView(model, tokenizer, "other-fingerprint")
+    other = TextViewLM(view, RequestPath(cache), progress=False)
     other.loglikelihood(_instances("loglikelihood", PAIRS[:2]))
     assert other.cached_requests == 0
     cache.close()

@@ -11,6 +11,7 @@ from iaa_eval.errors import DataError
 from iaa_eval.models import load_model
 from iaa_eval.models.base import ModelSpec, TextView
 from iaa_eval.runner.cache import RequestCache
+from iaa_eval.runner.requests import RequestPath
 from iaa_eval.tasks import TASKS, TaskContext, TaskOptions
 from iaa_eval.tasks.fast_scoring import FastScorer
 from iaa_eval.tasks.lm_bridge import TextViewLM
@@ -66,7 +67,7 @@ def test_real_mmlu_prompts_identical_to_hflm(tmp_path: Path) -> None:
 
 def _context(tiny_llama_dir: Path, cache: RequestCache, **options: object) -> TaskContext:
     model = load_model(ModelSpec("base", "hf", str(tiny_llama_dir), batch_size="auto"))
-    return TaskContext(model=model, options=TaskOptions(**options), cache=cache, answer=lambda _: [])
+    return TaskContext(model=model, options=TaskOptions(**options), request_path=RequestPath(cache))
 
 
 def test_mmlu_task_result_and_cached_rerun(tmp_path: Path, tiny_llama_dir: Path) -> None:

@@ -1,9 +1,11 @@
-"""The model x task matrix: load each model once, run its tasks, cache every answer, write results.
+"""The model x task matrix: load each model once, run its tasks, write results.
 
-Models are evaluated one at a time (bounded memory). A multimodal task on a model without eyes
-runs *blind* (the question without its image): the floor for multimodal gain. Text results are
-shared between models whose text fingerprints match (IAA's text workflow *is* its base model), so
-the forgetting suite pays for two text evaluations, not three.
+Models are evaluated one at a time (bounded memory). Each task gets its own request path
+(:mod:`iaa_eval.runner.requests`) over the run's request cache, and the run records what the path
+counted. A multimodal task on a model without eyes runs *blind* (the question without its image):
+the floor for multimodal gain. Text results are shared between models whose text fingerprints
+match (IAA's text workflow *is* its base model), so the forgetting suite pays for two text
+evaluations, not three.
 """
 
 from __future__ import annotations
@@ -13,22 +15,20 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from iaa_eval.errors import NonFiniteOutput, RunInterrupted, UsageError
-from iaa_eval.models.base import EvalModel, MMRequest, ModelSpec
-from iaa_eval.models.vision import image_key
-from iaa_eval.runner.cache import RequestCache, request_key
+from iaa_eval.miniworld import ASSETS as MINIWORLD_ASSETS
+from iaa_eval.models.base import EvalModel, ModelSpec
+from iaa_eval.rundir import SCHEMA_VERSION, TaskResult, write_results, write_samples
+from iaa_eval.runner.cache import RequestCache
 from iaa_eval.runner.distributed import Shards
-from iaa_eval.runner.results import SCHEMA_VERSION, TaskResult, write_results, write_samples
-from iaa_eval.tasks import TASKS, TaskContext, TaskOptions
+from iaa_eval.runner.requests import RequestPath
+from iaa_eval.tasks import TASKS, Task, TaskContext, TaskOptions
 
 log = logging.getLogger(__name__)
 
@@ -76,85 +76,40 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-class Answerer:
-    """The cached, chunked, progress-reporting way tasks ask a model multimodal questions."""
-
-    def __init__(
-        self, model: EvalModel, cache: RequestCache, blind: bool, label: str, shards: Shards, chunk: int = 16
-    ) -> None:
-        self.model = model
-        self.shards = shards
-        self.cache = cache
-        self.blind = blind
-        self.label = label
-        self.chunk = chunk
-        self.fingerprint = model.fingerprint("text" if blind else "mm")
-        self.requests = 0
-        self.cached = 0
-        self._bar: tqdm | None = None
-
-    def _key(self, request: MMRequest) -> str:
-        image = None
-        if not self.blind and request.image is not None:
-            image = request.image_key or image_key(request.image)
-        return request_key(
-            {"op": "generate", "prompt": request.prompt, "image": image, "max_new_tokens": request.max_new_tokens}
-        )
-
-    def _progress(self, more: int) -> tqdm:
-        """One bar per task, however many calls the task makes; it grows as requests arrive."""
-        if self._bar is None:
-            self._bar = tqdm(total=0, desc=self.label, unit="req", leave=False, disable=not self.shards.is_writer)
-        self._bar.total += more
-        self._bar.refresh()
-        return self._bar
-
-    def close(self) -> None:
-        """Close the progress bar."""
-        if self._bar is not None:
-            self._bar.close()
-
-    def __call__(self, requests: Sequence[MMRequest]) -> list[str]:
-        if self.blind:
-            requests = [dataclasses.replace(r, image=None, image_key=None) for r in requests]
-        keys = [self._key(r) for r in requests]
-        self.shards.barrier()  # every rank sees the same cache state, so all agree on what is left
-        found = self.cache.get_many(self.fingerprint, keys)
-        todo = [i for i, key in enumerate(keys) if key not in found]
-        self.requests += len(requests)
-        self.cached += len(requests) - len(todo)
-        chunk = self.chunk * self.shards.world_size
-        bar = self._progress(len(todo))
-        for start in range(0, len(todo), chunk):
-            batch = todo[start : start + chunk]
-            answers = self.shards.map([requests[i] for i in batch], self.model.generate)
-            if self.shards.is_writer:
-                self.cache.put_many(self.fingerprint, [(keys[i], a) for i, a in zip(batch, answers, strict=True)])
-            found.update({keys[i]: a for i, a in zip(batch, answers, strict=True)})
-            bar.update(len(batch))
-        return [found[key] for key in keys]
+def data_source(task: Task, data_dir: Path | None) -> str:
+    """``TaskResult.source``: the task's hub dataset, the shipped mini-world's data or a folder."""
+    if data_dir is None:
+        return f"hub:{task.hub}"
+    folder = Path(data_dir).resolve()
+    if folder.is_relative_to(MINIWORLD_ASSETS.resolve()):
+        return f"miniworld:{folder.relative_to(MINIWORLD_ASSETS.resolve()).as_posix()}"
+    return f"local:{folder}"
 
 
-def _run_task(model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str, shards: Shards) -> TaskResult:
+def _run_task(
+    model: EvalModel, spec: TaskSpec, cache: RequestCache, label: str, shards: Shards
+) -> TaskResult:
     task = TASKS.get(spec.name)
     blind = task.modality == "image" and not model.supports_images
-    answerer = Answerer(model, cache, blind, label, shards)
-    ctx = TaskContext(model=model, options=spec.options, cache=cache, answer=answerer, blind=blind, shards=shards)
+    path = RequestPath(cache, shards, label)
+    ctx = TaskContext(model=model, options=spec.options, request_path=path, blind=blind)
     start = time.perf_counter()
     try:
         result = task.run(ctx)
-        answerer.close()
+        path.close()
     except NonFiniteOutput as exc:
         model_spec = model.spec
         raise NonFiniteOutput(
-            f"model {model_spec.name!r} ({model_spec.kind}:{model_spec.path}) on task {spec.key!r}: {exc}; "
+            f"model {model_spec.name!r} ({model_spec.kind}:{model_spec.path}) "
+            f"on task {spec.key!r}: {exc}; "
             "no results written for it (check the weights and --dtype)"
         ) from exc
     result.task = spec.key
     result.wall_s = time.perf_counter() - start
     result.blind = blind
-    if task.modality == "image":
-        result.requests, result.cached_requests = answerer.requests, answerer.cached
+    result.modality = task.modality
+    result.source = data_source(task, spec.options.data_dir)
+    result.requests, result.cached_requests = path.asked, path.cached
     return result
 
 
@@ -184,7 +139,8 @@ def writable_run_dir(run_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise UsageError(
-            f"run directory {run_dir}: not writable ({exc.strerror or exc}); pass --output-path with a writable "
+            f"run directory {run_dir}: not writable ({exc.strerror or exc}); "
+            "pass --output-path with a writable "
             "folder (or --run-id)"
         ) from exc
 
@@ -199,13 +155,9 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
     writable_run_dir(run_dir)
     cache = RequestCache(run_dir / "cache.sqlite")
     data: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_dir.name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config.to_json(),
-        "versions": package_versions(),
-        "models": {},
-        "results": {},
+        "schema_version": SCHEMA_VERSION, "run_id": run_dir.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "config": config.to_json(),
+        "versions": package_versions(), "models": {}, "results": {},
     }
     shared: dict[tuple[str, str], tuple[str, TaskResult]] = {}
     start = time.perf_counter()
@@ -223,14 +175,16 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
                 if modality == "text" and memo_key in shared:
                     owner, result = shared[memo_key]
                     log.info("%s: text fingerprint equals %s's, results shared", label, owner)
-                    result = dataclasses.replace(result, task_config={**result.task_config, "shared_with": owner})
+                    result = dataclasses.replace(
+                        result, task_config={**result.task_config, "shared_with": owner}
+                    )
                 else:
                     result = _run_task(model, task_spec, cache, label, shards)
                     if modality == "text":
                         shared[memo_key] = (spec.name, result)
                 log.info(
-                    "%s: %s=%.4f n=%d (%d/%d requests cached) in %.1fs",
-                    label, result.primary, result.metrics.get(result.primary, float("nan")), result.n,
+                    "%s: %s=%.4f n=%d (%d/%d requests cached) in %.1fs", label, result.primary,
+                    result.metrics.get(result.primary, float("nan")), result.n,
                     result.cached_requests, result.requests, result.wall_s,
                 )
                 data["results"][spec.name][task_spec.key] = result.to_json()
@@ -243,7 +197,8 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
     except KeyboardInterrupt as exc:
         cache.close()
         raise RunInterrupted(
-            f"interrupted: finished requests are kept in {run_dir / 'cache.sqlite'}; rerun the same command to resume"
+            f"interrupted: finished requests are kept in {run_dir / 'cache.sqlite'}; "
+            "rerun the same command to resume"
         ) from exc
     log.info("reused %d cached requests from an earlier attempt", cache.reused)
     cache.close()
