@@ -3,17 +3,17 @@
 Suites, gate thresholds, the baselines and training jobs are each described by dataclasses;
 :func:`load` reads a file and :func:`parse` checks every value against its field's type. Unknown
 keys, missing keys, wrong types (a bool is not a number), duplicate keys and, where the field's
-type says so, non-finite or negative numbers are errors of one line naming the file and the field
-path::
+type says so, non-finite or out-of-range numbers and blank strings are errors of one line naming
+the file and the field path::
 
     my_suite.yaml: tasks[2].limit: expected an integer, got 'ten'
 
 Types understood: dataclasses (nested), ``X | None`` and other unions, ``bool``, ``int``, ``float``,
 ``str``, ``Path``, ``Literal[...]``, ``Enum``, ``tuple[X, ...]``, ``list[X]``, ``dict[str, X]``,
-``Any`` and the bounded numbers below (``Annotated[float, Bounds(...)]``). Two conveniences of
-hand-written files: a tuple of dataclasses with a :data:`KEY` field is written as a mapping (``text:
-{iaa: {...}}`` fills ``kind``), and a dataclass with a :data:`SHORTHAND` field may be written as a
-bare string (``- mme`` is ``{task: mme}``).
+``Any``, the bounded numbers below (``Annotated[float, Bounds(...)]``) and non-blank strings
+(:data:`NonBlank`). Two conveniences of hand-written files: a tuple of dataclasses with a
+:data:`KEY` field is written as a mapping (``text: {iaa: {...}}`` fills ``kind``), and a dataclass
+with a :data:`SHORTHAND` field may be written as a bare string (``- mme`` is ``{task: mme}``).
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ SHORTHAND = types.MappingProxyType({"config": "shorthand"})  # field metadata: a
 
 @dataclass(frozen=True)
 class Bounds:
-    """Limits of a number field: always finite, and at least ``minimum`` when given."""
+    """Limits of a number field: always finite, within ``minimum`` and ``maximum`` when given."""
 
     minimum: float | None = None
+    maximum: float | None = None
 
     def check(self, value: float) -> str | None:
         """Why ``value`` is out of bounds, or None."""
@@ -48,13 +49,26 @@ class Bounds:
             return "expected a finite number"
         if self.minimum is not None and value < self.minimum:
             return f"expected a number >= {self.minimum:g}"
+        if self.maximum is not None and value > self.maximum:
+            return f"expected a number <= {self.maximum:g}"
         return None
+
+
+@dataclass(frozen=True)
+class NotBlank:
+    """A string field that must say something: a source, a name (white space alone is empty)."""
+
+    def check(self, value: str) -> str | None:
+        """Why ``value`` is blank, or None."""
+        return None if value.strip() else "expected a non-blank string"
 
 
 Finite = Annotated[float, Bounds()]
 NonNegative = Annotated[float, Bounds(0)]
 NonNegativeInt = Annotated[int, Bounds(0)]
 PositiveInt = Annotated[int, Bounds(1)]
+Percent = Annotated[float, Bounds(0, 100)]
+NonBlank = Annotated[str, NotBlank()]
 
 
 class _Invalid(Exception):
@@ -111,8 +125,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     origin, args = get_origin(hint), get_args(hint)
     if origin is Annotated:
         converted = _convert(args[0], value, path)
-        for bounds in (a for a in args[1:] if isinstance(a, Bounds)):
-            problem = bounds.check(converted)
+        for rule in (a for a in args[1:] if isinstance(a, Bounds | NotBlank)):
+            problem = rule.check(converted)
             if problem:
                 raise _Invalid(path, f"{problem}, got {_got(value)}")
         return converted

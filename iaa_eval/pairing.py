@@ -1,10 +1,11 @@
 """Base-LM pairing: which LLM a public VLM was trained from, and a check that the two read alike.
 
 Forgetting is the VLM's text score minus its base LM's, so the base must be the model the VLM's
-language model started from (``iaa_eval/data/baselines/vlm_pairs.yaml``, each entry with its source and whether
-the model card names that exact base). And both must see the same token ids for the same prompt:
-if their tokenizers split the task prompts differently, the delta would compare different
-inputs. :func:`pair_vlm` adds the base to a run and checks both before anything is evaluated.
+language model started from (``iaa_eval/data/baselines/vlm_pairs.yaml``, each entry with its
+source and whether the model card names that exact base). And both must see the same token ids for
+the same prompt: if their tokenizers split the task prompts differently, the delta would compare
+different inputs. :func:`pair_vlm` adds the base to a run and checks both before anything is
+evaluated.
 """
 
 from __future__ import annotations
@@ -15,31 +16,45 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Literal
 
+from iaa_eval import config
 from iaa_eval.errors import DataError, ModelError, UsageError
 from iaa_eval.models.base import ModelSpec
-from iaa_eval.records import load_records
 from iaa_eval.resources import BASELINES
 
 log = logging.getLogger(__name__)
 DEFAULT_PAIRS = BASELINES / "vlm_pairs.yaml"
-#: initialised_from: the VLM's LM started from ``base``'s weights and was trained further.
-#: joint: the LM was trained with images from the start; no text-only base exists (``base: null``).
-RELATIONS = ("initialised_from", "joint")
 _HUB_CACHE = re.compile(r"models--([^/]+?)--([^/]+)")
 
 
 @dataclass(frozen=True)
 class VLMPair:
-    """One entry of ``vlm_pairs.yaml``."""
+    """One entry of ``vlm_pairs.yaml``.
+
+    ``relation`` initialised_from: the VLM's LM started from ``base``'s weights and was trained
+    further; joint: the LM was trained with images from the start, so no text-only base exists
+    (``base`` is None exactly then).
+    """
 
     vlm: str
     base: str | None
-    relation: str
+    relation: Literal["initialised_from", "joint"]
     verified: bool
-    source: str
+    source: config.NonBlank
     note: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.base is None) != (self.relation == "joint"):
+            raise ValueError(f"base: null exactly when relation is joint, got {self.base!r}")
+
+
+@dataclass(frozen=True)
+class VLMPairsFile:
+    """The shape of ``vlm_pairs.yaml``."""
+
+    version: Literal[1]
+    pairs: tuple[VLMPair, ...]
 
 
 @dataclass(frozen=True)
@@ -67,21 +82,14 @@ def hub_id(path: str) -> str:
 
 
 def load_pairs(path: Path | str = DEFAULT_PAIRS) -> tuple[VLMPair, ...]:
-    """Read and check the pairs file: a known relation, base null exactly for joint, a source,
-    no VLM twice."""
-    pairs = load_records(path, "pairs", VLMPair)
+    """Read the pairs file (:class:`VLMPairsFile`, strictly) and check that no VLM is listed
+    twice."""
+    pairs = config.load(VLMPairsFile, path).pairs
     seen: dict[str, int] = {}
     for i, pair in enumerate(pairs):
-        where = f"{path}: pairs[{i}]"
-        if pair.relation not in RELATIONS:
-            raise DataError(f"{where}.relation: {pair.relation!r}, expected one of "
-                            f"{', '.join(RELATIONS)}")
-        if (pair.base is None) != (pair.relation == "joint"):
-            raise DataError(f"{where}.base: null exactly when relation is joint, got {pair.base!r}")
-        if not pair.source.strip():
-            raise DataError(f"{where}.source: empty; every pair names where it comes from")
         if hub_id(pair.vlm) in seen:
-            raise DataError(f"{where}.vlm: {pair.vlm!r} repeats pairs[{seen[hub_id(pair.vlm)]}]")
+            raise DataError(f"{path}: pairs[{i}].vlm: {pair.vlm!r} repeats "
+                            f"pairs[{seen[hub_id(pair.vlm)]}]")
         seen[hub_id(pair.vlm)] = i
     return pairs
 

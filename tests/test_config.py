@@ -30,6 +30,8 @@ class Entry:
 class Rule:
     kind: str = field(metadata=config.KEY)
     drop: config.NonNegative | None = None
+    share: config.Percent = 0.0
+    note: config.NonBlank = "-"
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class Doc:
 GOOD = """
 version: 1
 entries: [mme, {name: mmlu, limit: 3, weight: 2}]
-rules: {iaa: {drop: 0}, llava: {}}
+rules: {iaa: {drop: 0, share: 100, note: why}, llava: {}}
 flag: true
 count: 4
 ratio: 2
@@ -86,7 +88,7 @@ def test_a_good_file_becomes_typed_frozen_objects(tmp_path: Path) -> None:
     doc = config.load(Doc, _write(tmp_path, GOOD))
     assert doc.entries == (Entry("mme"), Entry("mmlu", 3, 2.0))
     assert isinstance(doc.entries[1].weight, float)
-    assert doc.rules == (Rule("iaa", 0.0), Rule("llava"))
+    assert doc.rules == (Rule("iaa", 0.0, 100.0, "why"), Rule("llava"))
     assert (doc.flag, doc.count, doc.ratio, doc.color) == (True, 4, 2.0, Color.BLUE)
     assert isinstance(doc.ratio, float) and doc.out == Path("runs/x")
     assert doc.tags == {"a": 1} and doc.names == ["x", "y"] and doc.either == "seven"
@@ -130,6 +132,12 @@ def test_json_and_fixed_fields(tmp_path: Path) -> None:
         ("version: 1\nentries: {a: 1}\n", "doc.yaml: entries: expected a list, got {'a': 1}"),
         ("version: 1\nrules: {iaa: {drop: -0.1}}\n",
          "doc.yaml: rules.iaa.drop: expected a number >= 0, got -0.1"),
+        ("version: 1\nrules: {iaa: {share: 100.5}}\n",
+         "doc.yaml: rules.iaa.share: expected a number <= 100, got 100.5"),
+        ("version: 1\nrules: {iaa: {share: -1}}\n",
+         "doc.yaml: rules.iaa.share: expected a number >= 0, got -1"),
+        ("version: 1\nrules: {iaa: {note: ' '}}\n",
+         "doc.yaml: rules.iaa.note: expected a non-blank string, got ' '"),
         ("version: 1\nrules: [1]\n",
          "doc.yaml: rules: expected a mapping of kind -> settings, got [1]"),
         ("version: 1\nrules: {iaa: 3}\n", "doc.yaml: rules.iaa: expected a mapping, got 3"),

@@ -61,11 +61,13 @@ def test_shipped_pairs_hold_the_required_entries() -> None:
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"colour": "red"}, "pairs[0]: unknown key 'colour'"),
-    ({"verified": "yes"}, "pairs[0].verified: expected <class 'bool'>, got 'yes'"),
-    ({"base": 7}, "pairs[0].base: expected str | None, got 7"),
-    ({"relation": "distilled"}, "pairs[0].relation: 'distilled', expected one of"),
-    ({"base": None}, "pairs[0].base: null exactly when relation is joint"),
-    ({"source": " "}, "pairs[0].source: empty"),
+    ({"verified": "yes"}, "pairs[0].verified: expected true or false, got 'yes'"),
+    ({"base": 7}, "pairs[0].base: expected a string, got 7"),
+    ({"relation": "distilled"},
+     "pairs[0].relation: expected one of 'initialised_from', 'joint', got 'distilled'"),
+    ({"base": None}, "pairs[0]: base: null exactly when relation is joint, got None"),
+    ({"relation": "joint"}, "pairs[0]: base: null exactly when relation is joint, got 'org/lm-7b'"),
+    ({"source": " "}, "pairs[0].source: expected a non-blank string, got ' '"),
 ])
 def test_strict_entries(tmp_path: Path, change: dict, message: str) -> None:
     path = _write(tmp_path, [{**GOOD, **change}])
@@ -81,7 +83,7 @@ def test_strict_file(tmp_path: Path) -> None:
     cases = [
         ([missing], 1, "pairs[0]: missing key 'source'"),
         ([GOOD, {**GOOD, "vlm": "ORG/VLM-7B"}], 1, "pairs[1].vlm: 'ORG/VLM-7B' repeats pairs[0]"),
-        ([GOOD], 2, "version 2, expected 1"),
+        ([GOOD], 2, "version: expected 1, got 2"),
     ]
     for pairs, version, message in cases:
         with pytest.raises(DataError, match=re.escape(message)):

@@ -1,4 +1,5 @@
-"""Published forgetting reference points (``iaa_eval/data/baselines/reference_points.yaml``), and which apply.
+"""Published forgetting reference points (``iaa_eval/data/baselines/reference_points.yaml``) and
+which of them apply to a run.
 
 A point is a VLM's published text score next to its base LM's. The report draws it on the
 forgetting-vs-gain figure only when the run evaluated that same base and that same VLM, so a
@@ -10,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from iaa_eval.errors import DataError
+from iaa_eval import config
 from iaa_eval.pairing import hub_id
-from iaa_eval.records import load_records
 from iaa_eval.resources import BASELINES
 from iaa_eval.rundir import RunData
 
@@ -27,9 +28,9 @@ class ReferencePoint:
     model: str
     base: str
     setting: str
-    base_value: float
-    model_value: float
-    source: str
+    base_value: config.Percent
+    model_value: config.Percent
+    source: config.NonBlank
     verified: bool
     note: str = ""
 
@@ -45,17 +46,18 @@ class ReferencePoint:
         return f"published: {self.model.split('/')[-1]}, {self.setting} {self.delta:+.1f}{mark}"
 
 
+@dataclass(frozen=True)
+class ReferencePointsFile:
+    """The shape of ``reference_points.yaml``."""
+
+    version: Literal[1]
+    points: tuple[ReferencePoint, ...]
+
+
 def load_reference_points(path: Path | str = DEFAULT_PATH) -> tuple[ReferencePoint, ...]:
-    """Read and check the file: values are percentages and every point names its source."""
-    points = load_records(path, "points", ReferencePoint)
-    for i, point in enumerate(points):
-        where = f"{path}: points[{i}]"
-        for name in ("base_value", "model_value"):
-            if not 0 <= getattr(point, name) <= 100:
-                raise DataError(f"{where}.{name}: {getattr(point, name)} is not a percentage")
-        if not point.source.strip():
-            raise DataError(f"{where}.source: empty; every point names where it comes from")
-    return points
+    """Read the file strictly (:class:`ReferencePointsFile`): values are percentages and every
+    point names its source."""
+    return config.load(ReferencePointsFile, path).points
 
 
 def matching_points(points: Sequence[ReferencePoint], base_path: str,

@@ -44,9 +44,11 @@ def test_shipped_points() -> None:
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"value": 1.0}, "points[0]: unknown key 'value'"),
-    ({"base_value": "60"}, "points[0].base_value: expected <class 'float'>, got '60'"),
-    ({"verified": 1}, "points[0].verified: expected <class 'bool'>, got 1"),
-    ({"model_value": 525.0}, "points[0].model_value: 525.0 is not a percentage"),
+    ({"base_value": "60"}, "points[0].base_value: expected a number, got '60'"),
+    ({"verified": 1}, "points[0].verified: expected true or false, got 1"),
+    ({"model_value": 525.0}, "points[0].model_value: expected a number <= 100, got 525.0"),
+    ({"base_value": -1}, "points[0].base_value: expected a number >= 0, got -1"),
+    ({"source": ""}, "points[0].source: expected a non-blank string, got ''"),
 ])
 def test_strict_points(tmp_path: Path, change: dict, message: str) -> None:
     path = _write(tmp_path, [{**POINT, **change}])
