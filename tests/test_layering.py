@@ -56,7 +56,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "iaa_eval.registry",
             "iaa_eval.machine",
             "iaa_eval.config",
-            "iaa_eval.records",
             "iaa_eval.resources",
             "iaa_eval.miniworld",
             "iaa_eval",
