@@ -76,10 +76,15 @@ def package_versions() -> dict[str, str]:
 
 
 class Answerer:
-    """The cached, chunked, progress-reporting way tasks ask a model multimodal questions."""
+    """The cached, chunked, progress-reporting way tasks ask a model multimodal questions.
+
+    A chunk is what the model's batcher sees at once, so it caps the generation batch: 256 (the
+    ``auto`` ceiling). At 16 an 8B model on an H200 decoded 16 rows per step where ``auto`` had
+    sized ~170, and answered 17 requests/s where batch 32 answers 20+ (issue 16).
+    """
 
     def __init__(
-        self, model: EvalModel, cache: RequestCache, blind: bool, label: str, shards: Shards, chunk: int = 16
+        self, model: EvalModel, cache: RequestCache, blind: bool, label: str, shards: Shards, chunk: int = 256
     ) -> None:
         self.model = model
         self.shards = shards
