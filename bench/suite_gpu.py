@@ -542,22 +542,72 @@ def run_anchors(args: argparse.Namespace, trio: dict, tokenizer: Any, data: Path
 # --------------------------------------------------------------------------- the whole suite
 
 
-def extrapolate(ours: dict, anchors: dict, full: dict[str, int]) -> dict[str, Any]:
-    """Full-size wall times: ours per model and task (rate x full size), the anchors' per task for
-    the models they would run (text: base and LLaVA; images: LLaVA, and IAA at the LLaVA rate)."""
+def _anchor_seconds(run: dict, fixed: dict[int, float], size: int) -> float:
+    """Full-size seconds of one anchor run. ``auto`` probes once per task, then runs at the batch
+    it picked: the probe is what its subset run took beyond the questions at that batch's measured
+    rate (or the largest measured batch below it), and is counted once."""
+    if run["batch"] != "auto" or not run.get("picked"):
+        return size / run["items_per_s"]
+    below = [b for b in fixed if b <= run["picked"][0]]
+    if not below:
+        return size / run["items_per_s"]
+    rate = fixed[max(below)]
+    return max(0.0, run["wall_s"] - run["questions"] / rate) + size / rate
+
+
+def extrapolate(ours: dict, anchors: dict, full: dict[str, int], rates: dict[str, float] | None = None) -> dict:
+    """Full-size wall times: ours per model and task (its measured rate x the full size; ``rates``
+    fills a task a call did not finish), the anchors' per task for the models they would run
+    (text: base and LLaVA; images: LLaVA, and IAA at LLaVA's rate, which flatters the anchors)."""
     ours_full = {key: task["wall_s"] * full[key.split("/")[1]] / max(task["requests"], 1)
                  for key, task in ours.get("tasks", {}).items()}
+    for key, rate in (rates or {}).items():
+        if key.split("/")[1] in full and key not in ours_full:
+            ours_full[key] = full[key.split("/")[1]] / rate
     anchor_full: dict[str, dict] = {}
     for task, runs in anchors.items():
         ok = [r for r in runs if "error" not in r]
-        models = 2
-        per_run = {str(r["batch"]): models * full[task] / r["items_per_s"] for r in ok}
-        best = min(per_run, key=per_run.get) if per_run else None
+        fixed = {r["batch"]: r["items_per_s"] for r in ok if r["batch"] != "auto"}
+        per_run = {str(r["batch"]): 2 * _anchor_seconds(r, fixed, full[task]) for r in ok}
+        best = min((b for b in per_run if b != "auto"), key=per_run.get, default=None)
         default = "auto" if task in TEXT_TASKS else "1"
         anchor_full[task] = {"by_batch_s": per_run, "best_batch": best, "best_s": per_run.get(best),
                              "default_batch": default, "default_s": per_run.get(default)}
-    return {"ours_s": ours_full, "ours_total_s": sum(ours_full.values()) + sum(
-        v or 0 for v in ours.get("model_load_s", {}).values()), "anchors": anchor_full}
+    return {"ours_s": ours_full, "anchors": anchor_full}
+
+
+def whole_suite(reports: list[dict], rates: dict[str, float]) -> dict[str, Any]:
+    """One full-size account from the per-group calls: ours (tasks + one load per model + the
+    CLI's start-up) beside the anchors' pipelines as users run them by default (HFLM ``auto``,
+    lmms-eval batch 1) and tuned (their best fixed batches), with the same model loads."""
+    ours: dict[str, float] = {}
+    loads: dict[str, float] = {}
+    anchors: dict[str, dict] = {}
+    startup = []
+    for report in reports:
+        part = extrapolate(report.get("ours", {}), report.get("anchors", {}), report["full_sizes"], rates)
+        ours.update(part["ours_s"])
+        anchors.update(part["anchors"])
+        run = report.get("ours", {})
+        for model, seconds in run.get("model_load_s", {}).items():
+            if seconds is not None:
+                loads[model] = max(seconds, loads.get(model, 0.0))
+        if run.get("results_wall_s"):
+            startup.append(run["wall_s"] - run["results_wall_s"])
+    start_s = min(startup, default=0.0)
+    ours_total = sum(ours.values()) + sum(loads.values()) + start_s
+    anchor_loads = 2 * (loads.get("base", 0.0) + loads.get("llava", 0.0))  # two text, two image runs
+    default = sum(a["default_s"] or 0.0 for a in anchors.values()) + anchor_loads
+    tuned = sum(a["best_s"] or 0.0 for a in anchors.values()) + anchor_loads
+    return {
+        "ours_task_s": ours, "ours_load_s": loads, "ours_startup_s_at_most": start_s, "ours_total_s": ours_total,
+        "ours_total_without_blind_base_s": ours_total - sum(
+            v for k, v in ours.items() if k.startswith("base/") and k.split("/")[1] in MM_TASKS),
+        "anchors": anchors, "anchor_loads_s": anchor_loads,
+        "anchors_default_total_s": default, "anchors_tuned_total_s": tuned,
+        "ratio_vs_default": default / ours_total, "ratio_vs_tuned": tuned / ours_total,
+        "filled_rates": rates,
+    }
 
 
 def write(report: dict[str, Any], out: Path) -> None:
@@ -588,6 +638,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--anchor-mm-requests", type=int, default=64, help="requests per task at larger batches")
     parser.add_argument("--deadline", type=float, default=560.0, help="seconds this invocation may take")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes and data (CPU unless --device cuda)")
+    parser.add_argument("--combine", type=Path, nargs="*", help="reports of earlier calls: write the whole-suite "
+                        "account to --out and stop")
+    parser.add_argument("--rate", nargs="*", default=[], help="MODEL/TASK=REQUESTS_PER_S for a task a call cut short")
     args = parser.parse_args(argv)
     args.hflm_batches = [b if b == "auto" else int(b) for b in args.hflm_batches]
     if args.tiny:
@@ -605,6 +658,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import transformers
 
     args = parse(argv)
+    if args.combine:
+        rates = {k: float(v) for k, v in (item.split("=") for item in args.rate)}
+        reports = [json.loads(path.read_text(encoding="utf-8")) for path in args.combine]
+        account = {"from": [str(p) for p in args.combine], **whole_suite(reports, rates)}
+        write(account, args.out)
+        return account
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         args.device = "cpu"
     clock = time.perf_counter()
