@@ -1,9 +1,14 @@
 """The whole forgetting suite at real size, timed end to end, beside the anchors' pipeline.
 
-GPU (one H200; issue 16)::
+GPU (one H200; issue 16; the calls behind ``docs/benchmarks.md``, one device call each)::
 
-    python bench/suite_gpu.py --source ../shared/data --group text --out bench/results/suite_text.json
-    python bench/suite_gpu.py --source ../shared/data --group mm --mme-images 300 ... --out ...
+    python bench/suite_gpu.py --source data --group text --anchor-text-limit 4 \
+        --model-dirs /tmp /dev/shm --out $OUT/suite_text_h200.json --deadline 450
+    python bench/suite_gpu.py --source data --group mm --mme-images 500 --mmbench-questions 350 \
+        --vqav2-questions 1200 --mm-batches 1 32 128 --anchor-mm-requests 128 \
+        --model-dirs /tmp /dev/shm --out $OUT/suite_mm_h200.json --deadline 585
+    python bench/suite_gpu.py --combine bench/results/suite_text_h200.json \
+        bench/results/suite_mm_h200.json --rate iaa/vqav2=21.9 --out bench/results/suite_h200.json
 
 1. **Data** in the benchmarks' original layouts, written under ``--work`` from the question files
    in ``--source`` (``../shared/data``): MMLU test (5-shot, dev as shots), C-Eval val (5-shot),
@@ -64,10 +69,24 @@ _spec.loader.exec_module(mmlu_gpu)
 
 TEXT_TASKS, MM_TASKS = ("mmlu", "ceval"), ("mme", "mmbench_en", "vqav2")
 FULL_SIZES = {"mme": 2374, "mmbench_en": 4377, "vqav2": 5000}  # MMLU, C-Eval: counted in the files
-CLIP_L336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                 image_size=336, patch_size=14, projection_dim=768)
-TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                   image_size=32, patch_size=8, projection_dim=32)
+CLIP_L336 = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=336,
+    patch_size=14,
+    projection_dim=768,
+)
+TINY_VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+    projection_dim=32,
+)
 # MME's release layout: these subtasks keep images/ and questions_answers_YN/, the rest are flat;
 # the cognition subtasks ship PNG screenshots.
 MME_NESTED = {"artwork", "celebrity", "landmark", "posters", "scene"}
@@ -76,14 +95,18 @@ SPECIALS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>"]
 CHAT_TEMPLATE = (  # Llama-3 turns; content is a string (tokenizer) or a typed list (processor)
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
     "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+    "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
-SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-          "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
 MM_PROMPTS = {  # what lmms-eval asks (and our tasks ask): see iaa_eval/tasks/{mme,mmbench,vqav2}.py
     "mme": "{question}",
-    "mmbench_en": "{question}\n{options}\nAnswer with the option's letter from the given choices directly.",
+    "mmbench_en": "{question}\n{options}\n"
+    "Answer with the option's letter from the given choices directly.",
     "vqav2": "{question}\nAnswer the question using a single word or phrase.",
 }
 
@@ -116,16 +139,24 @@ def _side(rng: random.Random, low: int, high: int, tiny: bool) -> int:
     return rng.randrange(24, 48) if tiny else rng.randrange(low, high)
 
 
-def write_text(source: Path, out: Path, layout: str, per_subject: int | None, subjects: int | None) -> tuple[int, int]:
+def write_text(
+    source: Path, out: Path, layout: str, per_subject: int | None, subjects: int | None
+) -> tuple[int, int]:
     """MMLU (``original_layout/data``) or C-Eval files, every subject or the first ``subjects``,
     each eval split cut to its first ``per_subject`` rows; returns the questions written and all."""
     root = source / "mmlu" / "original_layout" / "data" if layout == "mmlu" else source / "ceval"
     split = "test" if layout == "mmlu" else "val"
-    names = sorted(p.name.removesuffix(f"_{split}.csv") for p in (root / split).glob(f"*_{split}.csv"))
+    names = sorted(
+        p.name.removesuffix(f"_{split}.csv") for p in (root / split).glob(f"*_{split}.csv")
+    )
     written = total = 0
     for subject in names[:subjects]:
-        shutil.copytree(root / "dev", out / "dev", dirs_exist_ok=True,
-                        ignore=lambda _, files, s=subject: [f for f in files if f != f"{s}_dev.csv"])
+        shutil.copytree(
+            root / "dev",
+            out / "dev",
+            dirs_exist_ok=True,
+            ignore=lambda _, files, s=subject: [f for f in files if f != f"{s}_dev.csv"],
+        )
         with (root / split / f"{subject}_{split}.csv").open(newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
         header, body = (rows[:1], rows[1:]) if layout == "ceval" else ([], rows)
@@ -160,21 +191,37 @@ def write_mme(source: Path, out: Path, images: int | None, seed: int, tiny: bool
         image_dir.mkdir(parents=True, exist_ok=True)
         qa_dir.mkdir(parents=True, exist_ok=True)
         rows = by_image[(subtask, name)]
-        (qa_dir / f"{stem}.txt").write_text("".join(f"{q}\t{a}\n" for q, a in rows), encoding="utf-8")
-        jobs.append((str(image_dir / f"{stem}{ext}"), _side(rng, 400, 1400, tiny), _side(rng, 300, 1000, tiny),
-                     seed * 100_000 + n))
-        requests += [{"prompt": MM_PROMPTS["mme"].format(question=q), "image": jobs[-1][0]} for q, _ in rows]
+        (qa_dir / f"{stem}.txt").write_text(
+            "".join(f"{q}\t{a}\n" for q, a in rows), encoding="utf-8"
+        )
+        jobs.append(
+            (
+                str(image_dir / f"{stem}{ext}"),
+                _side(rng, 400, 1400, tiny),
+                _side(rng, 300, 1000, tiny),
+                seed * 100_000 + n,
+            )
+        )
+        requests += [
+            {"prompt": MM_PROMPTS["mme"].format(question=q), "image": jobs[-1][0]} for q, _ in rows
+        ]
     _draw(jobs)
     return requests
 
 
-def write_mmbench(source: Path, out: Path, questions: int | None, seed: int, tiny: bool) -> list[dict]:
+def write_mmbench(
+    source: Path, out: Path, questions: int | None, seed: int, tiny: bool
+) -> list[dict]:
     """The legacy MMBench-EN dev TSV with a base64 JPEG in every row (copies repeat it)."""
     import pandas as pd
 
     rng = random.Random(seed)
-    frame = pd.read_csv(source / "mmbench" / "mmbench_dev_en_legacy_noimages.tsv", sep="\t", dtype=str,
-                        keep_default_na=False)
+    frame = pd.read_csv(
+        source / "mmbench" / "mmbench_dev_en_legacy_noimages.tsv",
+        sep="\t",
+        dtype=str,
+        keep_default_na=False,
+    )
     qid = frame["index"].astype(int) % 1_000_000
     ids = sorted(set(qid))
     if questions is not None and questions < len(ids):
@@ -182,47 +229,89 @@ def write_mmbench(source: Path, out: Path, questions: int | None, seed: int, tin
     frame = frame[qid.isin(ids)].copy()
     tmp = out / "images"
     tmp.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(tmp / f"{q}.jpg"), _side(rng, 300, 800, tiny), _side(rng, 200, 600, tiny), seed * 100_000 + q)
-            for q in ids]
+    jobs = [
+        (
+            str(tmp / f"{q}.jpg"),
+            _side(rng, 300, 800, tiny),
+            _side(rng, 200, 600, tiny),
+            seed * 100_000 + q,
+        )
+        for q in ids
+    ]
     _draw(jobs)
-    encoded = {q: base64.b64encode(Path(path).read_bytes()).decode() for q, (path, *_) in zip(ids, jobs, strict=True)}
+    encoded = {
+        q: base64.b64encode(Path(path).read_bytes()).decode()
+        for q, (path, *_) in zip(ids, jobs, strict=True)
+    }
     shutil.rmtree(tmp)
     frame["image"] = [encoded[int(i) % 1_000_000] for i in frame["index"]]
     frame.to_csv(out / "mmbench_dev_en.tsv", sep="\t", index=False)
     requests = []
     for row in frame.to_dict("records"):
         options = "\n".join(f"{k}. {row[k]}" for k in "ABCD" if row.get(k))
-        requests.append({"prompt": MM_PROMPTS["mmbench_en"].format(question=row["question"], options=options),
-                         "image_b64": row["image"]})
+        requests.append(
+            {
+                "prompt": MM_PROMPTS["mmbench_en"].format(
+                    question=row["question"], options=options
+                ),
+                "image_b64": row["image"],
+            }
+        )
     return requests
 
 
 def write_vqav2(source: Path, out: Path, questions: int, seed: int, tiny: bool) -> list[dict]:
     """The official questions + annotations JSON (val2014 names) and COCO-sized images."""
     rng = random.Random(seed)
-    raw_q = json.loads(gzip.decompress((source / "vqav2" / "vqa_questions_valid.json.gz").read_bytes()))
-    raw_a = json.loads(gzip.decompress((source / "vqav2" / "vqa_annotatons_valid.json.gz").read_bytes()))
-    chosen = sorted(rng.sample(raw_q["questions"], min(questions, len(raw_q["questions"]))),
-                    key=lambda q: q["question_id"])
+    raw_q = json.loads(
+        gzip.decompress((source / "vqav2" / "vqa_questions_valid.json.gz").read_bytes())
+    )
+    raw_a = json.loads(
+        gzip.decompress((source / "vqav2" / "vqa_annotatons_valid.json.gz").read_bytes())
+    )
+    chosen = sorted(
+        rng.sample(raw_q["questions"], min(questions, len(raw_q["questions"]))),
+        key=lambda q: q["question_id"],
+    )
     keep = {q["question_id"] for q in chosen}
     subtype = "val2014"
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "v2_OpenEnded_mscoco_val2014_questions.json").write_text(
-        json.dumps({"data_subtype": subtype, "questions": chosen}), encoding="utf-8")
+        json.dumps({"data_subtype": subtype, "questions": chosen}), encoding="utf-8"
+    )
     (out / "v2_mscoco_val2014_annotations.json").write_text(
-        json.dumps({"data_subtype": subtype, "annotations": [a for a in raw_a["annotations"]
-                                                             if a["question_id"] in keep]}), encoding="utf-8")
+        json.dumps(
+            {
+                "data_subtype": subtype,
+                "annotations": [a for a in raw_a["annotations"] if a["question_id"] in keep],
+            }
+        ),
+        encoding="utf-8",
+    )
     jobs = {}
     for q in chosen:
         if q["image_id"] not in jobs:
             landscape = rng.random() < 0.75
-            w, h = (640, rng.choice((427, 480, 426, 360))) if landscape else (rng.choice((427, 480)), 640)
+            w, h = (
+                (640, rng.choice((427, 480, 426, 360)))
+                if landscape
+                else (rng.choice((427, 480)), 640)
+            )
             w, h = (_side(rng, 0, 1, True), _side(rng, 0, 1, True)) if tiny else (w, h)
-            jobs[q["image_id"]] = (str(out / "images" / f"COCO_{subtype}_{q['image_id']:012d}.jpg"), w, h,
-                                   seed * 1_000_000 + q["image_id"] % 1_000_000)
+            jobs[q["image_id"]] = (
+                str(out / "images" / f"COCO_{subtype}_{q['image_id']:012d}.jpg"),
+                w,
+                h,
+                seed * 1_000_000 + q["image_id"] % 1_000_000,
+            )
     _draw(list(jobs.values()))
-    return [{"prompt": MM_PROMPTS["vqav2"].format(question=q["question"]), "image": jobs[q["image_id"]][0]}
-            for q in chosen]
+    return [
+        {
+            "prompt": MM_PROMPTS["vqav2"].format(question=q["question"]),
+            "image": jobs[q["image_id"]][0],
+        }
+        for q in chosen
+    ]
 
 
 def synthesise(args: argparse.Namespace, data: Path, group: tuple[str, ...]) -> dict[str, Any]:
@@ -233,14 +322,19 @@ def synthesise(args: argparse.Namespace, data: Path, group: tuple[str, ...]) -> 
     for task in group:
         (data / task).mkdir(parents=True, exist_ok=True)
         if task in TEXT_TASKS:
-            sizes[task], full[task] = write_text(args.source, data / task, task, args.text_per_subject,
-                                                 3 if tiny else None)
+            sizes[task], full[task] = write_text(
+                args.source, data / task, task, args.text_per_subject, 3 if tiny else None
+            )
         elif task == "mme":
             requests[task] = write_mme(args.source, data / task, args.mme_images, args.seed, tiny)
         elif task == "mmbench_en":
-            requests[task] = write_mmbench(args.source, data / task, args.mmbench_questions, args.seed, tiny)
+            requests[task] = write_mmbench(
+                args.source, data / task, args.mmbench_questions, args.seed, tiny
+            )
         else:
-            requests[task] = write_vqav2(args.source, data / task, args.vqav2_questions, args.seed, tiny)
+            requests[task] = write_vqav2(
+                args.source, data / task, args.vqav2_questions, args.seed, tiny
+            )
         if task in requests:
             sizes[task] = len(requests[task])
             full[task] = sizes[task] if tiny else FULL_SIZES[task]
@@ -256,10 +350,14 @@ def corpus(data: Path) -> list[str]:
         elif path.suffix == ".tsv":
             import pandas as pd
 
-            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).drop(columns=["image"])
+            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).drop(
+                columns=["image"]
+            )
             texts += frame.apply(" ".join, axis=1).tolist()
         elif path.name.endswith("questions.json"):
-            texts += [q["question"] for q in json.loads(path.read_text(encoding="utf-8"))["questions"]]
+            texts += [
+                q["question"] for q in json.loads(path.read_text(encoding="utf-8"))["questions"]
+            ]
     return texts
 
 
@@ -283,16 +381,28 @@ def _processor(tokenizer: Any, vision: dict) -> Any:
 
     side = vision["image_size"]
     return LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
-        tokenizer=tokenizer, patch_size=vision["patch_size"], vision_feature_select_strategy="default",
-        image_token="<image>", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": side}, crop_size={"height": side, "width": side}
+        ),
+        tokenizer=tokenizer,
+        patch_size=vision["patch_size"],
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
     )
 
 
 def build_trio(tokenizer: Any, tiny: bool, device: str, seed: int) -> dict[str, Any]:
-    """Base, LLaVA and IAA-14 (on the base) with random weights, fixed seeds, built on ``device``."""
+    """Base, LLaVA and IAA-14 (on the base): random weights, fixed seeds, built on ``device``."""
     import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     from iaa_eval.models.iaa import IAAForCausalLM
 
@@ -305,15 +415,20 @@ def build_trio(tokenizer: Any, tiny: bool, device: str, seed: int) -> dict[str, 
     llava_config = LlavaConfig(
         vision_config=CLIPVisionConfig(**vision),
         text_config=LlamaConfig(**text, bos_token_id=0, eos_token_id=1, tie_word_embeddings=False),
-        image_token_id=image_id, vision_feature_layer=-2, vision_feature_select_strategy="default",
-        image_seq_length=patches, tie_word_embeddings=False,
+        image_token_id=image_id,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=patches,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed + 1)
     with torch.device(device):
         llava = LlavaForConditionalGeneration._from_config(llava_config, dtype=dtype).eval()
         torch.manual_seed(seed + 2)
         tower = CLIPVisionModel._from_config(CLIPVisionConfig(**vision), dtype=dtype).eval()
-    iaa = IAAForCausalLM.from_base(base, tower, positions=[0, 1] if tiny else "iaa-14", image_token_id=image_id).eval()
+    iaa = IAAForCausalLM.from_base(
+        base, tower, positions=[0, 1] if tiny else "iaa-14", image_token_id=image_id
+    ).eval()
     return {"base": base, "llava": llava, "iaa": iaa, "processor": _processor(tokenizer, vision)}
 
 
@@ -321,8 +436,10 @@ def _free(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def save_trio(trio: dict[str, Any], tokenizer: Any, places: list[Path]) -> tuple[dict[str, Path], dict[str, float]]:
-    """Each model where it fits (disk or /dev/shm), as a user has it; returns folders and seconds."""
+def save_trio(
+    trio: dict[str, Any], tokenizer: Any, places: list[Path]
+) -> tuple[dict[str, Path], dict[str, float]]:
+    """Each model where it fits (disk or /dev/shm), as a user has it; folders and seconds."""
     folders, seconds = {}, {}
     for name in ("base", "llava", "iaa"):
         model = trio[name]
@@ -375,7 +492,9 @@ def suite_file(work: Path, group: tuple[str, ...]) -> Path:
     """The forgetting suite's real tasks, those this run has data for (MMBench-CN has none)."""
     import yaml
 
-    suite = yaml.safe_load((ROOT / "tasks" / "suites" / "forgetting.yaml").read_text(encoding="utf-8"))
+    suite = yaml.safe_load(
+        (ROOT / "tasks" / "suites" / "forgetting.yaml").read_text(encoding="utf-8")
+    )
     name = lambda t: t if isinstance(t, str) else t["task"]  # noqa: E731
     suite["real_tasks"] = [t for t in suite["real_tasks"] if name(t) in group]
     path = work / "forgetting_bench.yaml"
@@ -383,20 +502,51 @@ def suite_file(work: Path, group: tuple[str, ...]) -> Path:
     return path
 
 
-def run_ours(args: argparse.Namespace, work: Path, data: Path, folders: dict[str, Path], group: tuple[str, ...],
-             timeout: float) -> dict[str, Any]:
+def run_ours(
+    args: argparse.Namespace,
+    work: Path,
+    data: Path,
+    folders: dict[str, Path],
+    group: tuple[str, ...],
+    timeout: float,
+) -> dict[str, Any]:
     """``iaa-eval run`` as a user types it; per model/task wall time, requests, peak memory."""
-    command = [sys.executable, "-m", "iaa_eval", "run", "--suite", str(suite_file(work, group)),
-               "--base", str(folders["base"]), "--llava", str(folders["llava"]), "--iaa", str(folders["iaa"]),
-               *(x for t in group for x in ("--data-dir", f"{t}={data / t}")),
-               "--device", args.device, "--batch-size", "auto", "--output-path", str(work / "runs"), "--run-id", "bench"]
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [
+        sys.executable,
+        "-m",
+        "iaa_eval",
+        "run",
+        "--suite",
+        str(suite_file(work, group)),
+        "--base",
+        str(folders["base"]),
+        "--llava",
+        str(folders["llava"]),
+        "--iaa",
+        str(folders["iaa"]),
+        *(x for t in group for x in ("--data-dir", f"{t}={data / t}")),
+        "--device",
+        args.device,
+        "--batch-size",
+        "auto",
+        "--output-path",
+        str(work / "runs"),
+        "--run-id",
+        "bench",
+    ]
+    env = {
+        **os.environ,
+        "TQDM_DISABLE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     sampler = MemorySampler()
     baseline = sampler.read() if sampler.read else 0
     sampler.start()
     events: list[tuple[float, str]] = []
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=work)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=work
+    )
     killer = threading.Timer(timeout, proc.kill)
     killer.start()
     for line in proc.stdout:
@@ -407,7 +557,11 @@ def run_ours(args: argparse.Namespace, work: Path, data: Path, folders: dict[str
     wall = time.perf_counter() - start
     sampler.stop.set()
     results_path = work / "runs" / "bench" / "results.json"
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.exists() else {"results": {}}
+    results = (
+        json.loads(results_path.read_text(encoding="utf-8"))
+        if results_path.exists()
+        else {"results": {}}
+    )
     loads, done = {}, {}
     for t, line in events:
         if m := re.search(r"loading (\w+) \(", line):
@@ -421,20 +575,35 @@ def run_ours(args: argparse.Namespace, work: Path, data: Path, folders: dict[str
             count = result["requests"] if task in MM_TASKS else result["n"]
             shared = "shared_with" in result.get("task_config", {})
             per_task[f"{model}/{task}"] = {
-                "wall_s": 0.0 if shared else result["wall_s"], "items": result["n"], "requests": count,
+                "wall_s": 0.0 if shared else result["wall_s"],
+                "items": result["n"],
+                "requests": count,
                 "shared_with": result["task_config"].get("shared_with"),
                 "items_per_s": None if shared else result["n"] / max(result["wall_s"], 1e-9),
-                "peak_gpu_gib": sampler.peak_gib(t0, t1, baseline), "blind": result.get("blind", False),
+                "peak_gpu_gib": sampler.peak_gib(t0, t1, baseline),
+                "blind": result.get("blind", False),
             }
     load_s = {}
     for model, t in loads.items():
-        starts = [done[(model, task.split("/")[1])][0] for task, r in per_task.items()
-                  if task.startswith(f"{model}/") and not r["shared_with"] and (model, task.split("/")[1]) in done]
+        starts = [
+            done[(model, task.split("/")[1])][0]
+            for task, r in per_task.items()
+            if task.startswith(f"{model}/")
+            and not r["shared_with"]
+            and (model, task.split("/")[1]) in done
+        ]
         load_s[model] = min(starts) - t if starts else None
-    return {"command": " ".join(command), "exit_code": code, "wall_s": wall, "results_wall_s": results.get("wall_s"),
-            "timed_out": wall >= timeout, "model_load_s": load_s, "tasks": per_task,
-            "peak_gpu_gib": sampler.peak_gib(start, start + wall + 1, baseline),
-            "log_tail": [line for _, line in events[-40:]] if code else []}
+    return {
+        "command": " ".join(command),
+        "exit_code": code,
+        "wall_s": wall,
+        "results_wall_s": results.get("wall_s"),
+        "timed_out": wall >= timeout,
+        "model_load_s": load_s,
+        "tasks": per_task,
+        "peak_gpu_gib": sampler.peak_gib(start, start + wall + 1, baseline),
+        "log_tail": [line for _, line in events[-40:]] if code else [],
+    }
 
 
 # --------------------------------------------------------------------------- anchors
@@ -453,8 +622,15 @@ def _cuda_peak(device: str, reset: bool = False) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30
 
 
-def anchor_text(model: Any, tokenizer: Any, data: Path, task: str, limit: int | None, batch: int | str,
-                device: str) -> dict[str, Any]:
+def anchor_text(
+    model: Any,
+    tokenizer: Any,
+    data: Path,
+    task: str,
+    limit: int | None,
+    batch: int | str,
+    device: str,
+) -> dict[str, Any]:
     """lm-eval's ``evaluate`` with ``HFLM`` on our task YAMLs and the same files."""
     from lm_eval.models.huggingface import HFLM
 
@@ -468,13 +644,22 @@ def anchor_text(model: Any, tokenizer: Any, data: Path, task: str, limit: int | 
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch, device=device)
         run = evaluate_text(lm, BENCHMARKS[task], options)
-    except Exception as exc:  # noqa: BLE001 - an anchor that fails (OOM) is recorded, the bench goes on
-        return {"batch": batch, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    except Exception as exc:  # noqa: BLE001 - a failing anchor (OOM) is recorded, the bench goes on
+        return {
+            "batch": batch,
+            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        }
     wall = time.perf_counter() - start
     questions = sum(len(s) for s in run.output["samples"].values())
     print(f"anchor HFLM {task} batch={batch}: {questions} q in {wall:.1f}s", flush=True)
-    return {"batch": batch, "picked": list(getattr(lm, "batch_sizes", {}).values()), "questions": questions,
-            "wall_s": wall, "items_per_s": questions / wall, "peak_gpu_gib": _cuda_peak(device)}
+    return {
+        "batch": batch,
+        "picked": list(getattr(lm, "batch_sizes", {}).values()),
+        "questions": questions,
+        "wall_s": wall,
+        "items_per_s": questions / wall,
+        "peak_gpu_gib": _cuda_peak(device),
+    }
 
 
 def _load_image(request: dict) -> Any:
@@ -485,7 +670,9 @@ def _load_image(request: dict) -> Any:
     return Image.open(request["image"]).convert("RGB")
 
 
-def anchor_mm(model: Any, processor: Any, requests: list[dict], batch: int, budget: int, device: str) -> dict:
+def anchor_mm(
+    model: Any, processor: Any, requests: list[dict], batch: int, budget: int, device: str
+) -> dict:
     """lmms-eval's ``llava_hf`` loop: chat template, processor, greedy ``generate``, decode."""
     import torch
 
@@ -494,16 +681,33 @@ def anchor_mm(model: Any, processor: Any, requests: list[dict], batch: int, budg
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
 
     def answer(chunk: list[dict]) -> list[str]:
-        texts = [processor.apply_chat_template(
-            [{"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
-             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["prompt"]}]}],
-            add_generation_prompt=True) for r in chunk]
-        inputs = processor(images=[_load_image(r) for r in chunk], text=texts, return_tensors="pt", padding=True)
+        texts = [
+            processor.apply_chat_template(
+                [
+                    {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
+                    {
+                        "role": "user",
+                        "content": [{"type": "image"}, {"type": "text", "text": r["prompt"]}],
+                    },
+                ],
+                add_generation_prompt=True,
+            )
+            for r in chunk
+        ]
+        inputs = processor(
+            images=[_load_image(r) for r in chunk], text=texts, return_tensors="pt", padding=True
+        )
         inputs = inputs.to(device, model.dtype)
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=budget, do_sample=False,
-                                 pad_token_id=processor.tokenizer.pad_token_id)
-        return processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = model.generate(
+                **inputs,
+                max_new_tokens=budget,
+                do_sample=False,
+                pad_token_id=processor.tokenizer.pad_token_id,
+            )
+        return processor.tokenizer.batch_decode(
+            out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
 
     tokens = 0
     try:
@@ -511,23 +715,44 @@ def anchor_mm(model: Any, processor: Any, requests: list[dict], batch: int, budg
         _cuda_peak(device, reset=True)
         start = time.perf_counter()
         for i in range(0, len(requests), batch):
-            tokens += sum(len(processor.tokenizer(a)["input_ids"]) for a in answer(requests[i : i + batch]))
-    except Exception as exc:  # noqa: BLE001 - an anchor that fails (OOM) is recorded, the bench goes on
-        return {"batch": batch, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+            tokens += sum(
+                len(processor.tokenizer(a)["input_ids"]) for a in answer(requests[i : i + batch])
+            )
+    except Exception as exc:  # noqa: BLE001 - a failing anchor (OOM) is recorded, the bench goes on
+        return {
+            "batch": batch,
+            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        }
     wall = time.perf_counter() - start
-    return {"batch": batch, "requests": len(requests), "wall_s": wall, "items_per_s": len(requests) / wall,
-            "answer_tokens_mean": tokens / len(requests), "peak_gpu_gib": _cuda_peak(device)}
+    return {
+        "batch": batch,
+        "requests": len(requests),
+        "wall_s": wall,
+        "items_per_s": len(requests) / wall,
+        "answer_tokens_mean": tokens / len(requests),
+        "peak_gpu_gib": _cuda_peak(device),
+    }
 
 
-def run_anchors(args: argparse.Namespace, trio: dict, tokenizer: Any, data: Path, workload: dict,
-                group: tuple[str, ...]) -> dict[str, Any]:
+def run_anchors(
+    args: argparse.Namespace,
+    trio: dict,
+    tokenizer: Any,
+    data: Path,
+    workload: dict,
+    group: tuple[str, ...],
+) -> dict[str, Any]:
     """Every anchor configuration on its subset of every task of ``group``."""
     rng = random.Random(args.seed)
     out: dict[str, Any] = {}
     for task in group:
         if task in TEXT_TASKS:
-            out[task] = [anchor_text(trio["base"], tokenizer, data, task, args.anchor_text_limit, b, args.device)
-                         for b in args.hflm_batches]
+            out[task] = [
+                anchor_text(
+                    trio["base"], tokenizer, data, task, args.anchor_text_limit, b, args.device
+                )
+                for b in args.hflm_batches
+            ]
             continue
         runs = []
         for batch in args.mm_batches:
@@ -555,12 +780,16 @@ def _anchor_seconds(run: dict, fixed: dict[int, float], size: int) -> float:
     return max(0.0, run["wall_s"] - run["questions"] / rate) + size / rate
 
 
-def extrapolate(ours: dict, anchors: dict, full: dict[str, int], rates: dict[str, float] | None = None) -> dict:
+def extrapolate(
+    ours: dict, anchors: dict, full: dict[str, int], rates: dict[str, float] | None = None
+) -> dict:
     """Full-size wall times: ours per model and task (its measured rate x the full size; ``rates``
     fills a task a call did not finish), the anchors' per task for the models they would run
     (text: base and LLaVA; images: LLaVA, and IAA at LLaVA's rate, which flatters the anchors)."""
-    ours_full = {key: task["wall_s"] * full[key.split("/")[1]] / max(task["requests"], 1)
-                 for key, task in ours.get("tasks", {}).items()}
+    ours_full = {
+        key: task["wall_s"] * full[key.split("/")[1]] / max(task["requests"], 1)
+        for key, task in ours.get("tasks", {}).items()
+    }
     for key, rate in (rates or {}).items():
         if key.split("/")[1] in full and key not in ours_full:
             ours_full[key] = full[key.split("/")[1]] / rate
@@ -571,8 +800,13 @@ def extrapolate(ours: dict, anchors: dict, full: dict[str, int], rates: dict[str
         per_run = {str(r["batch"]): 2 * _anchor_seconds(r, fixed, full[task]) for r in ok}
         best = min((b for b in per_run if b != "auto"), key=per_run.get, default=None)
         default = "auto" if task in TEXT_TASKS else "1"
-        anchor_full[task] = {"by_batch_s": per_run, "best_batch": best, "best_s": per_run.get(best),
-                             "default_batch": default, "default_s": per_run.get(default)}
+        anchor_full[task] = {
+            "by_batch_s": per_run,
+            "best_batch": best,
+            "best_s": per_run.get(best),
+            "default_batch": default,
+            "default_s": per_run.get(default),
+        }
     return {"ours_s": ours_full, "anchors": anchor_full}
 
 
@@ -585,7 +819,9 @@ def whole_suite(reports: list[dict], rates: dict[str, float]) -> dict[str, Any]:
     anchors: dict[str, dict] = {}
     startup = []
     for report in reports:
-        part = extrapolate(report.get("ours", {}), report.get("anchors", {}), report["full_sizes"], rates)
+        part = extrapolate(
+            report.get("ours", {}), report.get("anchors", {}), report["full_sizes"], rates
+        )
         ours.update(part["ours_s"])
         anchors.update(part["anchors"])
         run = report.get("ours", {})
@@ -596,16 +832,24 @@ def whole_suite(reports: list[dict], rates: dict[str, float]) -> dict[str, Any]:
             startup.append(run["wall_s"] - run["results_wall_s"])
     start_s = min(startup, default=0.0)
     ours_total = sum(ours.values()) + sum(loads.values()) + start_s
-    anchor_loads = 2 * (loads.get("base", 0.0) + loads.get("llava", 0.0))  # two text, two image runs
+    anchor_loads = 2 * (
+        loads.get("base", 0.0) + loads.get("llava", 0.0)
+    )  # two text, two image runs
     default = sum(a["default_s"] or 0.0 for a in anchors.values()) + anchor_loads
     tuned = sum(a["best_s"] or 0.0 for a in anchors.values()) + anchor_loads
     return {
-        "ours_task_s": ours, "ours_load_s": loads, "ours_startup_s_at_most": start_s, "ours_total_s": ours_total,
-        "ours_total_without_blind_base_s": ours_total - sum(
-            v for k, v in ours.items() if k.startswith("base/") and k.split("/")[1] in MM_TASKS),
-        "anchors": anchors, "anchor_loads_s": anchor_loads,
-        "anchors_default_total_s": default, "anchors_tuned_total_s": tuned,
-        "ratio_vs_default": default / ours_total, "ratio_vs_tuned": tuned / ours_total,
+        "ours_task_s": ours,
+        "ours_load_s": loads,
+        "ours_startup_s_at_most": start_s,
+        "ours_total_s": ours_total,
+        "ours_total_without_blind_base_s": ours_total
+        - sum(v for k, v in ours.items() if k.startswith("base/") and k.split("/")[1] in MM_TASKS),
+        "anchors": anchors,
+        "anchor_loads_s": anchor_loads,
+        "anchors_default_total_s": default,
+        "anchors_tuned_total_s": tuned,
+        "ratio_vs_default": default / ours_total,
+        "ratio_vs_tuned": tuned / ours_total,
         "filled_rates": rates,
     }
 
@@ -618,29 +862,60 @@ def write(report: dict[str, Any], out: Path) -> None:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data", help="question files")
-    parser.add_argument("--work", type=Path, help="data and run folders (default: a temporary folder)")
-    parser.add_argument("--model-dirs", type=Path, nargs="*", default=[], help="where the trio may be saved")
+    parser.add_argument(
+        "--source", type=Path, default=ROOT.parent / "shared" / "data", help="question files"
+    )
+    parser.add_argument(
+        "--work", type=Path, help="data and run folders (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--model-dirs", type=Path, nargs="*", default=[], help="where the trio may be saved"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "suite_gpu.json")
     parser.add_argument("--group", choices=["text", "mm", "all"], default="all")
-    parser.add_argument("--text-per-subject", type=int, help="first N questions per subject (default: all)")
-    parser.add_argument("--mme-images", type=int, help="seeded subset of MME's 1,187 images (default: all)")
-    parser.add_argument("--mmbench-questions", type=int, help="seeded subset of the 1,176 questions (default: all)")
+    parser.add_argument(
+        "--text-per-subject", type=int, help="first N questions per subject (default: all)"
+    )
+    parser.add_argument(
+        "--mme-images", type=int, help="seeded subset of MME's 1,187 images (default: all)"
+    )
+    parser.add_argument(
+        "--mmbench-questions", type=int, help="seeded subset of the 1,176 questions (default: all)"
+    )
     parser.add_argument("--vqav2-questions", type=int, default=5000)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-ours", action="store_true")
     parser.add_argument("--skip-anchors", action="store_true")
-    parser.add_argument("--anchor-text-limit", type=int, default=10, help="HFLM: first N questions per subject")
+    parser.add_argument(
+        "--anchor-text-limit", type=int, default=10, help="HFLM: first N questions per subject"
+    )
     parser.add_argument("--hflm-batches", nargs="*", default=["16", "32", "auto"])
     parser.add_argument("--mm-batches", nargs="*", type=int, default=[1, 8, 32])
-    parser.add_argument("--anchor-mm-batch1", type=int, default=16, help="requests per task at batch 1")
-    parser.add_argument("--anchor-mm-requests", type=int, default=64, help="requests per task at larger batches")
-    parser.add_argument("--deadline", type=float, default=560.0, help="seconds this invocation may take")
-    parser.add_argument("--tiny", action="store_true", help="tiny shapes and data (CPU unless --device cuda)")
-    parser.add_argument("--combine", type=Path, nargs="*", help="reports of earlier calls: write the whole-suite "
-                        "account to --out and stop")
-    parser.add_argument("--rate", nargs="*", default=[], help="MODEL/TASK=REQUESTS_PER_S for a task a call cut short")
+    parser.add_argument(
+        "--anchor-mm-batch1", type=int, default=16, help="requests per task at batch 1"
+    )
+    parser.add_argument(
+        "--anchor-mm-requests", type=int, default=64, help="requests per task at larger batches"
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=560.0, help="seconds this invocation may take"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny shapes and data (CPU unless --device cuda)"
+    )
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="*",
+        help="reports of earlier calls: write the whole-suite account to --out and stop",
+    )
+    parser.add_argument(
+        "--rate",
+        nargs="*",
+        default=[],
+        help="MODEL/TASK=REQUESTS_PER_S for a task a call cut short",
+    )
     args = parser.parse_args(argv)
     args.hflm_batches = [b if b == "auto" else int(b) for b in args.hflm_batches]
     if args.tiny:
@@ -685,12 +960,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "shapes": "tiny" if args.tiny else "Llama-3-8B base; llava-hf LLaVA (CLIP ViT-L/14-336 + its own "
-                  "Llama-3-8B LM); IAA-14 on the base; random bf16",
-        "tokenizer": f"byte-level BPE trained on the prompts, {len(tokenizer)} tokens, Llama-3 chat template",
-        "group": list(group), "sizes": workload["sizes"], "full_sizes": workload["full_sizes"],
-        "subsets": {k: {"seed": args.seed, "of": workload["full_sizes"][k]} for k, v in workload["sizes"].items()
-                    if v != workload["full_sizes"][k]},
+        "shapes": "tiny"
+        if args.tiny
+        else "Llama-3-8B base; llava-hf LLaVA (CLIP ViT-L/14-336 + its own "
+        "Llama-3-8B LM); IAA-14 on the base; random bf16",
+        "tokenizer": f"byte-level BPE trained on the prompts, {len(tokenizer)} tokens, "
+        "Llama-3 chat template",
+        "group": list(group),
+        "sizes": workload["sizes"],
+        "full_sizes": workload["full_sizes"],
+        "subsets": {
+            k: {"seed": args.seed, "of": workload["full_sizes"][k]}
+            for k, v in workload["sizes"].items()
+            if v != workload["full_sizes"][k]
+        },
     }
     report["timings"] = timings
     write(report, args.out)
@@ -709,7 +992,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_ours:
         remaining = args.deadline - (time.perf_counter() - clock) - 15
         report["ours"] = run_ours(args, work, data, folders, group, remaining)
-    report["full_size"] = extrapolate(report.get("ours", {}), report.get("anchors", {}), workload["full_sizes"])
+    report["full_size"] = extrapolate(
+        report.get("ours", {}), report.get("anchors", {}), workload["full_sizes"]
+    )
     write(report, args.out)
     print(json.dumps(report["full_size"], indent=1), "->", args.out, flush=True)
     return report

@@ -78,9 +78,9 @@ def package_versions() -> dict[str, str]:
 class Answerer:
     """The cached, chunked, progress-reporting way tasks ask a model multimodal questions.
 
-    A chunk is what the model's batcher sees at once, so it caps the generation batch: 256 (the
-    ``auto`` ceiling). At 16 an 8B model on an H200 decoded 16 rows per step where ``auto`` had
-    sized ~170, and answered 17 requests/s where batch 32 answers 20+ (issue 16).
+    A chunk is what the model's batcher sees at once, so it caps the generation batch; 256 is the
+    ``auto`` ceiling (``tasks.multimodal.ask`` hands over 64 requests per call). At 16, an 8B LLaVA
+    on an H200 answered 16-18 requests/s; with 64-request calls 27-40 (issue 16).
     """
 
     def __init__(
