@@ -169,8 +169,9 @@ def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any], cov
     return longest if longest >= max(covers) and longest > 0 else None
 
 
-def prefill_shared(model: torch.nn.Module, rows: Sequence[Sequence[int]], keys: Sequence[Any], length: int,
-                   pad: int, head_inputs: Callable[[list[int]], dict[str, Any]]) -> dict[str, Any]:
+def prefill_shared(model: torch.nn.Module, rows: Sequence[Sequence[int]], keys: Sequence[Any],
+                   length: int, pad: int,
+                   head_inputs: Callable[[list[int]], dict[str, Any]]) -> dict[str, Any]:
     """``generate`` inputs whose first ``length`` tokens are already in the cache.
 
     The head of the first row of each key (image) is run once, with ``head_inputs(firsts)`` (the

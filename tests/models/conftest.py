@@ -18,7 +18,8 @@ def fresh_seed() -> int:
     return value
 
 
-def record_new_tokens(monkeypatch: pytest.MonkeyPatch, model: torch.nn.Module) -> list[torch.Tensor]:
+def record_new_tokens(monkeypatch: pytest.MonkeyPatch, model: torch.nn.Module
+                      ) -> list[torch.Tensor]:
     """Wrap ``model.generate``: the list fills with each call's new token ids ``(rows, new)``."""
     calls: list[torch.Tensor] = []
     real = model.generate
@@ -30,3 +31,16 @@ def record_new_tokens(monkeypatch: pytest.MonkeyPatch, model: torch.nn.Module) -
 
     monkeypatch.setattr(model, "generate", recording)
     return calls
+
+
+def record_prefills(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
+    """Wrap ``module.prefill_shared``: the list fills with each call's shared length."""
+    lengths: list[int] = []
+    real = module.prefill_shared
+
+    def recording(model: Any, rows: Any, keys: Any, length: int, *rest: Any) -> Any:
+        lengths.append(length)
+        return real(model, rows, keys, length, *rest)
+
+    monkeypatch.setattr(module, "prefill_shared", recording)
+    return lengths

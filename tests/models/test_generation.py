@@ -9,7 +9,12 @@ import torch
 
 from iaa_eval.models import load_model
 from iaa_eval.models.base import MMRequest, ModelSpec
-from iaa_eval.models.generation import GenerationBatcher, left_padded, prefill_shared, shared_prefix_length
+from iaa_eval.models.generation import (
+    GenerationBatcher,
+    left_padded,
+    prefill_shared,
+    shared_prefix_length,
+)
 
 
 def test_auto_on_cpu_uses_the_default(tiny_llama_dir: Path) -> None:
@@ -48,7 +53,8 @@ def test_a_single_request_that_does_not_fit_is_reraised(tiny_llama_dir: Path, mo
         model.generate([MMRequest("Why?", max_new_tokens=2)])
 
 
-def test_prefill_shared_then_generate_equals_whole_prompts(tiny_llama_dir: Path, fresh_seed: int) -> None:
+def test_prefill_shared_then_generate_equals_whole_prompts(tiny_llama_dir: Path,
+                                                           fresh_seed: int) -> None:
     """Any causal LM: rows of one key share a head run once; their new token ids equal those of
     generating every whole (left-padded) prompt."""
     model = load_model(ModelSpec("base", "hf", str(tiny_llama_dir))).model

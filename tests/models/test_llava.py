@@ -13,7 +13,7 @@ from iaa_eval.models import llava as llava_module
 from iaa_eval.models import load_model
 from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.models.vision import image_key
-from tests.models.conftest import record_new_tokens
+from tests.models.conftest import record_new_tokens, record_prefills
 
 
 def test_feature_cache_matches_pixel_path_and_counts_hits(tiny_llava_dir: Path) -> None:
@@ -30,7 +30,8 @@ def test_feature_cache_matches_pixel_path_and_counts_hits(tiny_llava_dir: Path) 
     assert (model.feature_cache.misses, model.feature_cache.hits) == (3, 6)
 
 
-def test_questions_of_one_image_share_the_prompt_prefix(tiny_llava_dir: Path, monkeypatch: pytest.MonkeyPatch,
+def test_questions_of_one_image_share_the_prompt_prefix(tiny_llava_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
                                                         fresh_seed: int) -> None:
     """MME-shaped: two to three questions per image, of different lengths and sharing leading words,
     plus an image asked once; the token ids equal those of the path that runs every whole prompt."""
@@ -42,10 +43,7 @@ def test_questions_of_one_image_share_the_prompt_prefix(tiny_llava_dir: Path, mo
     layout = [0, 0, 1, 1, 1, 2]
     requests = [MMRequest(q, images[i], image_key(images[i]), max_new_tokens=6)
                 for q, i in zip(questions, layout, strict=True)]
-    prefills: list[int] = []
-    real = llava_module.prefill_shared
-    monkeypatch.setattr(llava_module, "prefill_shared",
-                        lambda model, rows, keys, n, *rest: prefills.append(n) or real(model, rows, keys, n, *rest))
+    prefills = record_prefills(monkeypatch, llava_module)
     tokens = record_new_tokens(monkeypatch, model.model)
     model.generate(requests)
     image_tokens = model.model.config.image_seq_length

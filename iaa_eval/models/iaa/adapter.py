@@ -115,7 +115,8 @@ class IAAModel:
                 def head_inputs(firsts: list[int]) -> dict[str, Any]:
                     return {"workflow": self.workflow, "image_features": features[firsts]}
 
-                batch, images = prefill_shared(self.model, ids, keys, length, pad, head_inputs), None
+                batch = prefill_shared(self.model, ids, keys, length, pad, head_inputs)
+                images = None
 
             def run(**kwargs: Any) -> torch.Tensor:
                 return self.model.generate(workflow=self.workflow, image_features=images, **kwargs)

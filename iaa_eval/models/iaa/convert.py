@@ -176,8 +176,9 @@ def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
     elif raw.get("model_type") == IAAConfig.model_type:
         config = IAAConfig.from_pretrained(folder)
     else:
-        raise ModelError(f"{folder / 'config.json'}: model_type={raw.get('model_type')!r} is not an IAA checkpoint "
-                         f"(expected {OFFICIAL_MODEL_TYPE!r} or {IAAConfig.model_type!r})")
+        expected = f"{OFFICIAL_MODEL_TYPE!r} or {IAAConfig.model_type!r}"
+        raise ModelError(f"{folder / 'config.json'}: model_type={raw.get('model_type')!r} is not "
+                         f"an IAA checkpoint (expected {expected})")
     tensors = {k: v for k, v in read_tensors(files).items() if not k.endswith("rotary_emb.inv_freq")}
     if not any(k.startswith(VISION_PREFIX) for k in tensors):
         tensors.update(_vision_tensors(resolve_vision_dir(config.vision_tower_path, folder), folder))
@@ -214,8 +215,9 @@ def official_config(model: nn.Module, vision_dir_name: str) -> dict[str, Any]:
     return flat
 
 
-def save_iaa(model: nn.Module, path: str | os.PathLike, official: bool = False, vision_inside: bool = True,
-             tokenizer: Any = None, image_processor: Any = None) -> Path:
+def save_iaa(model: nn.Module, path: str | os.PathLike, official: bool = False,
+             vision_inside: bool = True, tokenizer: Any = None,
+             image_processor: Any = None) -> Path:
     """Write a checkpoint folder: config, ``model.safetensors``, optionally tokenizer and image processor.
 
     ``official=True`` writes the official config with ``mm_vision_tower="vision_tower"`` (relative) and

@@ -6,8 +6,8 @@ modules of the base family; nothing is vendored. Attribute names follow the offi
 The base ``*ForCausalLM`` is kept unregistered: its modules are registered once, under ``model.``
 and ``lm_head``, and ``base_lm`` is that very model (text workflow == base LM, bit for bit).
 
-Generation is transformers' own (``GenerationMixin``: greedy, sampling, beams, dynamic or static
-caches). The one IAA step before it: each image's single ``-200`` placeholder is widened to the
+Generation is transformers' own (``GenerationMixin``, with a dynamic or a static cache). The one
+IAA step before it: each image's single ``-200`` placeholder is widened to the
 number of positions its features take, so ids, attention mask and cache agree position by
 position, as transformers' bookkeeping assumes; the prompt comes back as it was given.
 """
@@ -22,8 +22,9 @@ from typing import Any, NamedTuple
 import torch
 from accelerate import init_empty_weights
 from torch import nn
-from transformers import AutoModelForCausalLM, CLIPVisionModel, DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, CLIPVisionModel, DynamicCache, PreTrainedModel
 from transformers.cache_utils import Cache
+from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput
 
@@ -143,8 +144,9 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
                         dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> IAAForCausalLM:
-        """Load our layout or the official one (read by :func:`~iaa_eval.models.iaa.convert.read_checkpoint`);
-        a missing, unexpected or misshapen tensor is an error, never a random weight."""
+        """Load our layout or the official one (read by
+        :func:`~iaa_eval.models.iaa.convert.read_checkpoint`); a missing, unexpected or misshapen
+        tensor is an error, never a random weight."""
         config, tensors = read_checkpoint(path, dtype=dtype or torch_dtype)
         with init_empty_weights():  # parameters on meta, buffers (rotary, CLIP position ids) real
             model = cls(config)
@@ -213,7 +215,7 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         use_cache: bool = False,
         image_features: torch.Tensor | None = None,
         logits_to_keep: int = 0,
-        return_dict: bool = True,  # noqa: ARG002 (generate passes it; the output is always a ModelOutput)
+        return_dict: bool = True,  # noqa: ARG002 (from generate; always a ModelOutput)
     ) -> IAAOutput:
         """One pass of ``workflow``; ``input_ids`` carry -200 where each image goes (one per image, in order).
 
@@ -224,7 +226,7 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
             pixel_values: ``(n_images, 3, H, W)``, images in placeholder order across the batch.
             workflow: ``text`` (base LM, bit-identical), ``mm`` or ``g``.
             labels: ``(batch, seq)`` targets aligned with ``input_ids`` (-100 = no loss); shifted here.
-            cache: a config-less ``DynamicCache`` owned by one workflow; created when ``use_cache``.
+            cache: a ``Cache`` (dynamic or static) of one workflow; created when ``use_cache``.
             use_cache: return the updated cache.
             image_features: ``(n_images, patches, mm_hidden)`` vision features instead of pixels.
             logits_to_keep: compute logits for the last N positions only (0 = all).
@@ -276,13 +278,16 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
 
     def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                  **kwargs: Any) -> torch.LongTensor:
-        """transformers' ``generate`` (``workflow``, ``pixel_values``/``image_features``, ``cache`` go to
-        :meth:`forward`) on the ids with each image placeholder widened; returns ``input_ids`` as
-        given (one -200 per image) followed by the new tokens."""
+        """transformers' ``generate`` on the ids with each image placeholder widened (``workflow``,
+        ``pixel_values``, ``image_features``, ``cache`` go to :meth:`forward`); returns
+        ``input_ids`` as given (one -200 per image) followed by the new tokens."""
+        if kwargs.get("eos_token_id") == [] and self.generation_config.pad_token_id is None:
+            kwargs.setdefault("pad_token_id", 0)  # no EOS: rows never finish; transformers wants a pad
         if not (input_ids == IMAGE_PLACEHOLDER_ID).any():
             return super().generate(input_ids, attention_mask=attention_mask, **kwargs)
         vision = self.config.vision_config
-        patches = (vision.image_size // vision.patch_size) ** 2 + (self.config.vision_feature_select != "patch")
+        cls_token = self.config.vision_feature_select != "patch"
+        patches = (vision.image_size // vision.patch_size) ** 2 + cls_token
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         ids, mask = expand_placeholders(input_ids, mask, patches, kwargs.get("pad_token_id") or 0)
         out = super().generate(ids, attention_mask=mask, **kwargs)
@@ -291,12 +296,13 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, *args: Any, is_first_iteration: bool = False,
                                       **kwargs: Any) -> dict[str, Any]:
         """Images enter at the first step only: later steps continue a cache that holds them."""
-        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration,
+                                                       **kwargs)
         if not is_first_iteration and kwargs.get("use_cache", True):
             inputs["image_features"] = None
         return inputs
 
     @staticmethod
-    def create_masks_for_generate(attention_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor | None:
+    def create_masks_for_generate(attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
         """Keep the 2-D mask under a static cache too: :meth:`forward` derives positions from it."""
         return attention_mask

@@ -55,8 +55,8 @@ def splice_images(
     embed: nn.Embedding,
     images: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.LongTensor | None]:
-    """Embed ``input_ids`` with the workflow's table and replace each -200 by the next image's features
-    (or, when every image's placeholder is already widened to its length, fill them in place).
+    """Embed ``input_ids`` with the workflow's table and replace each -200 by the next image's
+    features (or, when each image's placeholder is already widened to its length, fill those in).
 
     Rows whose spliced lengths differ are left-padded (mask 0, label -100). Returns
     ``(embeds (batch, len, hidden), mask (batch, len) or None, labels or None)``.
@@ -112,7 +112,8 @@ def splice_widened(
     is_image = input_ids == IMAGE_PLACEHOLDER_ID
     embeds = embed(input_ids.masked_fill(is_image, 0))
     embeds = embeds.masked_scatter(is_image[..., None], images.to(embeds.dtype))
-    return embeds, attention_mask, None if labels is None else labels.masked_fill(is_image, IGNORE_INDEX)
+    labels = None if labels is None else labels.masked_fill(is_image, IGNORE_INDEX)
+    return embeds, attention_mask, labels
 
 
 def expand_placeholders(input_ids: torch.LongTensor, attention_mask: torch.Tensor, patches: int,

@@ -16,7 +16,7 @@ from iaa_eval.models.iaa import adapter as adapter_module
 from iaa_eval.models.iaa.adapter import IAAModel
 from iaa_eval.models.vision import image_key
 from tests.iaa_helpers import random_image, tiny_iaa
-from tests.models.conftest import record_new_tokens
+from tests.models.conftest import record_new_tokens, record_prefills
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,8 @@ def test_official_layout_loads_quietly(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("workflow", ["", "#g"])
 def test_questions_of_one_image_share_the_prompt_prefix(checkpoints: tuple[Path, Path], workflow: str,
-                                                        monkeypatch: pytest.MonkeyPatch, fresh_seed: int) -> None:
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        fresh_seed: int) -> None:
     """MME-shaped: two or three questions per image, of different lengths and sharing leading words,
     plus an image asked once; the token ids equal those of the path that runs every whole prompt."""
     _, iaa_dir = checkpoints
@@ -104,10 +105,7 @@ def test_questions_of_one_image_share_the_prompt_prefix(checkpoints: tuple[Path,
     layout = [0, 0, 1, 1, 1, 2]
     requests = [MMRequest(q, images[i], image_key(images[i]), max_new_tokens=6)
                 for q, i in zip(questions, layout, strict=True)]
-    prefills: list[int] = []
-    real = adapter_module.prefill_shared
-    monkeypatch.setattr(adapter_module, "prefill_shared",
-                        lambda model, rows, keys, n, *rest: prefills.append(n) or real(model, rows, keys, n, *rest))
+    prefills = record_prefills(monkeypatch, adapter_module)
     tokens = record_new_tokens(monkeypatch, model.model)
     model.generate(requests)
     assert len(prefills) == 1 and prefills[0] > 3  # one prefill: the prompt's head, the image, "Is there a"

@@ -206,10 +206,11 @@ def test_unsupported_base_is_refused() -> None:
 
 @pytest.mark.parametrize("workflow", ["text", "mm"])
 def test_static_cache_generation_equals_dynamic(workflow: str, fresh_seed: int) -> None:
-    """transformers' generate with ``cache_implementation="static"`` (eager): the dynamic cache's tokens."""
+    """``cache_implementation="static"`` (eager) gives the dynamic cache's token ids."""
     tokenizer, _, _, _, model = tiny_iaa(seed=fresh_seed)
     gen = torch.Generator().manual_seed(fresh_seed)
-    ids = torch.stack([ids_with_image(gen, len(tokenizer), 2, 5), ids_with_image(gen, len(tokenizer), 5, 2)])
+    vocab = len(tokenizer)
+    ids = torch.stack([ids_with_image(gen, vocab, 2, 5), ids_with_image(gen, vocab, 5, 2)])
     pixels = torch.randn(2, 3, 32, 32, generator=gen) if workflow == "mm" else None
     if workflow == "text":
         ids[ids == -200] = 7
