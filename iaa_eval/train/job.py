@@ -172,12 +172,12 @@ def init_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, An
     """(model, tokenizer, image processor) of the IAA checkpoint given with ``--init``."""
     from transformers import AutoTokenizer
 
-    from iaa_eval.models.iaa.convert import load_iaa, load_image_processor
+    from iaa_eval.models.iaa.convert import load_image_processor
 
     folder = Path(job.init).expanduser()
     if not folder.is_dir():
         raise UsageError(f"--init {str(job.init)!r}: no such directory")
-    model = place(load_iaa(folder, dtype=dtype), job.device)
+    model = place(IAAForCausalLM.from_pretrained(folder, dtype=dtype), job.device)
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, str(folder), "--init tokenizer",
                                 config=model.config.text_config)  # config.json's model_type "IAA" is not transformers'
     return model, tokenizer, load_image_processor(folder, model.config.vision_tower_path)
