@@ -90,11 +90,11 @@ def load_weights(loader: Callable[..., Any], path: str, what: str, **kwargs: Any
 
 def check_model_type(model: Any, path: str, what: str, trust_remote_code: bool = False) -> None:
     """The checkpoint's config.json ``model_type`` must be the one the built class belongs to."""
-    from transformers import PretrainedConfig
+    from transformers import PreTrainedConfig
 
     source = str(Path(path).expanduser()) if looks_local(path) else path
-    stored = PretrainedConfig.get_config_dict(source, trust_remote_code=trust_remote_code)[0].get("model_type")
-    built = model.config.model_type
+    stored = PreTrainedConfig.get_config_dict(source, trust_remote_code=trust_remote_code)[0].get("model_type")
+    built = type(model.config).model_type  # the instance keeps the checkpoint's value
     if stored and stored != built:
         raise ModelError(
             f"{what} {path!r}: config.json has model_type {stored!r} but {type(model).__name__} is for {built!r}; "
