@@ -26,7 +26,8 @@ from iaa_eval.models.base import MMRequest, ModelSpec, TextView, fingerprint_wei
 from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode, nan_guard
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, load_weights, place, resolve_dtype
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
-from iaa_eval.models.vlm_families import VLMFamily, build_processor, require_family
+from iaa_eval.models.vlm_families import VLMFamily, require_family
+from iaa_eval.models.vlm_processor import build_processor
 
 
 class DecoderLM(PreTrainedModel, GenerationMixin):
