@@ -72,13 +72,16 @@ class DecoderLM(PreTrainedModel, GenerationMixin):
 
 def render_prompt(processor: Any, text: str, has_image: bool, system: bool) -> str:
     """The prompt up to the answer: the processor's chat template (an image part first, as the
-    families' model cards ask), else the plain template with the processor's image token."""
-    if getattr(processor, "chat_template", None):
+    families' model cards ask), else the plain template with the processor's image token. The
+    template is rendered by the tokenizer: some processors' own ``apply_chat_template`` reads
+    their video processor, which is absent without torchvision."""
+    if template := getattr(processor, "chat_template", None):
         content = [{"type": "image"}] if has_image else []
         content.append({"type": "text", "text": text})
         messages = [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}] if system else []
         messages.append({"role": "user", "content": content})
-        return processor.apply_chat_template(messages, add_generation_prompt=True)
+        return processor.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                                       add_generation_prompt=True)
     return build_prompt(processor.tokenizer, text, processor.image_token if has_image else None, system=system)
 
 

@@ -117,3 +117,18 @@ def test_generate_mme_mmbench_vqa_items(model_type: str, vlm_dir: Callable[[str]
     view = model.text_view()
     assert view.model.get_decoder() is model.model.get_decoder()
     assert view.fingerprint != model.fingerprint("mm")
+
+
+def test_vlm_kind_answers_a_llava_checkpoint_as_the_llava_kind_does(tiny_llava_dir: Path) -> None:
+    """Same prompts, answers and option scores as the ``llava`` adapter (its pixel path), so the
+    ``llava`` kind can become an alias of ``vlm``."""
+    vlm = load_model(ModelSpec("v", "vlm", str(tiny_llava_dir), batch_size=3))
+    llava = load_model(ModelSpec("l", "llava", str(tiny_llava_dir), batch_size=3))
+    rng = np.random.default_rng()
+    requests = [MMRequest(f"Question {i}? Please answer yes or no.", _image(rng, 32 + 8 * i, 40), max_new_tokens=5)
+                for i in range(3)] + [MMRequest("Asked blind?", None, max_new_tokens=5)]
+    assert [vlm.render_prompt(r) for r in requests] == [llava.render_prompt(r) for r in requests]
+    assert vlm.generate(requests) == llava.generate(requests, use_feature_cache=False)
+    scored = [MMRequest("Answer:", requests[0].image, options=(" Yes", " No"))]
+    assert vlm.score(scored)[0] == pytest.approx(llava.score(scored)[0], abs=1e-4)
+    assert vlm.fingerprint("text") == llava.fingerprint("text")
