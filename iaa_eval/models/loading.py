@@ -80,7 +80,8 @@ def load_weights(loader: Callable[..., Any], path: str, what: str, **kwargs: Any
     transformers fills a weight missing from the checkpoint with random numbers and only logs it (a
     class that files the language model elsewhere, e.g. ``model.text_model``, loads as random);
     here every missing or unexpected key is an error, except a missing weight tied to a loaded one.
-    A checkpoint whose ``model_type`` is not the class's (transformers converts the config) is refused.
+    A checkpoint whose ``model_type`` is not the class's (transformers converts the config) is
+    refused.
     """
     model, info = load_pretrained(loader, path, what, output_loading_info=True, **kwargs)
     check_model_type(model, path, what, kwargs.get("trust_remote_code", False))
@@ -93,11 +94,13 @@ def check_model_type(model: Any, path: str, what: str, trust_remote_code: bool =
     from transformers import PreTrainedConfig
 
     source = str(Path(path).expanduser()) if looks_local(path) else path
-    stored = PreTrainedConfig.get_config_dict(source, trust_remote_code=trust_remote_code)[0].get("model_type")
+    stored = PreTrainedConfig.get_config_dict(source, trust_remote_code=trust_remote_code)[0]
+    stored = stored.get("model_type")
     built = type(model.config).model_type  # the instance keeps the checkpoint's value
     if stored and stored != built:
         raise ModelError(
-            f"{what} {path!r}: config.json has model_type {stored!r} but {type(model).__name__} is for {built!r}; "
+            f"{what} {path!r}: config.json has model_type {stored!r} but {type(model).__name__} is "
+            f"for {built!r}; "
             "pass it with the kind made for it (vlm: for an image-text model, see `iaa-eval tasks`)"
         )
 
@@ -123,7 +126,8 @@ def check_loading_info(model: Any, info: dict[str, Any], path: str, what: str) -
             problems.append(f"{len(shown)} weights {label}: {', '.join(shown[:6])}{more}")
     if problems:
         raise ModelError(
-            f"{what} {path!r}: the weights do not match {type(model).__name__}: {'; '.join(problems)}; "
+            f"{what} {path!r}: the weights do not match {type(model).__name__}: "
+            f"{'; '.join(problems)}; "
             "expected a checkpoint saved by this architecture"
         )
 

@@ -22,9 +22,21 @@ from transformers import AutoConfig, AutoModelForImageTextToText, GenerationMixi
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from iaa_eval.errors import ModelError
-from iaa_eval.models.base import MMRequest, ModelSpec, TextView, fingerprint_weights, text_model_fingerprint
+from iaa_eval.models.base import (
+    MMRequest,
+    ModelSpec,
+    TextView,
+    fingerprint_weights,
+    text_model_fingerprint,
+)
 from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode, nan_guard
-from iaa_eval.models.loading import check_vocabulary, load_pretrained, load_weights, place, resolve_dtype
+from iaa_eval.models.loading import (
+    check_vocabulary,
+    load_pretrained,
+    load_weights,
+    place,
+    resolve_dtype,
+)
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
 from iaa_eval.models.vlm_families import VLMFamily, require_family
 from iaa_eval.models.vlm_processor import build_processor
@@ -56,14 +68,28 @@ class DecoderLM(PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> torch.nn.Module:
         return self.lm_head
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, cache: Any = None,
-                inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
-                logits_to_keep: int = 0, **kwargs: Any) -> CausalLMOutputWithPast:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
         """The decoder's forward (``cache``, masks and positions as the decoder takes them), then
         the head on the last ``logits_to_keep`` positions (0: all)."""
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                         inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
         hidden = out.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
@@ -78,11 +104,18 @@ def render_prompt(processor: Any, text: str, has_image: bool, system: bool) -> s
     if template := getattr(processor, "chat_template", None):
         content = [{"type": "image"}] if has_image else []
         content.append({"type": "text", "text": text})
-        messages = [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}] if system else []
+        messages = (
+            [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}]
+            if system
+            else []
+        )
         messages.append({"role": "user", "content": content})
-        return processor.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                                       add_generation_prompt=True)
-    return build_prompt(processor.tokenizer, text, processor.image_token if has_image else None, system=system)
+        return processor.tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+    return build_prompt(
+        processor.tokenizer, text, processor.image_token if has_image else None, system=system
+    )
 
 
 class VLMModel:
@@ -94,14 +127,23 @@ class VLMModel:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         remote = spec.trust_remote_code
-        config = load_pretrained(AutoConfig.from_pretrained, spec.path, "config", trust_remote_code=remote)
+        config = load_pretrained(
+            AutoConfig.from_pretrained, spec.path, "config", trust_remote_code=remote
+        )
         self.family: VLMFamily = require_family(config.model_type, spec.path)
         self.processor = build_processor(spec.path, config.model_type, remote)
-        model = load_weights(AutoModelForImageTextToText.from_pretrained, spec.path, "model",
-                             dtype=resolve_dtype(spec.dtype, spec.device), trust_remote_code=remote)
+        model = load_weights(
+            AutoModelForImageTextToText.from_pretrained,
+            spec.path,
+            "model",
+            dtype=resolve_dtype(spec.dtype, spec.device),
+            trust_remote_code=remote,
+        )
         self.model = place(model, spec.device)
         self.tokenizer = self.processor.tokenizer
-        check_vocabulary(self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path)
+        check_vocabulary(
+            self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path
+        )
         ensure_pad_token(self.tokenizer)
         self._text_lm = DecoderLM(self.model).eval()
         self._fingerprints: dict[str, str] = {}
@@ -113,11 +155,13 @@ class VLMModel:
 
     def render_prompt(self, request: MMRequest) -> str:
         """The exact text the model is given for a request, image placeholder unexpanded."""
-        return render_prompt(self.processor, request.prompt, request.image is not None, self.family.system_prompt)
+        return render_prompt(
+            self.processor, request.prompt, request.image is not None, self.family.system_prompt
+        )
 
     def _encode(self, texts: Sequence[str], images: Sequence[Any]) -> dict[str, torch.Tensor]:
         """The processor's inputs (left-padded), floating ones in the model's dtype; images nested
-        one list per prompt (every request has at most one), which every family's processor takes."""
+        one list per prompt (a request has at most one), as every family's processor takes them."""
         pictures = [[image.convert("RGB")] for image in images] or None
         enc = self.processor(images=pictures, text=list(texts), return_tensors="pt", padding=True)
         return dict(enc.to(self.model.device, dtype=self.model.dtype))
@@ -130,9 +174,13 @@ class VLMModel:
 
             def answer(chunk: Sequence[tuple[int, MMRequest]]) -> list[str]:
                 reqs = [r for _, r in chunk]
-                enc = self._encode([self.render_prompt(r) for r in reqs], [r.image for r in reqs if r.image])
+                enc = self._encode(
+                    [self.render_prompt(r) for r in reqs], [r.image for r in reqs if r.image]
+                )
                 budget = max(r.max_new_tokens for r in reqs)
-                return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
+                return greedy_decode(
+                    self.model.generate, self.tokenizer, enc, budget, watch=self.model
+                )
 
             texts = self.batcher.map(group, answer)
             answers.update({i: t for (i, _), t in zip(group, texts, strict=True)})
@@ -151,8 +199,10 @@ class VLMModel:
                 enc = self._encode([prompt + option], images)
                 ids = enc["input_ids"][0]
                 if len(ids) <= len(head) or not torch.equal(ids[: len(head)], head):
-                    raise ModelError(f"request {index}: option {option!r} changes the prompt's tokens; "
-                                     "expected the prompt's tokens followed by the option's")
+                    raise ModelError(
+                        f"request {index}: option {option!r} changes the prompt's tokens; "
+                        "expected the prompt's tokens followed by the option's"
+                    )
                 with torch.inference_mode(), nan_guard(self.model):
                     logits = self.model(**enc).logits[0, len(head) - 1 : -1].float()
                 target = ids[len(head) :]
@@ -167,6 +217,8 @@ class VLMModel:
                 value = text_model_fingerprint(self._text_lm, self.tokenizer)
             else:
                 config = self.model.config.to_dict()
-                value = fingerprint_weights(config, dict(self.model.state_dict(keep_vars=True)), workflow)
+                value = fingerprint_weights(
+                    config, dict(self.model.state_dict(keep_vars=True)), workflow
+                )
             self._fingerprints[workflow] = value
         return self._fingerprints[workflow]

@@ -33,23 +33,44 @@ class VLMFamily:
     system_prompt: bool = False
 
 
-_POSITIONS = "M-RoPE positions of the image tokens depend on the image's grid, which the prefix cache of "
+_POSITIONS = (
+    "M-RoPE positions of the image tokens depend on the image's grid, which the prefix cache of "
+)
 _FAMILIES = (
     VLMFamily("llava", "LLaVA-1.5 (llava-hf)", system_prompt=True),
-    VLMFamily("llava_next", "LLaVA-NeXT (anyres)",
-              "anyres images are tiled per image size: features are a list of variable-length tiles"),
-    VLMFamily("llava_onevision", "LLaVA-OneVision",
-              "anyres images are tiled per image size: features are a list of variable-length tiles"),
+    VLMFamily(
+        "llava_next",
+        "LLaVA-NeXT (anyres)",
+        "anyres images are tiled per image size: features are a list of variable-length tiles",
+    ),
+    VLMFamily(
+        "llava_onevision",
+        "LLaVA-OneVision",
+        "anyres images are tiled per image size: features are a list of variable-length tiles",
+    ),
     VLMFamily("qwen2_vl", "Qwen2-VL", _POSITIONS + "generate does not carry"),
     VLMFamily("qwen2_5_vl", "Qwen2.5-VL", _POSITIONS + "generate does not carry"),
-    VLMFamily("qwen3_vl", "Qwen3-VL", _POSITIONS + "generate does not carry; deepstack features enter "
-              "inner layers"),
+    VLMFamily(
+        "qwen3_vl",
+        "Qwen3-VL",
+        _POSITIONS + "generate does not carry; deepstack features enter inner layers",
+    ),
     VLMFamily("idefics3", "Idefics3", "images are split into a per-size number of crops"),
     VLMFamily("smolvlm", "SmolVLM", "images are split into a per-size number of crops"),
-    VLMFamily("gemma3", "Gemma 3", "image tokens attend to each other bidirectionally: a cached causal prefix "
-              "is not what the model computes"),
-    VLMFamily("mistral3", "Mistral 3 (Pixtral vision)", "images keep their aspect ratio: feature length varies"),
-    VLMFamily("internvl", "InternVL", "the processor may tile images into a per-size number of crops"),
+    VLMFamily(
+        "gemma3",
+        "Gemma 3",
+        "image tokens attend to each other bidirectionally: a cached causal prefix "
+        "is not what the model computes",
+    ),
+    VLMFamily(
+        "mistral3",
+        "Mistral 3 (Pixtral vision)",
+        "images keep their aspect ratio: feature length varies",
+    ),
+    VLMFamily(
+        "internvl", "InternVL", "the processor may tile images into a per-size number of crops"
+    ),
     VLMFamily("deepseek_vl", "DeepSeek-VL"),
 )
 FAMILIES: dict[str, VLMFamily] = {f.model_type: f for f in _FAMILIES}

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _processor_settings(path: str) -> dict[str, Any]:
-    """The processor's own settings (``processor_config.json``), without the parts it is built from."""
+    """The processor's own settings (``processor_config.json``), less the parts it is built of."""
     file = Path(path).expanduser() / "processor_config.json"
     if not looks_local(path):
         from huggingface_hub import hf_hub_download
@@ -34,7 +34,9 @@ def _processor_settings(path: str) -> dict[str, Any]:
     if not file.exists():
         return {}
     settings = json.loads(file.read_text())
-    return {k: v for k, v in settings.items() if not k.endswith("_processor") and k != "processor_class"}
+    return {
+        k: v for k, v in settings.items() if not k.endswith("_processor") and k != "processor_class"
+    }
 
 
 def _without_video(cls: type) -> type:
@@ -46,7 +48,9 @@ def _without_video(cls: type) -> type:
             return None
         return cls.check_argument_for_proper_class(self, name, argument)
 
-    return type(cls.__name__, (cls,), {"check_argument_for_proper_class": check_argument_for_proper_class})
+    return type(
+        cls.__name__, (cls,), {"check_argument_for_proper_class": check_argument_for_proper_class}
+    )
 
 
 def build_processor(path: str, model_type: str, trust_remote_code: bool = False) -> Any:
@@ -56,16 +60,29 @@ def build_processor(path: str, model_type: str, trust_remote_code: bool = False)
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
     try:
-        return load_pretrained(AutoProcessor.from_pretrained, path, "processor", trust_remote_code=trust_remote_code)
+        return load_pretrained(
+            AutoProcessor.from_pretrained, path, "processor", trust_remote_code=trust_remote_code
+        )
     except (ModelError, ImportError, ValueError, TypeError) as exc:
         reason = _first_line(exc)
-    log.info("processor of %s: AutoProcessor unavailable (%s); assembling it from its parts", path, reason)
+    log.info(
+        "processor of %s: AutoProcessor unavailable (%s); assembling it from its parts",
+        path,
+        reason,
+    )
     import transformers
 
     cls = getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
-    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, path, "tokenizer", trust_remote_code=trust_remote_code)
-    images = load_pretrained(AutoImageProcessor.from_pretrained, path, "image processor", backend="pil",
-                             trust_remote_code=trust_remote_code)
+    tokenizer = load_pretrained(
+        AutoTokenizer.from_pretrained, path, "tokenizer", trust_remote_code=trust_remote_code
+    )
+    images = load_pretrained(
+        AutoImageProcessor.from_pretrained,
+        path,
+        "image processor",
+        backend="pil",
+        trust_remote_code=trust_remote_code,
+    )
     parts: dict[str, Any] = {"image_processor": images, "tokenizer": tokenizer}
     if "video_processor" in inspect.signature(cls.__init__).parameters:
         parts["video_processor"] = None
@@ -74,8 +91,10 @@ def build_processor(path: str, model_type: str, trust_remote_code: bool = False)
     try:
         return cls(**parts, chat_template=tokenizer.chat_template, **settings)
     except (ImportError, ValueError, TypeError, AttributeError) as exc:
-        raise ModelError(f"processor {path!r}: {cls.__name__} cannot be built here ({_first_line(exc)}); "
-                         f"AutoProcessor: {reason}") from exc
+        raise ModelError(
+            f"processor {path!r}: {cls.__name__} cannot be built here ({_first_line(exc)}); "
+            f"AutoProcessor: {reason}"
+        ) from exc
 
 
 def _first_line(exc: Exception) -> str:

@@ -76,7 +76,11 @@ def test_text_view_is_the_whole_vlm_on_text(model_type: str) -> None:
     torch.testing.assert_close(text[real], whole[real], rtol=1e-5, atol=1e-5)
 
     rows = ids.tolist()  # two prefix groups (rows 0 and 2), so packs hold several segments
-    pairs = [(rows[g][:14] + rows[1][i : i + 2], rows[1][5 + i : 7 + i]) for g in (0, 2) for i in range(3)]
+    pairs = [
+        (rows[g][:14] + rows[1][i : i + 2], rows[1][5 + i : 7 + i])
+        for g in (0, 2)
+        for i in range(3)
+    ]
     pairs.append((rows[0][:20], rows[2][:1]))
     scorer = FastScorer(lm, 64, progress=False, min_prefix=4)
     got = scorer.score(pairs)
@@ -102,11 +106,21 @@ def test_generate_mme_mmbench_vqa_items(model_type: str, vlm_dir: Callable[[str]
     rng = np.random.default_rng()
     wide, tall = _image(rng, 40, 56), _image(rng, 64, 30)
     requests = [
-        MMRequest("Is there a red circle in the image? Please answer yes or no.", wide, max_new_tokens=4),
-        MMRequest("What is the shape?\nA. circle\nB. square\nAnswer with the option's letter from the given "
-                  "choices directly.", tall, max_new_tokens=4),
-        MMRequest("What colour is the shape?\nAnswer the question using a single word or phrase.", wide,
-                  max_new_tokens=4),
+        MMRequest(
+            "Is there a red circle in the image? Please answer yes or no.", wide, max_new_tokens=4
+        ),
+        MMRequest(
+            "What is the shape?\nA. circle\nB. square\nAnswer with the option's letter from the "
+            "given "
+            "choices directly.",
+            tall,
+            max_new_tokens=4,
+        ),
+        MMRequest(
+            "What colour is the shape?\nAnswer the question using a single word or phrase.",
+            wide,
+            max_new_tokens=4,
+        ),
         MMRequest("Is there a red circle? Please answer yes or no.", None, max_new_tokens=4),
     ]
     answers = model.generate(requests)
@@ -125,8 +139,12 @@ def test_vlm_kind_answers_a_llava_checkpoint_as_the_llava_kind_does(tiny_llava_d
     vlm = load_model(ModelSpec("v", "vlm", str(tiny_llava_dir), batch_size=3))
     llava = load_model(ModelSpec("l", "llava", str(tiny_llava_dir), batch_size=3))
     rng = np.random.default_rng()
-    requests = [MMRequest(f"Question {i}? Please answer yes or no.", _image(rng, 32 + 8 * i, 40), max_new_tokens=5)
-                for i in range(3)] + [MMRequest("Asked blind?", None, max_new_tokens=5)]
+    requests = [
+        MMRequest(
+            f"Question {i}? Please answer yes or no.", _image(rng, 32 + 8 * i, 40), max_new_tokens=5
+        )
+        for i in range(3)
+    ] + [MMRequest("Asked blind?", None, max_new_tokens=5)]
     assert [vlm.render_prompt(r) for r in requests] == [llava.render_prompt(r) for r in requests]
     assert vlm.generate(requests) == llava.generate(requests, use_feature_cache=False)
     scored = [MMRequest("Answer:", requests[0].image, options=(" Yes", " No"))]

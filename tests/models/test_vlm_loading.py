@@ -34,20 +34,33 @@ def _edit_weights(folder: Path, fragment: str, replacement: str | None) -> list[
 @pytest.mark.parametrize(
     ("model_type", "fragment", "replacement", "named"),
     [
-        ("idefics3", "text_model.", "language_model.", "text_model.embed_tokens"),  # the LM filed elsewhere
+        (
+            "idefics3",
+            "text_model.",
+            "language_model.",
+            "text_model.embed_tokens",
+        ),  # the LM filed elsewhere
         ("smolvlm", "text_model.layers.1.", None, "text_model.layers.1."),
         ("deepseek_vl", "aligner.", None, "aligner."),  # the projector missing
         ("gemma3", "mm_input_projection_weight", None, "mm_input_projection_weight"),
-        ("mistral3", "multi_modal_projector.", "mm_projector.", "multi_modal_projector."),  # projector renamed
+        (
+            "mistral3",
+            "multi_modal_projector.",
+            "mm_projector.",
+            "multi_modal_projector.",
+        ),  # projector renamed
     ],
 )
-def test_missing_or_renamed_weights_are_refused(model_type: str, fragment: str, replacement: str | None,
-                                                named: str, tmp_path: Path) -> None:
+def test_missing_or_renamed_weights_are_refused(
+    model_type: str, fragment: str, replacement: str | None, named: str, tmp_path: Path
+) -> None:
     from transformers import AutoModelForImageTextToText
 
     folder = save_family(model_type, tmp_path / model_type)
     _edit_weights(folder, fragment, replacement)
-    with pytest.raises(ModelError, match="weights do not match") as error:  # what the vlm kind loads with
+    with pytest.raises(
+        ModelError, match="weights do not match"
+    ) as error:  # what the vlm kind loads with
         load_weights(AutoModelForImageTextToText.from_pretrained, str(folder), "model")
     message = str(error.value)
     assert named in message and "missing from the checkpoint" in message
@@ -67,7 +80,9 @@ def test_a_class_for_another_model_type_is_refused(tmp_path: Path) -> None:
     from transformers import LlavaForConditionalGeneration
 
     folder = save_family("idefics3", tmp_path / "idefics3")
-    with pytest.raises(ModelError, match="model_type 'idefics3' but LlavaForConditionalGeneration is for 'llava'"):
+    with pytest.raises(
+        ModelError, match="model_type 'idefics3' but LlavaForConditionalGeneration is for 'llava'"
+    ):
         load_weights(LlavaForConditionalGeneration.from_pretrained, str(folder), "model")
 
 
@@ -75,7 +90,9 @@ def test_unsupported_vlm_family_is_named_with_the_supported_ones(tmp_path: Path)
     from transformers import AutoConfig
 
     AutoConfig.for_model("mllama").save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match=r"model_type 'mllama' is not a supported VLM family; supported: llava, "):
+    with pytest.raises(
+        ModelError, match=r"model_type 'mllama' is not a supported VLM family; supported: llava, "
+    ):
         load_model(ModelSpec("v", "vlm", str(tmp_path)))
 
 
