@@ -2,16 +2,19 @@
 
 Without torchvision (no wheel works with the CPU torch this project installs) transformers cannot
 build the composite processors of families that also handle video (Qwen-VL, InternVL, OneVision,
-SmolVLM); we then build the family's slow (PIL) image processor and the tokenizer directly and hand
-them to the processor class, with the processor's own settings from ``processor_config.json``.
-Images are all we ask of them.
+SmolVLM), nor import Mistral 3's (Pixtral's); we then build the family's slow (PIL) image
+processor and the tokenizer directly and hand them to the processor class, with the processor's
+own settings from ``processor_config.json``. Images are all we ask of them.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,24 @@ def _processor_settings(path: str) -> dict[str, Any]:
     return {
         k: v for k, v in settings.items() if not k.endswith("_processor") and k != "processor_class"
     }
+
+
+def _processor_class(name: str) -> type:
+    """The processor class called ``name``. transformers 5's ``processing_pixtral`` imports one
+    helper (``get_resize_output_image_size``, for token counts) from the torchvision image
+    processor's module; the PIL image processor's module defines the same function, so where
+    torchvision is missing that one import is served from it, for the duration of the import."""
+    import transformers
+
+    if name != "PixtralProcessor" or importlib.util.find_spec("torchvision") is not None:
+        return getattr(transformers, name)
+    package = "transformers.models.pixtral"
+    fast = f"{package}.image_processing_pixtral"
+    sys.modules[fast] = importlib.import_module(f"{package}.image_processing_pil_pixtral")
+    try:
+        return importlib.import_module(f"{package}.processing_pixtral").PixtralProcessor
+    finally:
+        del sys.modules[fast]
 
 
 def _without_video(cls: type) -> type:
@@ -70,9 +91,7 @@ def build_processor(path: str, model_type: str, trust_remote_code: bool = False)
         path,
         reason,
     )
-    import transformers
-
-    cls = getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
+    cls = _processor_class(PROCESSOR_MAPPING_NAMES[model_type])
     tokenizer = load_pretrained(
         AutoTokenizer.from_pretrained, path, "tokenizer", trust_remote_code=trust_remote_code
     )

@@ -28,8 +28,6 @@ def _generation_blocker(model_type: str) -> str | None:
     """Why this machine cannot build the family's processor (a test skip, not a pass)."""
     if model_type == "smolvlm" and importlib.util.find_spec("num2words") is None:
         return "SmolVLMProcessor needs the num2words package"
-    if model_type == "mistral3" and importlib.util.find_spec("torchvision") is None:
-        return "PixtralProcessor's module imports a torchvision-only helper"
     return None
 
 
