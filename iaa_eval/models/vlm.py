@@ -6,10 +6,11 @@ placeholder, never this module). Text tasks run :class:`DecoderLM`, the VLM's ow
 head found through ``get_decoder()`` / ``get_output_embeddings()``, which on text-only input
 computes what the whole VLM computes (tested per family): that is where forgetting shows.
 
-No vision-feature cache and no shared image prefix here: every question runs the processor's
-pixel path. Where reuse would not give the same answers the family says why
-(:attr:`~iaa_eval.models.vlm_families.VLMFamily.image_features`); where it would (LLaVA-1.5,
-DeepSeek-VL) the ``llava`` kind has it.
+No vision-feature cache and no shared image prefix (yet): every question runs the processor's
+pixel path, the reference any reuse is tested against. For most families reuse would have to
+carry more than features to stay exact (Qwen-VL's M-RoPE deltas, Gemma 3's bidirectional image
+mask, anyres tiles...: :attr:`~iaa_eval.models.vlm_families.VLMFamily.image_reuse`); for
+LLaVA-1.5 the ``llava`` kind keeps its cache until it becomes an alias of this one.
 """
 
 from __future__ import annotations

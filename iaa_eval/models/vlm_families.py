@@ -21,57 +21,37 @@ class VLMFamily:
     Args:
         model_type: the checkpoint config's ``model_type``.
         label: the family's name for listings.
-        image_features: why reusing one image's projected features or prompt prefix across questions
-            would not give the same answers (``None``: it does).
+        image_reuse: what reusing one image's work across its questions (encoded features, or the
+            prompt prefix's K/V) would have to carry to give the same answers as the pixel path;
+            ``""`` where the ``llava`` kind's plain feature + prefix cache is exact.
         system_prompt: ask with LLaVA's system prompt (as LLaVA-1.5 trained and is evaluated);
             other families get their chat template's own default.
     """
 
     model_type: str
     label: str
-    image_features: str | None = None
+    image_reuse: str
     system_prompt: bool = False
 
 
-_POSITIONS = (
-    "M-RoPE positions of the image tokens depend on the image's grid, which the prefix cache of "
-)
+_TILES = "the anyres tiles, their image_sizes and the per-row newline embeddings"
+_MROPE = "the image grid's M-RoPE positions and rope_deltas of every row"
+_CROPS = "the per-size crop layout (rows x cols of image tokens) and pixel_attention_mask"
 _FAMILIES = (
-    VLMFamily("llava", "LLaVA-1.5 (llava-hf)", system_prompt=True),
+    VLMFamily("llava", "LLaVA-1.5 (llava-hf)", "", system_prompt=True),
+    VLMFamily("llava_next", "LLaVA-NeXT (anyres)", _TILES),
+    VLMFamily("llava_onevision", "LLaVA-OneVision", _TILES),
+    VLMFamily("qwen2_vl", "Qwen2-VL", _MROPE),
+    VLMFamily("qwen2_5_vl", "Qwen2.5-VL", _MROPE),
+    VLMFamily("qwen3_vl", "Qwen3-VL", _MROPE + ", and the deepstack features of inner layers"),
+    VLMFamily("idefics3", "Idefics3", _CROPS),
+    VLMFamily("smolvlm", "SmolVLM", _CROPS),
+    VLMFamily("gemma3", "Gemma 3", "token_type_ids: image tokens attend to each other both ways"),
     VLMFamily(
-        "llava_next",
-        "LLaVA-NeXT (anyres)",
-        "anyres images are tiled per image size: features are a list of variable-length tiles",
+        "mistral3", "Mistral 3 (Pixtral vision)", "the image_sizes of the aspect-kept patches"
     ),
-    VLMFamily(
-        "llava_onevision",
-        "LLaVA-OneVision",
-        "anyres images are tiled per image size: features are a list of variable-length tiles",
-    ),
-    VLMFamily("qwen2_vl", "Qwen2-VL", _POSITIONS + "generate does not carry"),
-    VLMFamily("qwen2_5_vl", "Qwen2.5-VL", _POSITIONS + "generate does not carry"),
-    VLMFamily(
-        "qwen3_vl",
-        "Qwen3-VL",
-        _POSITIONS + "generate does not carry; deepstack features enter inner layers",
-    ),
-    VLMFamily("idefics3", "Idefics3", "images are split into a per-size number of crops"),
-    VLMFamily("smolvlm", "SmolVLM", "images are split into a per-size number of crops"),
-    VLMFamily(
-        "gemma3",
-        "Gemma 3",
-        "image tokens attend to each other bidirectionally: a cached causal prefix "
-        "is not what the model computes",
-    ),
-    VLMFamily(
-        "mistral3",
-        "Mistral 3 (Pixtral vision)",
-        "images keep their aspect ratio: feature length varies",
-    ),
-    VLMFamily(
-        "internvl", "InternVL", "the processor may tile images into a per-size number of crops"
-    ),
-    VLMFamily("deepseek_vl", "DeepSeek-VL"),
+    VLMFamily("internvl", "InternVL", "the per-size number of tiles"),
+    VLMFamily("deepseek_vl", "DeepSeek-VL", ""),
 )
 FAMILIES: dict[str, VLMFamily] = {f.model_type: f for f in _FAMILIES}
 
