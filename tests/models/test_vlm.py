@@ -56,8 +56,8 @@ def _reference_logprob(vlm: torch.nn.Module, context: list[int], continuation: l
 @pytest.mark.parametrize("model_type", ALL)
 def test_text_view_is_the_whole_vlm_on_text(model_type: str) -> None:
     """Logits of the decoder + head equal the whole VLM's on text-only input (right-padded batch),
-    and the packed prefix-reuse scorer on the text view equals the VLM pair by pair, on fresh
-    random weights and tokens: Qwen-VL's M-RoPE (text positions: three equal components) packs
+    the packed prefix-reuse scorer on the text view equals the VLM pair by pair, and left-padded
+    greedy generation gives the VLM's tokens, on fresh random weights and tokens: Qwen-VL's M-RoPE (text positions: three equal components) packs
     exactly; Gemma 3's sliding window makes the scorer fall back to unpacked rows."""
     seed = random.randrange(1 << 30)
     log.info("seed %d", seed)
@@ -87,6 +87,19 @@ def test_text_view_is_the_whole_vlm_on_text(model_type: str) -> None:
     sliding = "sliding_attention" in (getattr(lm.config, "layer_types", None) or [])
     assert scorer.prefix_reuse is not sliding  # packing wherever it holds, the fallback elsewhere
     assert scorer._decoder is lm.get_decoder()  # the head runs on read-out positions only
+
+    left = ids[:, :12].clone()  # text tasks' generate_until: left-padded greedy decoding
+    left_mask = torch.ones_like(left)
+    left[1, :4], left_mask[1, :4] = tokenizer.pad_token_id, 0
+    settings = dict(
+        attention_mask=left_mask,
+        max_new_tokens=5,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.inference_mode():
+        assert torch.equal(lm.generate(left, **settings), vlm.generate(left, **settings))
 
 
 def _image(rng: np.random.Generator, height: int, width: int) -> Image.Image:
