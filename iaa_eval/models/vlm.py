@@ -6,21 +6,25 @@ placeholder, never this module). Text tasks run :class:`DecoderLM`, the VLM's ow
 head found through ``get_decoder()`` / ``get_output_embeddings()``, which on text-only input
 computes what the whole VLM computes (tested per family): that is where forgetting shows.
 
-No vision-feature cache and no shared image prefix (yet): every question runs the processor's
-pixel path, the reference any reuse is tested against. For most families reuse would have to
-carry more than features to stay exact (Qwen-VL's M-RoPE deltas, Gemma 3's bidirectional image
-mask, anyres tiles...: :attr:`~iaa_eval.models.vlm_families.VLMFamily.image_reuse`); for
-LLaVA-1.5 the ``llava`` kind keeps its cache until it becomes an alias of this one.
+Each distinct image is encoded once per model per run (``feature_cache``; MME asks two questions
+per image, MMBench one per option rotation): the vision tower's output goes back to the model as
+``mm_encoder_outputs``, transformers' entry point for pre-encoded features, while the processor
+still expands the prompt (token counts, grids, ``image_sizes``), so the language model sees what
+the pixel path gives it (tested per family). Off where that does not hold, with the reason
+(:attr:`~iaa_eval.models.vlm_families.VLMFamily.no_feature_cache`). Questions of one image do not
+share their prompt prefix's K/V here (the ``llava`` kind does, for LLaVA-1.5): for Qwen-VL it
+would have to carry the rows' M-RoPE deltas, for Gemma 3 its bidirectional image mask.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.base import (
@@ -39,8 +43,12 @@ from iaa_eval.models.loading import (
     resolve_dtype,
 )
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
+from iaa_eval.models.vision import FeatureCache
 from iaa_eval.models.vlm_families import VLMFamily, require_family
 from iaa_eval.models.vlm_processor import build_processor
+
+# processor outputs that only the vision tower reads: replaced by cached features
+PIXEL_INPUTS = ("pixel_values", "pixel_attention_mask")
 
 
 class DecoderLM(PreTrainedModel, GenerationMixin):
@@ -149,6 +157,10 @@ class VLMModel:
         self._text_lm = DecoderLM(self.model).eval()
         self._fingerprints: dict[str, str] = {}
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
+        self.feature_cache = (
+            None if self.family.no_feature_cache else FeatureCache(self._encode_images)
+        )
+        self._pooled_list = True  # how the model returns (and takes back) features: list or tensor
 
     def text_view(self) -> TextView:
         """The VLM's decoder and head, without the vision tower and projector."""
@@ -167,17 +179,49 @@ class VLMModel:
         enc = self.processor(images=pictures, text=list(texts), return_tensors="pt", padding=True)
         return dict(enc.to(self.model.device, dtype=self.model.dtype))
 
-    def generate(self, requests: Sequence[MMRequest]) -> list[str]:
-        """Greedy answers; requests without an image are asked blind (same model, no image)."""
+    def _encode_images(self, images: list[Any]) -> list[torch.Tensor]:
+        """Each image's features as the model's ``get_image_features`` returns them, one image at a
+        time (its pixel inputs from the processor, as a question's would be)."""
+        encoder = self.model.base_model.get_image_features
+        accepted = inspect.signature(encoder).parameters
+        prompt = render_prompt(self.processor, "", True, self.family.system_prompt)
+        features = []
+        for image in images:
+            enc = self._encode([prompt], [image])
+            with torch.inference_mode():
+                out = encoder(**{k: v for k, v in enc.items() if k in accepted}, return_dict=True)
+            pooled = out.pooler_output
+            self._pooled_list = isinstance(pooled, (list, tuple))
+            features.append(pooled[0] if self._pooled_list or pooled.shape[0] == 1 else pooled)
+        return features
+
+    def _with_cached_features(
+        self, enc: dict[str, Any], chunk: Sequence[MMRequest]
+    ) -> dict[str, Any]:
+        """``enc`` with its pixels replaced by the requests' cached image features."""
+        features = self.feature_cache.get([r.image for r in chunk], [r.image_key for r in chunk])
+        if not self._pooled_list:  # a tensor of all images' tokens (or tiles) back to back
+            features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+        enc = {k: v for k, v in enc.items() if k not in PIXEL_INPUTS}
+        enc["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=features)}
+        return enc
+
+    def generate(self, requests: Sequence[MMRequest], use_feature_cache: bool = True) -> list[str]:
+        """Greedy answers; requests without an image are asked blind (same model, no image).
+        ``use_feature_cache=False``: the pixel path, the reference the cache is tested against."""
         answers: dict[int, str] = {}
         for has_image in (True, False):
             group = [(i, r) for i, r in enumerate(requests) if (r.image is not None) == has_image]
 
-            def answer(chunk: Sequence[tuple[int, MMRequest]]) -> list[str]:
+            def answer(
+                chunk: Sequence[tuple[int, MMRequest]], has_image: bool = has_image
+            ) -> list[str]:
                 reqs = [r for _, r in chunk]
                 enc = self._encode(
                     [self.render_prompt(r) for r in reqs], [r.image for r in reqs if r.image]
                 )
+                if has_image and use_feature_cache and self.feature_cache is not None:
+                    enc = self._with_cached_features(enc, reqs)
                 budget = max(r.max_new_tokens for r in reqs)
                 return greedy_decode(
                     self.model.generate, self.tokenizer, enc, budget, watch=self.model

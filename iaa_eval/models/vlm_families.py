@@ -21,37 +21,36 @@ class VLMFamily:
     Args:
         model_type: the checkpoint config's ``model_type``.
         label: the family's name for listings.
-        image_reuse: what reusing one image's work across its questions (encoded features, or the
-            prompt prefix's K/V) would have to carry to give the same answers as the pixel path;
-            ``""`` where the ``llava`` kind's plain feature + prefix cache is exact.
+        no_feature_cache: why each image's encoded features cannot be cached and handed back to the
+            model (``mm_encoder_outputs``) with the same answers; ``""``: they can (tested).
         system_prompt: ask with LLaVA's system prompt (as LLaVA-1.5 trained and is evaluated);
             other families get their chat template's own default.
     """
 
     model_type: str
     label: str
-    image_reuse: str
+    no_feature_cache: str = ""
     system_prompt: bool = False
 
 
-_TILES = "the anyres tiles, their image_sizes and the per-row newline embeddings"
-_MROPE = "the image grid's M-RoPE positions and rope_deltas of every row"
-_CROPS = "the per-size crop layout (rows x cols of image tokens) and pixel_attention_mask"
 _FAMILIES = (
-    VLMFamily("llava", "LLaVA-1.5 (llava-hf)", "", system_prompt=True),
-    VLMFamily("llava_next", "LLaVA-NeXT (anyres)", _TILES),
-    VLMFamily("llava_onevision", "LLaVA-OneVision", _TILES),
-    VLMFamily("qwen2_vl", "Qwen2-VL", _MROPE),
-    VLMFamily("qwen2_5_vl", "Qwen2.5-VL", _MROPE),
-    VLMFamily("qwen3_vl", "Qwen3-VL", _MROPE + ", and the deepstack features of inner layers"),
-    VLMFamily("idefics3", "Idefics3", _CROPS),
-    VLMFamily("smolvlm", "SmolVLM", _CROPS),
-    VLMFamily("gemma3", "Gemma 3", "token_type_ids: image tokens attend to each other both ways"),
+    VLMFamily("llava", "LLaVA-1.5 (llava-hf)", system_prompt=True),
+    VLMFamily("llava_next", "LLaVA-NeXT (anyres)"),
+    VLMFamily("llava_onevision", "LLaVA-OneVision"),
+    VLMFamily("qwen2_vl", "Qwen2-VL"),
+    VLMFamily("qwen2_5_vl", "Qwen2.5-VL"),
     VLMFamily(
-        "mistral3", "Mistral 3 (Pixtral vision)", "the image_sizes of the aspect-kept patches"
+        "qwen3_vl",
+        "Qwen3-VL",
+        "deepstack: features of inner vision layers enter inner LM layers, and mm_encoder_outputs "
+        "carries only the final ones",
     ),
-    VLMFamily("internvl", "InternVL", "the per-size number of tiles"),
-    VLMFamily("deepseek_vl", "DeepSeek-VL", ""),
+    VLMFamily("idefics3", "Idefics3"),
+    VLMFamily("smolvlm", "SmolVLM"),
+    VLMFamily("gemma3", "Gemma 3"),
+    VLMFamily("mistral3", "Mistral 3 (Pixtral vision)"),
+    VLMFamily("internvl", "InternVL"),
+    VLMFamily("deepseek_vl", "DeepSeek-VL"),
 )
 FAMILIES: dict[str, VLMFamily] = {f.model_type: f for f in _FAMILIES}
 

@@ -57,8 +57,9 @@ def _reference_logprob(vlm: torch.nn.Module, context: list[int], continuation: l
 def test_text_view_is_the_whole_vlm_on_text(model_type: str) -> None:
     """Logits of the decoder + head equal the whole VLM's on text-only input (right-padded batch),
     the packed prefix-reuse scorer on the text view equals the VLM pair by pair, and left-padded
-    greedy generation gives the VLM's tokens, on fresh random weights and tokens: Qwen-VL's M-RoPE (text positions: three equal components) packs
-    exactly; Gemma 3's sliding window makes the scorer fall back to unpacked rows."""
+    greedy generation gives the VLM's tokens, on fresh random weights and tokens: Qwen-VL's M-RoPE
+    (text positions: three equal components) packs exactly; Gemma 3's sliding window makes the
+    scorer fall back to unpacked rows."""
     seed = random.randrange(1 << 30)
     log.info("seed %d", seed)
     vlm, tokenizer = build_model(model_type, seed)
@@ -136,6 +137,19 @@ def test_generate_mme_mmbench_vqa_items(model_type: str, vlm_dir: Callable[[str]
     ]
     answers = model.generate(requests)
     assert len(answers) == 4 and all(isinstance(a, str) for a in answers)
+    assert answers == model.generate(requests, use_feature_cache=False)
+    if (
+        model.feature_cache is not None
+    ):  # each image encoded once; the LM sees the pixel path's input
+        assert (model.feature_cache.misses, model.feature_cache.hits) == (2, 1)
+        reqs = requests[:3]
+        enc = model._encode([model.render_prompt(r) for r in reqs], [r.image for r in reqs])
+        with torch.inference_mode():
+            pixels = model.model(**enc).logits
+            cached = model.model(**model._with_cached_features(enc, reqs)).logits
+        torch.testing.assert_close(cached, pixels, rtol=1e-5, atol=1e-5)
+    else:
+        assert model.family.no_feature_cache
     assert answers == [model.generate([r])[0] for r in requests]
     scores = model.score([MMRequest("Answer:", tall, options=(" A", " B"))])
     assert len(scores[0]) == 2 and all(np.isfinite(scores[0]))
