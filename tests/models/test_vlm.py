@@ -54,7 +54,9 @@ def _reference_logprob(vlm: torch.nn.Module, context: list[int], continuation: l
 
 
 @pytest.mark.parametrize("model_type", ALL)
-def test_text_view_is_the_whole_vlm_on_text(model_type: str) -> None:
+def test_text_view_is_the_whole_vlm_on_text(
+    model_type: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Logits of the decoder + head equal the whole VLM's on text-only input (right-padded batch),
     the packed prefix-reuse scorer on the text view equals the VLM pair by pair, and left-padded
     greedy generation gives the VLM's tokens, on fresh random weights and tokens: Qwen-VL's M-RoPE
@@ -81,12 +83,14 @@ def test_text_view_is_the_whole_vlm_on_text(model_type: str) -> None:
         for i in range(3)
     ]
     pairs.append((rows[0][:20], rows[2][:1]))
-    scorer = FastScorer(lm, 64, progress=False, min_prefix=4)
+    with caplog.at_level(logging.INFO, logger="iaa_eval.tasks.fast_scoring"):
+        scorer = FastScorer(lm, 64, progress=False, min_prefix=4)
     got = scorer.score(pairs)
     want = [_reference_logprob(vlm, c, k) for c, k in pairs]
     assert [g for g, _ in got] == pytest.approx(want, abs=1e-4)
     sliding = "sliding_attention" in (getattr(lm.config, "layer_types", None) or [])
     assert scorer.prefix_reuse is not sliding  # packing wherever it holds, the fallback elsewhere
+    assert ("sliding window" in caplog.text) is sliding  # ... with its reason logged
     assert scorer._decoder is lm.get_decoder()  # the head runs on read-out positions only
 
     left = ids[:, :12].clone()  # text tasks' generate_until: left-padded greedy decoding
