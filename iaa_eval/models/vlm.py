@@ -49,6 +49,9 @@ from iaa_eval.models.vlm_processor import build_processor
 
 # processor outputs that only the vision tower reads: replaced by cached features
 PIXEL_INPUTS = ("pixel_values", "pixel_attention_mask")
+# device memory the feature cache may hold: an anyres 8B model's image is ~25 MB of features, so a
+# count limit alone (FeatureCache's 2048) could take tens of GB
+FEATURE_CACHE_BYTES = 2 << 30
 
 
 class DecoderLM(PreTrainedModel, GenerationMixin):
@@ -193,6 +196,9 @@ class VLMModel:
             pooled = out.pooler_output
             self._pooled_list = isinstance(pooled, (list, tuple))
             features.append(pooled[0] if self._pooled_list or pooled.shape[0] == 1 else pooled)
+        largest = max(f.numel() * f.element_size() for f in features)
+        cache = self.feature_cache
+        cache.max_items = max(8, min(cache.max_items, FEATURE_CACHE_BYTES // largest))
         return features
 
     def _with_cached_features(
