@@ -1,4 +1,4 @@
-"""Parameter accounting on a tiny model, and the paper's 8B arithmetic on a meta-device model."""
+"""Parameter accounting on tiny models, and the paper's 8B arithmetic on a meta-device model."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from iaa_eval.models.iaa import IAAForCausalLM
-from iaa_eval.models.iaa.accounting import parameter_counts, serving_cost
+from iaa_eval.models.parameters import parameter_counts, tally
+from tests.conftest import tiny_llama_config
 from tests.iaa_helpers import tiny_parts
 
 
-def test_tiny_counts_and_serving_cost() -> None:
+def test_tiny_iaa_counts() -> None:
     tokenizer, base, clip, _ = tiny_parts(seed=81)
     model = IAAForCausalLM.from_base(base, clip, positions=[0, 2])
     counts = parameter_counts(model)
@@ -21,9 +22,20 @@ def test_tiny_counts_and_serving_cost() -> None:
     assert counts.base == base_n and counts.vision == sum(p.numel() for p in clip.parameters())
     assert counts.added == 2 * layer_n + emb_n + head_n + norm_n + projector_n
     assert counts.trainable == counts.added  # from_base freezes base and tower only
-    cost = serving_cost(model, bytes_per_param=2)
-    assert cost.iaa_bytes == 2 * counts.total
-    assert cost.base_plus_llava_bytes == 2 * (2 * base_n + counts.vision + projector_n)
+    assert counts.total == tally(model).parameters
+
+
+def test_shared_tensors_count_once_and_bytes_include_buffers() -> None:
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(64, tie_word_embeddings=True))
+    distinct = {id(p): p for p in model.parameters()}.values()
+    counted = tally(model)
+    assert counted.parameters == sum(p.numel() for p in distinct)
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert counted.bytes == sum(p.numel() * p.element_size() for p in distinct) + buffers
+    model.model.layers[0].requires_grad_(False)
+    frozen = sum(p.numel() for p in model.model.layers[0].parameters())
+    assert tally(model, trainable_only=True).parameters == counted.parameters - frozen
 
 
 def test_llama3_8b_iaa14_matches_the_spec_arithmetic() -> None:
@@ -37,5 +49,8 @@ def test_llama3_8b_iaa14_matches_the_spec_arithmetic() -> None:
     counts = parameter_counts(model)
     assert round(counts.base / 1e9, 2) == 8.03 and round(counts.added / 1e9, 2) == 4.13
     assert round(counts.vision / 1e9, 2) == 0.30
-    cost = serving_cost(model)
-    assert round(cost.iaa_bytes / 1e9, 1) == 24.9 and round(cost.base_plus_llava_bytes / 1e9, 1) == 32.8
+    # serving text + images in bf16: one IAA model vs the base plus a LLaVA-1.5 (a fine-tuned copy
+    # of the base, the same tower and a projector of IAA's shape)
+    projector = tally(model.model.mm_projector).parameters
+    assert round(2 * counts.total / 1e9, 1) == 24.9
+    assert round(2 * (2 * counts.base + counts.vision + projector) / 1e9, 1) == 32.8
