@@ -66,7 +66,8 @@ def llava_processor(tokenizer: Any, tower: Any) -> Any:
     from transformers import LlavaProcessor
 
     return LlavaProcessor(
-        image_processor=pretrain.image_processor(), tokenizer=tokenizer, patch_size=tower.config.patch_size,
+        image_processor=pretrain.image_processor(), tokenizer=tokenizer,
+        patch_size=tower.config.patch_size,
         vision_feature_select_strategy="default", image_token="<image>", num_additional_image_tokens=1,
     )
 
@@ -108,8 +109,8 @@ def train_iaa(out_dir: Path, base: Any, tokenizer: Any, tower: Any, examples: di
     for stage, (name, schedule) in _budgets(recipe).items():
         if stage == 2:  # stage 1 (projector only) is the same job for both families
             schedule = replace(schedule, lr=recipe.iaa_stage2_lr)
-        losses = train_iaa_stage(iaa, tokenizer, pretrain.image_processor(), examples[name], stage=stage,
-                                 config=stage_config(schedule, seed))
+        losses = train_iaa_stage(iaa, tokenizer, pretrain.image_processor(), examples[name],
+                                 stage=stage, config=stage_config(schedule, seed))
         manifest.losses[f"iaa_{name}"] = pretrain.loss_curve(losses)
     save_iaa(copy.deepcopy(iaa).to(torch.float16), out_dir / "iaa", official=True, tokenizer=tokenizer,
              image_processor=pretrain.image_processor())

@@ -27,7 +27,14 @@ import torch
 
 from iaa_eval.machine import free_cores
 from iaa_eval.miniworld import ASSETS, assemble, mmdata, pretrain, world
-from iaa_eval.miniworld.pretrain import IMAGE_SIZE, PATCH, Schedule, image_processor, loss_curve, save_fp16
+from iaa_eval.miniworld.pretrain import (
+    IMAGE_SIZE,
+    PATCH,
+    Schedule,
+    image_processor,
+    loss_curve,
+    save_fp16,
+)
 
 log = logging.getLogger(__name__)
 

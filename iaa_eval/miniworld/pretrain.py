@@ -190,7 +190,8 @@ def image_processor() -> Any:
     """CLIP preprocessing at the easy-vqa size (64 px; images are square, so padding is a no-op)."""
     from transformers import CLIPImageProcessor
 
-    return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                              crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
 
 
 def save_fp16(model: Any, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""A quick in-module scorer for development and build checks (the real numbers come from the harness).
+"""A quick scorer for development and build checks (the real numbers come from the harness).
 
 Text items are scored in the cloze (continuation) formulation that lm-eval's
 ``mmlu_continuation`` uses: the question in a ``Question: ...\\nAnswer:`` frame, each option's

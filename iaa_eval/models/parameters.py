@@ -54,12 +54,14 @@ def parameter_summary(model: EvalModel) -> dict[str, Any]:
     text_module = model.text_view().model
     full = tally(getattr(model, "model", text_module))
     text = tally(text_module)
-    return {"total": full.parameters, "bytes": full.bytes, "text": text.parameters, "text_bytes": text.bytes}
+    return {"total": full.parameters, "bytes": full.bytes,
+            "text": text.parameters, "text_bytes": text.bytes}
 
 
 @dataclass(frozen=True)
 class ParameterCounts:
-    """base: the frozen LM; vision: the tower; added: branches + projectors; trainable: requires_grad now."""
+    """base: the frozen LM; vision: the tower; added: branches + projectors; trainable: what
+    requires grad now."""
 
     base: int
     vision: int

@@ -18,7 +18,13 @@ from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.templates import training_text
 from iaa_eval.train.examples import Example, example_image
-from iaa_eval.train.loop import IGNORE_INDEX, TrainConfig, batch_indices, run_training, target_tokens
+from iaa_eval.train.loop import (
+    IGNORE_INDEX,
+    TrainConfig,
+    batch_indices,
+    run_training,
+    target_tokens,
+)
 
 
 def stage_parameters(model: IAAForCausalLM, stage: int, workflow: str = "mm") -> list[torch.nn.Parameter]:

@@ -53,10 +53,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise UsageError(f"TrainConfig: steps={self.steps}, batch_size={self.batch_size} and lr={self.lr} "
+            raise UsageError(f"TrainConfig: steps={self.steps}, batch_size={self.batch_size} and "
+                             f"lr={self.lr} "
                              "must be positive")
         if self.micro_batch_size is not None and not 1 <= self.micro_batch_size <= self.batch_size:
-            raise UsageError(f"micro_batch_size={self.micro_batch_size}: expected 1 to batch_size={self.batch_size}")
+            raise UsageError(f"micro_batch_size={self.micro_batch_size}: "
+                             f"expected 1 to batch_size={self.batch_size}")
 
     def parts(self) -> list[slice]:
         """Slices of a step's batch, one per forward/backward."""
@@ -96,11 +98,13 @@ def batch_indices(n_items: int, batch_size: int, steps: int, seed: int) -> list[
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over positions whose label is not -100 (labels unshifted)."""
     shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-    return nn.functional.cross_entropy(shift_logits, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+    targets = labels[:, 1:].reshape(-1)
+    return nn.functional.cross_entropy(shift_logits, targets, ignore_index=IGNORE_INDEX)
 
 
 def target_tokens(labels: torch.Tensor) -> int:
-    """How many tokens a batch's loss averages over (labels unshifted, as :func:`causal_lm_loss`)."""
+    """How many tokens a batch's loss averages over (labels unshifted, as
+    :func:`causal_lm_loss`)."""
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
@@ -121,20 +125,23 @@ def run_training(
         raise UsageError(f"{desc}: nothing to train (no parameter requires grad)")
     torch.manual_seed(config.seed)
     masters = MasterWeights(parameters)
-    optimizer = torch.optim.AdamW(masters.parameters, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.steps, config.warmup_ratio))
+    optimizer = torch.optim.AdamW(masters.parameters, lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    schedule = warmup_cosine(config.steps, config.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     history: list[float] = []
     bar = tqdm(range(config.steps), desc=desc, disable=not config.progress)
     parts = config.parts()
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
-        if len(parts) == 1:  # the batch's mean loss itself: the exact arithmetic the shipped mini-world was built with
+        if len(parts) == 1:  # the batch's mean loss: the shipped mini-world's exact arithmetic
             loss, _ = batch_loss(step, parts[0])
-            if loss.requires_grad:  # not so when no trained weight is on its path (text-only rows, stage 1)
+            if loss.requires_grad:  # not so with no trained weight on its path (text rows, stage 1)
                 loss.backward()
             history.append(loss.item())
         else:
-            history.append(accumulate(parameters, [partial(batch_loss, step, part) for part in parts]))
+            micro = [partial(batch_loss, step, part) for part in parts]
+            history.append(accumulate(parameters, micro))
         masters.take_gradients()
         if config.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(masters.parameters, config.max_grad_norm)
@@ -171,7 +178,8 @@ class MasterWeights:
                 weight.copy_(master)
 
 
-def accumulate(parameters: Sequence[nn.Parameter], parts: Sequence[Callable[[], tuple[torch.Tensor, int]]]) -> float:
+def accumulate(parameters: Sequence[nn.Parameter],
+               parts: Sequence[Callable[[], tuple[torch.Tensor, int]]]) -> float:
     """Backward each part's token-summed loss, then divide the gradients by all parts' tokens: the
     gradient of the whole batch's mean loss. Returns that mean."""
     total_loss, total_tokens = 0.0, 0

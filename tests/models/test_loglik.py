@@ -9,8 +9,22 @@ from typing import Any
 import pytest
 import torch
 
-from iaa_eval.models.loglik.packing import FLEX_BLOCK, Pack, block_mask, dense_mask, pack_layout, plan_packs
-from iaa_eval.models.loglik.scorer import MAX_TOKENS, FastScorer, MemoryPlan, _Group, _Row, plan_groups
+from iaa_eval.models.loglik.packing import (
+    FLEX_BLOCK,
+    Pack,
+    block_mask,
+    dense_mask,
+    pack_layout,
+    plan_packs,
+)
+from iaa_eval.models.loglik.scorer import (
+    MAX_TOKENS,
+    FastScorer,
+    MemoryPlan,
+    _Group,
+    _Row,
+    plan_groups,
+)
 from tests.tasks.text_helpers import hflm, tiny_model
 
 

@@ -39,10 +39,11 @@ def test_shared_tensors_count_once_and_bytes_include_buffers() -> None:
 
 
 def test_llama3_8b_iaa14_matches_the_spec_arithmetic() -> None:
-    text = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False)
-    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                              image_size=336, patch_size=14)
+    text = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                       tie_word_embeddings=False)
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                              num_attention_heads=16, image_size=336, patch_size=14)
     with torch.device("meta"):
         base, clip = LlamaForCausalLM(text), CLIPVisionModel(vision)
         model = IAAForCausalLM.from_base(base, clip, positions="iaa-14")
