@@ -19,7 +19,6 @@ from iaa_eval.models.loading import (
     place,
     resolve_dtype,
 )
-from iaa_eval.models.scoring import score_options
 from iaa_eval.models.templates import build_prompt
 
 
@@ -58,11 +57,6 @@ class HFCausalModel:
             return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
 
         return self.batcher.map(list(requests), answer)
-
-    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
-        """Log-likelihood of each option after the (blind) prompt."""
-        contexts = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in self._prompts(requests)]
-        return score_options(self.model, self.tokenizer, contexts, [r.options for r in requests])
 
     def fingerprint(self, workflow: str) -> str:
         """Text and blind answers both come from the same weights: one fingerprint."""

@@ -29,7 +29,6 @@ from iaa_eval.models.generation import (
     shared_prefix_length,
 )
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
-from iaa_eval.models.scoring import score_options
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
 from iaa_eval.models.vision import FeatureCache
 
@@ -145,16 +144,6 @@ class LlavaModel:
             texts = self.batcher.map(group, answer)
             answers.update({i: t for (i, _), t in zip(group, texts, strict=True)})
         return [answers[i] for i in range(len(requests))]
-
-    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
-        """Log-likelihood of each option after the image + prompt."""
-        contexts, extras = [], []
-        for request in requests:
-            enc = self._encode([request])
-            contexts.append(enc.pop("input_ids")[0].tolist())
-            enc.pop("attention_mask", None)
-            extras.append(enc)
-        return score_options(self.model, self.tokenizer, contexts, [r.options for r in requests], extras)
 
     def fingerprint(self, workflow: str) -> str:
         """``text``: the language model alone; ``mm``: every weight of the model."""

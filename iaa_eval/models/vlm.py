@@ -26,7 +26,6 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
 
-from iaa_eval.errors import ModelError
 from iaa_eval.models.base import (
     MMRequest,
     ModelSpec,
@@ -34,7 +33,7 @@ from iaa_eval.models.base import (
     fingerprint_weights,
     text_model_fingerprint,
 )
-from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode, nan_guard
+from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
 from iaa_eval.models.loading import (
     check_vocabulary,
     load_pretrained,
@@ -236,30 +235,6 @@ class VLMModel:
             texts = self.batcher.map(group, answer)
             answers.update({i: t for (i, _), t in zip(group, texts, strict=True)})
         return [answers[i] for i in range(len(requests))]
-
-    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
-        """Log-likelihood of each option after the image + prompt: the processor encodes prompt
-        and option together (so every family's extra inputs cover the option's tokens too)."""
-        results = []
-        for index, request in enumerate(requests):
-            prompt = self.render_prompt(request)
-            images = [request.image] if request.image is not None else []
-            head = self._encode([prompt], images)["input_ids"][0]
-            scores = []
-            for option in request.options:
-                enc = self._encode([prompt + option], images)
-                ids = enc["input_ids"][0]
-                if len(ids) <= len(head) or not torch.equal(ids[: len(head)], head):
-                    raise ModelError(
-                        f"request {index}: option {option!r} changes the prompt's tokens; "
-                        "expected the prompt's tokens followed by the option's"
-                    )
-                with torch.inference_mode(), nan_guard(self.model):
-                    logits = self.model(**enc).logits[0, len(head) - 1 : -1].float()
-                target = ids[len(head) :]
-                scores.append(torch.log_softmax(logits, -1).gather(1, target[:, None]).sum().item())
-            results.append(scores)
-        return results
 
     def fingerprint(self, workflow: str) -> str:
         """``text``: the decoder and head alone; ``mm``: every weight of the model."""

@@ -29,9 +29,9 @@ from iaa_eval.errors import ModelError, UsageError
 from iaa_eval.models.iaa.configuration import SUPPORTED_BASES, IAAConfig
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
-from iaa_eval.train import TrainConfig
 from iaa_eval.train.conversations import Conversations, load_conversations
 from iaa_eval.train.iaa import train_iaa_stage
+from iaa_eval.train.loop import TrainConfig
 
 DEFAULT_LR = {1: 1e-3, 2: 2e-5}  # LLaVA-1.5's stage 1 / stage 2 rates: IAA's own are not published
 DEFAULT_POSITIONS = IAAConfig.insert_after_layers  # the config's default preset, "iaa-14"
@@ -55,7 +55,7 @@ class IAATrainJob:
         image_token: the tokenizer token that marks the image (default: Llama-3's or ``<image>``).
         steps: optimizer steps (default: one epoch of the examples).
         lr: peak learning rate (default: 1e-3 for stage 1, 2e-5 for stage 2).
-        batch_size, micro_batch_size, seed: as in :class:`~iaa_eval.train.TrainConfig`.
+        batch_size, micro_batch_size, seed: as in :class:`~iaa_eval.train.loop.TrainConfig`.
         device, dtype: where and in which precision to train (``auto``: bfloat16 on CUDA, else float32).
         limit: use the first ``limit`` records only.
         progress: tqdm bars.

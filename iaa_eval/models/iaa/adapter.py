@@ -37,7 +37,6 @@ from iaa_eval.models.iaa.convert import load_image_processor
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, resolve_dtype
-from iaa_eval.models.scoring import score_options
 from iaa_eval.models.vision import FeatureCache
 
 
@@ -125,14 +124,6 @@ class IAAModel:
 
         return self.batcher.map(list(requests), answer)
 
-    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
-        """Log-likelihood of each option after the image + prompt, through the MM (or G) workflow."""
-        contexts, extras = [], []
-        for request in requests:
-            ids, features = self._inputs([request])
-            contexts.append(ids[0])
-            extras.append({"workflow": self.workflow, "image_features": features})
-        return score_options(self.model, self.tokenizer, contexts, [r.options for r in requests], extras)
 
     def fingerprint(self, workflow: str) -> str:
         """``text``: the base LM as a text model; otherwise all weights + the workflow actually run."""

@@ -59,19 +59,6 @@ def test_batched_generation_equals_one_at_a_time_and_images_are_encoded_once(che
     assert model.feature_cache.misses == 2
 
 
-def test_score_matches_a_direct_forward(checkpoints: tuple[Path, Path]) -> None:
-    _, iaa_dir = checkpoints
-    model = IAAModel(ModelSpec("iaa", "iaa", str(iaa_dir)))
-    image = random_image(3)
-    scores = model.score([MMRequest("Colour?", image, options=("red", "blue"))])
-    assert len(scores[0]) == 2 and all(np.isfinite(scores[0]))
-    ids, features = model._inputs([MMRequest("Colour?", image)])
-    option = model.tokenizer("red", add_special_tokens=False)["input_ids"]
-    logits = model.model(torch.tensor([ids[0] + option]), image_features=features, workflow="mm").logits[0]
-    logprobs = torch.log_softmax(logits[-len(option) - 1 : -1], -1)
-    assert scores[0][0] == pytest.approx(logprobs.gather(1, torch.tensor(option)[:, None]).sum().item(), abs=1e-5)
-
-
 def test_bad_paths_and_suffixes(tmp_path: Path, checkpoints: tuple[Path, Path]) -> None:
     with pytest.raises(ModelError, match="no such directory"):
         IAAModel(ModelSpec("iaa", "iaa", str(tmp_path / "missing")))
