@@ -83,7 +83,7 @@ def test_text_view_is_the_whole_vlm_on_text(
         for i in range(3)
     ]
     pairs.append((rows[0][:20], rows[2][:1]))
-    with caplog.at_level(logging.INFO, logger="iaa_eval.tasks.fast_scoring"):
+    with caplog.at_level(logging.INFO, logger="iaa_eval.models.loglik.scorer"):
         scorer = FastScorer(lm, 64, progress=False, min_prefix=4)
     got = scorer.score(pairs)
     want = [_reference_logprob(vlm, c, k) for c, k in pairs]
