@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "iaa_eval.metrics",
             "iaa_eval.errors",
+            "iaa_eval.names",
             "iaa_eval.registry",
             "iaa_eval.machine",
             "iaa_eval.config",

@@ -170,13 +170,14 @@ def load_iaa(path: str | os.PathLike, dtype: torch.dtype | None = None, device: 
     raw = read_json(folder / "config.json")
     files = weight_files(folder)
     keys = set(read_tensors(files, keys_only=True))
-    if raw.get("model_type") == OFFICIAL_MODEL_TYPE:
-        config = config_from_official(raw, folder, keys)
-    elif raw.get("model_type") == IAAConfig.model_type:
-        config = IAAConfig.from_pretrained(folder)
-    else:
+    if raw.get("model_type") not in (OFFICIAL_MODEL_TYPE, IAAConfig.model_type):
         raise ModelError(f"{folder / 'config.json'}: model_type={raw.get('model_type')!r} is not an IAA checkpoint "
                          f"(expected {OFFICIAL_MODEL_TYPE!r} or {IAAConfig.model_type!r})")
+    try:  # IAAConfig names the field at fault (e.g. an insertion position past the layer count)
+        official = raw.get("model_type") == OFFICIAL_MODEL_TYPE
+        config = config_from_official(raw, folder, keys) if official else IAAConfig.from_pretrained(folder)
+    except ValueError as exc:
+        raise ModelError(f"{folder / 'config.json'}: {exc}") from exc
     with init_empty_weights():  # parameters on meta, buffers (rotary, CLIP position ids) real
         model = IAAForCausalLM(config)
     tensors = {k: v for k, v in read_tensors(files).items() if not k.endswith("rotary_emb.inv_freq")}
