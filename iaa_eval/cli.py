@@ -363,6 +363,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _reader_gone() -> int:
     """The reader of stdout went away (``iaa-eval miniworld info | head``): stop quietly, as
     ``cat`` does, and point stdout at /dev/null so the interpreter's last flush cannot fail."""
-    with contextlib.suppress(OSError, ValueError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
     return 128 + signal.SIGPIPE
