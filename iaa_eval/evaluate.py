@@ -49,7 +49,10 @@ class TaskSpec:
     alias: str | None = None
 
     def __post_init__(self) -> None:
-        path_name(self.key, "task alias" if self.alias is not None else "task name")
+        if self.alias is None:
+            path_name(self.name, "task name")
+        else:
+            path_name(self.alias, "task alias")
 
     @property
     def key(self) -> str:
