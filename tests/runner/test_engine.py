@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iaa_eval.errors import UsageError
+from iaa_eval.errors import OutputError, UsageError
 from iaa_eval.evaluate import RunConfig, TaskSpec, data_source, run
 from iaa_eval.miniworld import ASSETS
 from iaa_eval.models.base import MMRequest, ModelSpec
@@ -138,3 +138,14 @@ def test_names_that_would_leave_the_run_directory_are_refused(name: str) -> None
         ModelSpec(name, "hf", "x")
     with pytest.raises(UsageError, match="task alias"):
         TaskSpec("toy_text", alias=name)
+
+
+def test_a_full_disk_under_the_cache_is_one_line_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    cache = RequestCache(tmp_path / "c.sqlite")
+    cache.put_many("fp", [("a", "kept")])
+    pages = cache._db.execute("PRAGMA page_count").fetchone()[0]
+    cache._db.execute(f"PRAGMA max_page_count = {pages}")  # sqlite's own 'database or disk is full'
+    with pytest.raises(OutputError, match=r"cannot write .*c\.sqlite \(database or disk is full\)"):
+        cache.put_many("fp", [(f"k{i}", "x" * 4096) for i in range(50)])
+    assert cache.get_many("fp", ["a", "k0"]) == {"a": "kept"}
+    cache.close()
