@@ -21,7 +21,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from iaa_eval.models.iaa import IAAForCausalLM
-from iaa_eval.models.iaa.accounting import parameter_counts
+from iaa_eval.models.parameters import parameter_counts
 
 SHAPES = {
     "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,

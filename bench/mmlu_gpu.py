@@ -263,9 +263,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.no_math_attention:
         from torch.nn.attention import SDPBackend
 
-        from iaa_eval.tasks import fast_scoring
+        from iaa_eval.models.loglik import scorer
 
-        fast_scoring._ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+        scorer._ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
     device, shape = ("cpu", TINY) if args.tiny else (args.device, LLAMA3_8B)
     per_subject = 2 if args.tiny else args.per_subject
     torch.manual_seed(args.seed)

@@ -25,7 +25,7 @@ from iaa_eval.resources import GATE_THRESHOLDS
 
 log = logging.getLogger("iaa_eval")
 INTERNAL_ERROR = 3  # an exception that is not an IAAEvalError: a bug, said in one line
-KIND_FLAGS = {"base": "hf", "llava": "llava", "iaa": "iaa", "vlm": "llava"}
+KIND_FLAGS = {"base": "hf", "llava": "llava", "iaa": "iaa", "vlm": "vlm"}
 
 
 def _positive_int(text: str) -> int:
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="evaluate models on tasks or a suite")
     run.add_argument("--model", action="append", default=[], metavar="NAME=KIND:PATH",
-                     help="a model to evaluate (KIND: hf, llava, iaa); repeatable")
+                     help="a model to evaluate (KIND: hf, llava, iaa, vlm); repeatable")
     for flag, kind in KIND_FLAGS.items():
         run.add_argument(f"--{flag}", metavar="PATH", help=f"shorthand for --model {flag}={kind}:PATH")
     run.add_argument("--pairs", type=Path, metavar="FILE", help="VLM -> base pairs (default: shipped)")
@@ -249,12 +249,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tasks(_: argparse.Namespace) -> int:
     """`iaa-eval tasks`: names only, no heavy imports."""
+    from iaa_eval.models.vlm_families import supported_families
     from iaa_eval.suites import list_suites
     from iaa_eval.tasks import TASKS
 
     print("tasks:  " + ", ".join(TASKS.names()))  # noqa: T201
     for suite in list_suites():
         print(f"suite {suite.name}: {' '.join(suite.description.split())}")  # noqa: T201
+    print("VLM families (--model NAME=vlm:PATH, model_type from config.json):\n" + supported_families())  # noqa: T201
     return 0
 
 

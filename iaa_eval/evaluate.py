@@ -128,7 +128,7 @@ def _run_task(
 
 def describe_model(model: EvalModel) -> dict[str, Any]:
     """The ``models`` entry of results.json: kind, path, fingerprints, parameter counts."""
-    from iaa_eval.runner.parameters import parameter_summary
+    from iaa_eval.models.parameters import parameter_summary
 
     fingerprints = {"text": model.fingerprint("text")}
     if model.supports_images:

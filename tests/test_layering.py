@@ -67,13 +67,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: Cycles other work items remove, as the import edge that closes each; the lead empties this list
 #: when those items are merged (a listed edge that no longer exists fails the test).
 KNOWN_CYCLES: tuple[tuple[str, str], ...] = (
-    # issue 13 item 5 (h4): IAAForCausalLM.from_pretrained/save_pretrained call back into convert
-    ("iaa_eval.models.iaa.modeling", "iaa_eval.models.iaa.convert"),
-    # issue 13 item 3 (h2): build drives assemble, which borrows build's helpers
-    ("iaa_eval.miniworld.assemble", "iaa_eval.miniworld.build"),
-    # issue 13 item 3 (h2): the training loop in train/__init__ trampolines into the stage modules
-    ("iaa_eval.train", "iaa_eval.train.iaa"),
-    ("iaa_eval.train", "iaa_eval.train.llava"),
 )
 
 _LAZY_TARGET = re.compile(r"(iaa_eval(?:\.\w+)+):\w+")

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from iaa_eval.miniworld import mmdata, pretrain
+from iaa_eval.miniworld import mmdata, pretrain, world
 from iaa_eval.train import Example, TrainConfig, train_iaa_stage, train_llava_stage
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,9 @@ def llava_processor(tokenizer: Any, tower: Any) -> Any:
     one token per patch (CLS dropped: ``default`` strategy)."""
     from transformers import LlavaProcessor
 
-    from iaa_eval.miniworld.build import image_processor
-
     return LlavaProcessor(
-        image_processor=image_processor(), tokenizer=tokenizer, patch_size=tower.config.patch_size,
+        image_processor=pretrain.image_processor(), tokenizer=tokenizer,
+        patch_size=tower.config.patch_size,
         vision_feature_select_strategy="default", image_token="<image>", num_additional_image_tokens=1,
     )
 
@@ -85,9 +84,6 @@ def build_multimodal(out_dir: Path, base: Any, tokenizer: Any, tower: Any, recip
 def train_llava(out_dir: Path, base: Any, tokenizer: Any, tower: Any, examples: dict[str, list[Example]],
                 recipe: Any, seed: int, manifest: Any) -> Any:
     """Stage 1 (projector) and stage 2 (projector + LLM) of the LLaVA-style model, saved to ``llava/``."""
-    from iaa_eval.miniworld import world
-    from iaa_eval.miniworld.build import save_fp16
-
     llava = make_llava(base, tower, tokenizer, seed)
     processor = llava_processor(tokenizer, tower)
     replay = world.corpus(world.make_world(seed), recipe.corpus_repeats) if recipe.replay_ratio > 0 else ()
@@ -96,7 +92,7 @@ def train_llava(out_dir: Path, base: Any, tokenizer: Any, tower: Any, examples: 
                                    text_replay=replay if stage == 2 else (),
                                    replay_ratio=recipe.replay_ratio if stage == 2 else 0.0)
         manifest.losses[f"llava_{name}"] = pretrain.loss_curve(losses)
-    save_fp16(llava, out_dir / "llava")
+    pretrain.save_fp16(llava, out_dir / "llava")
     processor.save_pretrained(out_dir / "llava")
     return llava
 
@@ -104,7 +100,6 @@ def train_llava(out_dir: Path, base: Any, tokenizer: Any, tower: Any, examples: 
 def train_iaa(out_dir: Path, base: Any, tokenizer: Any, tower: Any, examples: dict[str, list[Example]],
               recipe: Any, seed: int, manifest: Any) -> Any:
     """Stage 1 (projector) and stage 2 (adapters, base frozen) of the IAA model, saved to ``iaa/``."""
-    from iaa_eval.miniworld.build import image_processor
     from iaa_eval.models.iaa.convert import save_iaa
     from iaa_eval.models.iaa.modeling import IAAForCausalLM
 
@@ -114,11 +109,11 @@ def train_iaa(out_dir: Path, base: Any, tokenizer: Any, tower: Any, examples: di
     for stage, (name, schedule) in _budgets(recipe).items():
         if stage == 2:  # stage 1 (projector only) is the same job for both families
             schedule = replace(schedule, lr=recipe.iaa_stage2_lr)
-        losses = train_iaa_stage(iaa, tokenizer, image_processor(), examples[name], stage=stage,
-                                 config=stage_config(schedule, seed))
+        losses = train_iaa_stage(iaa, tokenizer, pretrain.image_processor(), examples[name],
+                                 stage=stage, config=stage_config(schedule, seed))
         manifest.losses[f"iaa_{name}"] = pretrain.loss_curve(losses)
     save_iaa(copy.deepcopy(iaa).to(torch.float16), out_dir / "iaa", official=True, tokenizer=tokenizer,
-             image_processor=image_processor())
+             image_processor=pretrain.image_processor())
     return iaa
 
 

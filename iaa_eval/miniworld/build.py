@@ -26,12 +26,17 @@ from typing import Any
 import torch
 
 from iaa_eval.machine import free_cores
-from iaa_eval.miniworld import ASSETS, mmdata, pretrain, world
-from iaa_eval.miniworld.pretrain import Schedule, loss_curve
+from iaa_eval.miniworld import ASSETS, assemble, mmdata, pretrain, world
+from iaa_eval.miniworld.pretrain import (
+    IMAGE_SIZE,
+    PATCH,
+    Schedule,
+    image_processor,
+    loss_curve,
+    save_fp16,
+)
 
 log = logging.getLogger(__name__)
-
-IMAGE_SIZE, PATCH = 64, 16
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,6 @@ def tokenizer_texts(docs: list[str], examples: dict[str, list[mmdata.MMExample]]
     return docs + turns + [PLAIN_TEMPLATE, mmdata.YES_NO, mmdata.LETTER_ANSWER]
 
 
-def image_processor() -> Any:
-    """CLIP preprocessing at the easy-vqa size (64 px; images are square, so padding is a no-op)."""
-    from transformers import CLIPImageProcessor
-
-    return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-
-
 def pixel_table(processor: Any, records: list[mmdata.ImageRecord]) -> torch.Tensor:
     """Preprocessed pixels of ``records``, in order: (N, 3, 64, 64)."""
     from PIL import Image
@@ -154,20 +152,11 @@ def build_vision(recipe: Recipe, seed: int, device: str, manifest: Manifest) -> 
     return tower
 
 
-def save_fp16(model: Any, path: Path) -> None:
-    """``save_pretrained`` in float16 safetensors, leaving the in-memory model untouched."""
-    import copy
-
-    copy.deepcopy(model).to("cpu", torch.float16).save_pretrained(path)
-
-
 def build(
     out_dir: Path | str = ASSETS, seed: int = 0, device: str = "cpu", quick: bool = False,
     replay_ratio: float | None = None, recipe: Recipe | None = None,
 ) -> Manifest:
     """Write the data and train the trio into ``out_dir``; returns the manifest (also written)."""
-    from iaa_eval.miniworld import assemble
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     recipe = recipe or (QUICK if quick else Recipe())
@@ -195,7 +184,11 @@ def _check(out_dir: Path, seed: int, multimodal: bool) -> dict[str, float]:
     """The quick scorer's view of what was built (the harness publishes the real numbers)."""
     from iaa_eval.miniworld import measure
 
-    results = measure.measure(out_dir, seed, multimodal=multimodal)
+    return manifest_metrics(measure.measure(out_dir, seed, multimodal=multimodal))
+
+
+def manifest_metrics(results: dict[str, Any]) -> dict[str, Any]:
+    """``measure.measure``'s results as the manifest records them: flat keys, floats to 4 places."""
     flat = {f"{task}_{k}": v for task, row in results["text"].items() for k, v in row.items()}
     flat.update(results.get("mm", {}))
     return {k: (round(v, 4) if isinstance(v, float) and v >= 1e-4 else v) for k, v in flat.items()}

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from iaa_eval.metrics.stats import mcnemar_exact
 from iaa_eval.miniworld import mmdata, score, world
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def text_results(models: dict[str, Any], seed: int) -> dict[str, Any]:
                  for k, m in models.items()}
         out[name] = {
             "n": len(items), **{f"{k}_acc": round(sum(v) / len(v), 4) for k, v in right.items()},
-            "llava_mcnemar_p": score.mcnemar_p(right["base"], right["llava"]),
+            "llava_mcnemar_p": mcnemar_exact(right["base"], right["llava"]).p_value,
             "iaa_identical": right["iaa"] == right["base"],
         }
     return out

@@ -1,4 +1,5 @@
-"""Pretraining of the mini-world's base pieces: tokenizer, tiny Llama LM, tiny CLIP vision tower.
+"""Pretraining of the mini-world's base pieces: tokenizer, tiny Llama LM, tiny CLIP vision tower
+(with its image processor), and saving them in float16.
 
 Everything is seeded and device-agnostic; on CPU the thread count follows the cores actually
 free (oversubscribed threads made steps 13-23x slower in the feasibility run, DESIGN.md §7).
@@ -6,11 +7,13 @@ free (oversubscribed threads made steps 13-23x slower in the feasibility run, DE
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +22,7 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<image>")
+IMAGE_SIZE, PATCH = 64, 16  # easy-vqa images, the tower's patches
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -180,3 +184,16 @@ def pretrain_vision(
     losses = run_steps(params, loss_fn, len(pixels), schedule, seed, "vision tower")
     tower.eval()
     return losses, last_acc[0]
+
+
+def image_processor() -> Any:
+    """CLIP preprocessing at the easy-vqa size (64 px; images are square, so padding is a no-op)."""
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                              crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+
+
+def save_fp16(model: Any, path: Path) -> None:
+    """``save_pretrained`` in float16 safetensors, leaving the in-memory model untouched."""
+    copy.deepcopy(model).to("cpu", torch.float16).save_pretrained(path)

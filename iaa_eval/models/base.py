@@ -1,4 +1,4 @@
-"""The contract every model family meets: a text view, multimodal generate/score, a fingerprint.
+"""The contract every model family meets: a text view, multimodal generation, a fingerprint.
 
 A *text view* is the tokenizer + causal LM that text tasks score (for a LLaVA-style model: its
 language model and head, which is where forgetting shows). The multimodal entry points take an
@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from iaa_eval.names import path_name
@@ -71,14 +71,12 @@ class MMRequest:
         image: the image, or ``None`` to ask blind.
         image_key: stable id of the image (e.g. a content hash) for the vision-feature cache.
         max_new_tokens: greedy decoding budget.
-        options: candidate continuations for :meth:`EvalModel.score`.
     """
 
     prompt: str
     image: Image | None = None
     image_key: str | None = None
     max_new_tokens: int = 16
-    options: tuple[str, ...] = field(default_factory=tuple)
 
 
 @runtime_checkable
@@ -98,10 +96,6 @@ class EvalModel(Protocol):
         Example: ``model.generate([MMRequest("Is there a dog? Please answer yes or no.", img)])``
         -> ``["Yes"]``. A request with ``image=None`` is answered blind (text only).
         """
-        ...
-
-    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
-        """For each request, the log-likelihood of each of its ``options`` after the prompt."""
         ...
 
     def fingerprint(self, workflow: str) -> str:

@@ -1,4 +1,6 @@
-"""Batched greedy decoding with left padding, shared by the adapters."""
+"""Batched greedy decoding with left padding, shared by the adapters, and the shared-image prefill:
+questions of one image share their prompt's head (system prompt, image, common words), which is
+run once per image; its KV cache is copied to each question and ``generate`` continues from it."""
 
 from __future__ import annotations
 
@@ -175,3 +177,26 @@ def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any], cov
             same = next((j for j, (a, b) in enumerate(zip(first, row, strict=False)) if a != b), min(len(first), len(row)))
             longest = min(longest, same)
     return longest if longest >= max(covers) and longest > 0 else None
+
+
+def prefill_shared(model: torch.nn.Module, rows: Sequence[Sequence[int]], keys: Sequence[Any],
+                   length: int, pad: int,
+                   head_inputs: Callable[[list[int]], dict[str, Any]]) -> dict[str, Any]:
+    """``generate`` inputs whose first ``length`` tokens are already in the cache.
+
+    The head of the first row of each key (image) is run once, with ``head_inputs(firsts)`` (the
+    images of those rows, the workflow...); its K/V are copied to every row of that key. Each row
+    keeps its whole ids (``generate`` feeds only those past the cache); its own tokens follow the
+    head after masked padding, so positions, derived from the mask, continue from the head.
+    """
+    firsts, order = prefill_rows(keys)
+    device = model.device
+    prefix = torch.tensor([rows[i][:length] for i in firsts], device=device)
+    with torch.inference_mode(), nan_guard(model):
+        out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
+                    **head_inputs(firsts))
+    out.cache.reorder_cache(torch.tensor(order, device=device))
+    head = torch.tensor([row[:length] for row in rows], device=device)
+    own = left_padded([row[length:] for row in rows], pad, device)
+    return {"input_ids": torch.cat([head, own["input_ids"]], dim=1), "cache": out.cache,
+            "attention_mask": torch.cat([torch.ones_like(head), own["attention_mask"]], dim=1)}

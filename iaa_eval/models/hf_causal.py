@@ -12,8 +12,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iaa_eval.models.base import MMRequest, ModelSpec, TextView, text_model_fingerprint
 from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
-from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
-from iaa_eval.models.scoring import score_options
+from iaa_eval.models.loading import (
+    check_vocabulary,
+    load_pretrained,
+    load_weights,
+    place,
+    resolve_dtype,
+)
 from iaa_eval.models.templates import build_prompt
 
 
@@ -27,7 +32,8 @@ class HFCausalModel:
         dtype = resolve_dtype(spec.dtype, spec.device)
         remote = spec.trust_remote_code
         self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, spec.path, "tokenizer", trust_remote_code=remote)
-        model = load_pretrained(AutoModelForCausalLM.from_pretrained, spec.path, "model", dtype=dtype, trust_remote_code=remote)
+        model = load_weights(AutoModelForCausalLM.from_pretrained, spec.path, "model", dtype=dtype,
+                             trust_remote_code=remote)
         self.model = place(model, spec.device)
         check_vocabulary(self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path)
         ensure_pad_token(self.tokenizer)
@@ -51,11 +57,6 @@ class HFCausalModel:
             return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
 
         return self.batcher.map(list(requests), answer)
-
-    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
-        """Log-likelihood of each option after the (blind) prompt."""
-        contexts = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in self._prompts(requests)]
-        return score_options(self.model, self.tokenizer, contexts, [r.options for r in requests])
 
     def fingerprint(self, workflow: str) -> str:
         """Text and blind answers both come from the same weights: one fingerprint."""

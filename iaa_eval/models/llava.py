@@ -25,13 +25,10 @@ from iaa_eval.models.generation import (
     GenerationBatcher,
     ensure_pad_token,
     greedy_decode,
-    left_padded,
-    nan_guard,
-    prefill_rows,
+    prefill_shared,
     shared_prefix_length,
 )
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
-from iaa_eval.models.scoring import score_options
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
 from iaa_eval.models.vision import FeatureCache
 
@@ -119,28 +116,13 @@ class LlavaModel:
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
             enc["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
         else:
-            enc = self._prefill_shared(rows, [r.image_key for r in chunk], pooled, length)
-        return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
+            def head_inputs(firsts: list[int]) -> dict[str, Any]:
+                features = BaseModelOutputWithPooling(pooler_output=[pooled[i] for i in firsts])
+                return {"mm_encoder_outputs": {"image": features}}
 
-    def _prefill_shared(self, rows: list[list[int]], keys: list[Any], pooled: list[torch.Tensor],
-                        length: int) -> dict[str, Any]:
-        """``generate`` inputs whose first ``length`` tokens are already in the cache: each image's
-        prefix run once, its K/V copied to every row of that image; a row's own tokens follow after
-        padding in the middle (masked; positions continue from the prefix, as ``generate`` derives
-        them from the attention mask)."""
-        firsts, order = prefill_rows(keys)
-        device = self.model.device
-        prefix = torch.tensor([rows[i][:length] for i in firsts], device=device)
-        features = {"image": BaseModelOutputWithPooling(pooler_output=[pooled[i] for i in firsts])}
-        with torch.inference_mode(), nan_guard(self.model):
-            out = self.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), mm_encoder_outputs=features,
-                             use_cache=True)
-        cache = out.cache
-        cache.reorder_cache(torch.tensor(order, device=device))
-        head = torch.tensor([r[:length] for r in rows], device=device)
-        own = left_padded([r[length:] for r in rows], self.tokenizer.pad_token_id, device)
-        return {"input_ids": torch.cat([head, own["input_ids"]], dim=1), "cache": cache,
-                "attention_mask": torch.cat([torch.ones_like(head), own["attention_mask"]], dim=1)}
+            enc = prefill_shared(self.model, rows, [r.image_key for r in chunk], length,
+                                 self.tokenizer.pad_token_id, head_inputs)
+        return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
 
     def generate(self, requests: Sequence[MMRequest], use_feature_cache: bool = True) -> list[str]:
         """Greedy answers; requests without an image are asked blind.
@@ -162,16 +144,6 @@ class LlavaModel:
             texts = self.batcher.map(group, answer)
             answers.update({i: t for (i, _), t in zip(group, texts, strict=True)})
         return [answers[i] for i in range(len(requests))]
-
-    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
-        """Log-likelihood of each option after the image + prompt."""
-        contexts, extras = [], []
-        for request in requests:
-            enc = self._encode([request])
-            contexts.append(enc.pop("input_ids")[0].tolist())
-            enc.pop("attention_mask", None)
-            extras.append(enc)
-        return score_options(self.model, self.tokenizer, contexts, [r.options for r in requests], extras)
 
     def fingerprint(self, workflow: str) -> str:
         """``text``: the language model alone; ``mm``: every weight of the model."""

@@ -100,12 +100,71 @@ def _size_mismatch(loader: Callable[..., Any], path: str, what: str, kwargs: dic
     """Name the first weight whose shape disagrees with config.json (found by loading once more,
     tolerantly, on the error path only)."""
     try:
-        _, info = loader(str(Path(path).expanduser()), ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
+        tolerant = {**kwargs, "ignore_mismatched_sizes": True, "output_loading_info": True}
+        _, info = loader(str(Path(path).expanduser()), **tolerant)
         key, stored, expected = sorted(info["mismatched_keys"])[0]
         detail = f"weight {key} has shape {list(stored)} in the checkpoint, config.json implies {list(expected)}"
     except Exception as exc:  # noqa: BLE001 - only refines a message; the original error stands
         detail = f"tensor shapes disagree with config.json ({type(exc).__name__})"
     return f"{what} {path!r}: config.json does not match the weights: {detail}; fix the config's sizes"
+
+
+def load_weights(loader: Callable[..., Any], path: str, what: str, **kwargs: Any) -> Any:
+    """``load_pretrained`` for a model, refusing one that would run with weights it did not load.
+
+    transformers fills a weight missing from the checkpoint with random numbers and only logs it (a
+    class that files the language model elsewhere, e.g. ``model.text_model``, loads as random);
+    here every missing or unexpected key is an error, except a missing weight tied to a loaded one.
+    A checkpoint whose ``model_type`` is not the class's (transformers converts the config) is
+    refused.
+    """
+    model, info = load_pretrained(loader, path, what, output_loading_info=True, **kwargs)
+    check_model_type(model, path, what, kwargs.get("trust_remote_code", False))
+    check_loading_info(model, info, path, what)
+    return model
+
+
+def check_model_type(model: Any, path: str, what: str, trust_remote_code: bool = False) -> None:
+    """The checkpoint's config.json ``model_type`` must be the one the built class belongs to."""
+    from transformers import PreTrainedConfig
+
+    source = str(Path(path).expanduser()) if looks_local(path) else path
+    stored = PreTrainedConfig.get_config_dict(source, trust_remote_code=trust_remote_code)[0]
+    stored = stored.get("model_type")
+    built = type(model.config).model_type  # the instance keeps the checkpoint's value
+    if stored and stored != built:
+        raise ModelError(
+            f"{what} {path!r}: config.json has model_type {stored!r} but {type(model).__name__} is "
+            f"for {built!r}; "
+            "pass it with the kind made for it (vlm: for an image-text model, see `iaa-eval tasks`)"
+        )
+
+
+def _shares_loaded_storage(model: Any, missing: set[str]) -> set[str]:
+    """Missing names whose tensor is the very tensor of a loaded one (tied embeddings)."""
+    tensors = dict(model.state_dict(keep_vars=True))
+    loaded = {tensors[k].data_ptr() for k in tensors if k not in missing}
+    return {k for k in missing if k in tensors and tensors[k].data_ptr() in loaded}
+
+
+def check_loading_info(model: Any, info: dict[str, Any], path: str, what: str) -> None:
+    """Refuse missing (random) or unexpected (ignored) weights, listing them."""
+    missing = set(info.get("missing_keys") or ())
+    missing -= _shares_loaded_storage(model, missing)
+    unexpected = set(info.get("unexpected_keys") or ())
+    problems = []
+    for label, keys in (("missing from the checkpoint (they would be random)", missing),
+                        ("in the checkpoint but not used by the model", unexpected)):
+        if keys:
+            shown = sorted(keys)
+            more = f" and {len(shown) - 6} more" if len(shown) > 6 else ""
+            problems.append(f"{len(shown)} weights {label}: {', '.join(shown[:6])}{more}")
+    if problems:
+        raise ModelError(
+            f"{what} {path!r}: the weights do not match {type(model).__name__}: "
+            f"{'; '.join(problems)}; "
+            "expected a checkpoint saved by this architecture"
+        )
 
 
 def check_vocabulary(tokenizer: Any, embedding_rows: int, path: str) -> None:

@@ -1,7 +1,7 @@
 """Our ``lm_eval.api.model.LM`` over any :class:`~iaa_eval.models.base.TextView`.
 
 lm-eval's tasks (prompts, few-shot sampling, metrics) run unchanged on our models; the model work
-goes through :class:`~iaa_eval.tasks.fast_scoring.FastScorer`, behind the task's request path
+goes through :class:`~iaa_eval.models.loglik.scorer.FastScorer`, behind the task's request path
 (:class:`~iaa_eval.runner.requests.RequestPath`: cache, ranks, commits). The
 tokenization follows ``HFLM`` exactly, because a different split of context and continuation
 tokens would change the numbers: trailing whitespace of the context moves to the continuation,
@@ -22,9 +22,9 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from iaa_eval.models.generation import nan_guard
+from iaa_eval.models.loglik.scorer import FastScorer
 from iaa_eval.runner.cache import request_key
 from iaa_eval.runner.requests import RequestPath
-from iaa_eval.tasks.fast_scoring import FastScorer
 
 if TYPE_CHECKING:
     from lm_eval.api.instance import Instance

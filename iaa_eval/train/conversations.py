@@ -8,9 +8,9 @@ The layout of ``blip_laion_cc_sbu_558k.json`` (stage 1) and ``llava_v1_5_mix665k
      {"id": "i6IyJda_0", "conversations": [...]}]                      # text only: no "image"
 
 ``image`` is relative to an image folder (default: the JSON's folder). Records become
-:class:`~iaa_eval.train.Example` objects holding the image's *path*: images are decoded only when
-their batch is encoded, so a 665k-record file never holds its images in memory. Up front, every
-image is checked to exist (a stat per distinct file, no decoding).
+:class:`~iaa_eval.train.examples.Example` objects holding the image's *path*: images are decoded
+only when their batch is encoded, so a 665k-record file never holds its images in memory. Up
+front, every image is checked to exist (a stat per distinct file, no decoding).
 
 Simplification: each (human, gpt) turn pair becomes a single-turn example that keeps the record's
 image. LLaVA trains a multi-turn record as one sequence (each answer sees the earlier turns and
@@ -29,7 +29,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from iaa_eval.errors import DataError
-from iaa_eval.train import Example
+from iaa_eval.train.examples import Example
 
 IMAGE_PLACEHOLDER = "<image>"
 ROLES = ("human", "gpt")  # turns alternate: human asks, gpt answers

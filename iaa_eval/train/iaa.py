@@ -17,12 +17,11 @@ from iaa_eval.models.generation import left_pad, left_padded
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.templates import training_text
-from iaa_eval.train import (
+from iaa_eval.train.examples import Example, example_image
+from iaa_eval.train.loop import (
     IGNORE_INDEX,
-    Example,
     TrainConfig,
     batch_indices,
-    example_image,
     run_training,
     target_tokens,
 )

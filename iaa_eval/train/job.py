@@ -29,9 +29,9 @@ from iaa_eval.errors import ModelError, UsageError
 from iaa_eval.models.iaa.configuration import SUPPORTED_BASES, IAAConfig
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
-from iaa_eval.train import TrainConfig
 from iaa_eval.train.conversations import Conversations, load_conversations
 from iaa_eval.train.iaa import train_iaa_stage
+from iaa_eval.train.loop import TrainConfig
 
 DEFAULT_LR = {1: 1e-3, 2: 2e-5}  # LLaVA-1.5's stage 1 / stage 2 rates: IAA's own are not published
 DEFAULT_POSITIONS = IAAConfig.insert_after_layers  # the config's default preset, "iaa-14"
@@ -55,7 +55,7 @@ class IAATrainJob:
         image_token: the tokenizer token that marks the image (default: Llama-3's or ``<image>``).
         steps: optimizer steps (default: one epoch of the examples).
         lr: peak learning rate (default: 1e-3 for stage 1, 2e-5 for stage 2).
-        batch_size, micro_batch_size, seed: as in :class:`~iaa_eval.train.TrainConfig`.
+        batch_size, micro_batch_size, seed: as in :class:`~iaa_eval.train.loop.TrainConfig`.
         device, dtype: where and in which precision to train (``auto``: bfloat16 on CUDA, else float32).
         limit: use the first ``limit`` records only.
         progress: tqdm bars.
@@ -172,12 +172,12 @@ def init_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, An
     """(model, tokenizer, image processor) of the IAA checkpoint given with ``--init``."""
     from transformers import AutoTokenizer
 
-    from iaa_eval.models.iaa.convert import load_iaa, load_image_processor
+    from iaa_eval.models.iaa.convert import load_image_processor
 
     folder = Path(job.init).expanduser()
     if not folder.is_dir():
         raise UsageError(f"--init {str(job.init)!r}: no such directory")
-    model = place(load_iaa(folder, dtype=dtype), job.device)
+    model = place(IAAForCausalLM.from_pretrained(folder, dtype=dtype), job.device)
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, str(folder), "--init tokenizer",
                                 config=model.config.text_config)  # config.json's model_type "IAA" is not transformers'
     return model, tokenizer, load_image_processor(folder, model.config.vision_tower_path)

@@ -18,13 +18,12 @@ from iaa_eval.errors import UsageError
 from iaa_eval.models.generation import left_pad, left_padded
 from iaa_eval.models.llava import llava_prompt
 from iaa_eval.models.templates import training_text
-from iaa_eval.train import (
+from iaa_eval.train.examples import Example, example_image
+from iaa_eval.train.loop import (
     IGNORE_INDEX,
-    Example,
     TrainConfig,
     batch_indices,
     causal_lm_loss,
-    example_image,
     run_training,
     target_tokens,
 )

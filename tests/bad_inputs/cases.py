@@ -237,6 +237,16 @@ def _sizes(m: Models, d: Path) -> list[str]:
     return run(f"base=hf:{folder}", "mmlu", mmlu(d), d)
 
 
+def _missing_weight(m: Models, d: Path) -> list[str]:
+    from safetensors.torch import load_file, save_file
+
+    folder = copy_model(m.llama, d)
+    weights = load_file(folder / "model.safetensors")
+    del weights["model.layers.1.mlp.down_proj.weight"]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return run(f"base=hf:{folder}", "mmlu", mmlu(d), d)
+
+
 def _tokenizer(m: Models, d: Path) -> list[str]:
     from transformers import AutoTokenizer
 
@@ -556,6 +566,8 @@ CASES: list[Case] = [
     Case("safetensors-truncated", "model.safetensors cut to half its size", _truncate, 2, "model '{d}/model': weight file model.safetensors unreadable (Error while deserializing header: incomplete metadata, file not fully covered); expected a complete safetensors file"),
     Case("safetensors-garbage", "model.safetensors that is not safetensors at all", _garbage, 2, "model '{d}/model': weight file model.safetensors unreadable (Error while deserializing header: header too large); expected a complete safetensors file"),
     Case("config-size-mismatch", "config.json intermediate_size disagrees with the weights", _sizes, 2, "model '{d}/model': config.json does not match the weights: weight model.layers.0.mlp.down_proj.weight has shape [32, 64] in the checkpoint, config.json implies [32, 48]; fix the config's sizes"),
+    Case("safetensors-missing-weight", "a weight deleted from model.safetensors (it would run random)", _missing_weight, 2, "model '{d}/model': the weights do not match LlamaForCausalLM: 1 weights missing from the checkpoint (they would be random): model.layers.1.mlp.down_proj.weight; expected a checkpoint saved by this architecture"),
+    Case("vlm-not-a-vlm", "--vlm naming a text-only model", lambda m, d: run(f"vlm=vlm:{copy_model(m.llama, d)}", "mme", mme(d), d), 2, "vlm '{d}/model': model_type 'llama' is not a supported VLM family; supported: llava, llava_next, llava_onevision, qwen2_vl"),
     Case("tokenizer-mismatch", "a tokenizer with 500 more tokens than the embedding has rows", _tokenizer, 2, "{d}/model: tokenizer has 820 tokens but the model's embedding has only 320 rows; the tokenizer does not belong to this model"),
     Case("model-missing", "--model naming a directory that does not exist",
          lambda m, d: run(f"base=hf:{d}/nope", "mmlu", mmlu(d), d), 2, "--model 'base=hf:{d}/nope': no such directory '{d}/nope'"),

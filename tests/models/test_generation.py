@@ -9,7 +9,12 @@ import torch
 
 from iaa_eval.models import load_model
 from iaa_eval.models.base import MMRequest, ModelSpec
-from iaa_eval.models.generation import GenerationBatcher
+from iaa_eval.models.generation import (
+    GenerationBatcher,
+    left_padded,
+    prefill_shared,
+    shared_prefix_length,
+)
 
 
 def test_auto_on_cpu_uses_the_default(tiny_llama_dir: Path) -> None:
@@ -46,3 +51,25 @@ def test_a_single_request_that_does_not_fit_is_reraised(tiny_llama_dir: Path, mo
     monkeypatch.setattr(model.model, "generate", never)
     with pytest.raises(torch.OutOfMemoryError):
         model.generate([MMRequest("Why?", max_new_tokens=2)])
+
+
+def test_prefill_shared_then_generate_equals_whole_prompts(tiny_llama_dir: Path,
+                                                           fresh_seed: int) -> None:
+    """Any causal LM: rows of one key share a head run once; their new token ids equal those of
+    generating every whole (left-padded) prompt."""
+    model = load_model(ModelSpec("base", "hf", str(tiny_llama_dir))).model
+    gen = torch.Generator().manual_seed(fresh_seed)
+    vocab = model.config.vocab_size
+    heads = [torch.randint(3, vocab, (7,), generator=gen).tolist() for _ in range(2)]
+    keys = ["a", "b", "a", "a", "b"]
+    rows = [heads[k == "b"] + torch.randint(3, vocab, (int(n),), generator=gen).tolist()
+            for k, n in zip(keys, torch.randint(1, 6, (5,), generator=gen), strict=True)]
+    length = shared_prefix_length(rows, keys, [0] * 5)
+    assert length is not None and length >= 7
+    kwargs = dict(max_new_tokens=6, do_sample=False, eos_token_id=[], pad_token_id=0)
+    whole_ids = left_padded(rows, 0)
+    whole = model.generate(**whole_ids, **kwargs)[:, whole_ids["input_ids"].shape[1]:]
+    enc = prefill_shared(model, rows, keys, length, 0, lambda firsts: {})
+    shared = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1]:]
+    assert torch.equal(shared, whole)
+    assert len({tuple(row.tolist()) for row in whole}) > 1  # the rows' answers differ

@@ -10,10 +10,10 @@ import pytest
 from iaa_eval.errors import DataError
 from iaa_eval.models import load_model
 from iaa_eval.models.base import ModelSpec, TextView
+from iaa_eval.models.loglik.scorer import FastScorer
 from iaa_eval.runner.cache import RequestCache
 from iaa_eval.runner.requests import RequestPath
 from iaa_eval.tasks import TASKS, TaskContext, TaskOptions
-from iaa_eval.tasks.fast_scoring import FastScorer
 from iaa_eval.tasks.lm_bridge import TextViewLM
 from iaa_eval.tasks.text import evaluate_text, lean_prompt_building, to_result
 from iaa_eval.tasks.text_configs import CEVAL, MMLU, TASKS_DIR, Benchmark

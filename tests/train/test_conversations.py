@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from iaa_eval.errors import DataError
-from iaa_eval.train import Example, example_image
 from iaa_eval.train.conversations import load_conversations
+from iaa_eval.train.examples import Example, example_image
 from tests.iaa_helpers import random_image
 
 

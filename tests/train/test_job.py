@@ -13,8 +13,8 @@ from transformers import CLIPImageProcessor, CLIPVisionModel, LlamaForCausalLM
 from iaa_eval.cli import main
 from iaa_eval.errors import IAAEvalError, UsageError
 from iaa_eval.models.base import ModelSpec
+from iaa_eval.models.iaa import IAAForCausalLM
 from iaa_eval.models.iaa.adapter import IAAModel
-from iaa_eval.models.iaa.convert import load_iaa
 from iaa_eval.train.job import IAATrainJob, image_token_id, load_job, positions, train_iaa
 from tests.conftest import build_tokenizer, tiny_clip_config, tiny_llama_config
 from tests.iaa_helpers import IMAGE_TOKEN, random_image
@@ -57,12 +57,12 @@ def fresh(world: Path, out: Path, *extra: str) -> list[str]:
 
 
 def tensors(folder: Path) -> dict[str, torch.Tensor]:
-    return load_iaa(folder).state_dict()
+    return IAAForCausalLM.from_pretrained(folder).state_dict()
 
 
 def test_stage2_checkpoint_loads_keeps_the_base_and_trains_the_insertions(world: Path, tmp_path: Path) -> None:
     assert main(fresh(world, tmp_path / "ckpt")) == 0
-    model = load_iaa(tmp_path / "ckpt")
+    model = IAAForCausalLM.from_pretrained(tmp_path / "ckpt")
     base = LlamaForCausalLM.from_pretrained(world / "base").eval()
     ids = torch.randint(3, base.config.vocab_size, (2, 13), generator=torch.Generator().manual_seed(21))
     with torch.no_grad():
@@ -99,7 +99,7 @@ def test_stage1_then_stage2_with_init(world: Path, tmp_path: Path) -> None:
         assert torch.equal(s1[key], value) and torch.equal(s2[key], value), key
         if key.startswith("model.layers.2."):
             assert torch.equal(s1[key.replace("model.layers.2.", "model.condition_layers.1.")], value)
-    assert load_iaa(tmp_path / "s2").config.insert_after_layers == [0, 2]
+    assert IAAForCausalLM.from_pretrained(tmp_path / "s2").config.insert_after_layers == [0, 2]
 
 
 def test_qwen2_base_is_written_in_our_layout(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_qwen2_base_is_written_in_our_layout(tmp_path: Path) -> None:
     outcome = train_iaa(IAATrainJob(data=tmp_path / "data.json", out=tmp_path / "out", base=str(tmp_path / "qwen"),
                                     vision=str(tmp_path / "clip"), insert_after="1", steps=1, progress=False))
     assert len(outcome.losses) == 1 and outcome.examples == 1
-    assert load_iaa(tmp_path / "out").config.text_config.model_type == "qwen2"
+    assert IAAForCausalLM.from_pretrained(tmp_path / "out").config.text_config.model_type == "qwen2"
 
 
 JOB = ["train", "iaa", "--job"]

@@ -24,7 +24,7 @@ def load(path: Path) -> tuple[LlavaForConditionalGeneration, object]:
 
 
 def batch_loss(model, processor) -> float:
-    from iaa_eval.train import causal_lm_loss
+    from iaa_eval.train.loop import causal_lm_loss
 
     batch = encode_batch(processor, EXAMPLES, [])
     labels = batch.pop("labels")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iaa_eval.train import TrainConfig, run_training
+from iaa_eval.train.loop import TrainConfig, run_training
 
 
 def train_weight(dtype: torch.dtype, lr: float) -> torch.Tensor:

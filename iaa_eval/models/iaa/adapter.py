@@ -29,8 +29,7 @@ from iaa_eval.models.generation import (
     ensure_pad_token,
     greedy_decode,
     left_padded,
-    nan_guard,
-    prefill_rows,
+    prefill_shared,
     shared_prefix_length,
 )
 from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID
@@ -38,7 +37,6 @@ from iaa_eval.models.iaa.convert import load_image_processor
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, resolve_dtype
-from iaa_eval.models.scoring import score_options
 from iaa_eval.models.vision import FeatureCache
 
 
@@ -109,10 +107,15 @@ class IAAModel:
             keys = [r.image_key if r.image is not None else None for r in chunk]
             covers = [row.index(IMAGE_PLACEHOLDER_ID) + 1 if IMAGE_PLACEHOLDER_ID in row else 0 for row in ids]
             length = shared_prefix_length(ids, keys, covers) if self.share_prefixes else None
+            pad = self.tokenizer.pad_token_id
             if length is None:
-                batch, images = left_padded(ids, self.tokenizer.pad_token_id, self.model.device), features
+                batch, images = left_padded(ids, pad, self.model.device), features
             else:  # the prefill consumed every image
-                batch, images = self._prefill_shared(ids, keys, features, length), None
+                def head_inputs(firsts: list[int]) -> dict[str, Any]:
+                    return {"workflow": self.workflow, "image_features": features[firsts]}
+
+                batch = prefill_shared(self.model, ids, keys, length, pad, head_inputs)
+                images = None
 
             def run(**kwargs: Any) -> torch.Tensor:
                 return self.model.generate(workflow=self.workflow, image_features=images, **kwargs)
@@ -121,31 +124,6 @@ class IAAModel:
 
         return self.batcher.map(list(requests), answer)
 
-    def _prefill_shared(self, rows: list[list[int]], keys: list[Any], features: torch.Tensor,
-                        length: int) -> dict[str, Any]:
-        """``generate`` inputs that continue a cache: each image's first ``length`` prompt tokens
-        (its image among them) run once, their K/V copied to every question of that image; each
-        row's own tokens follow after masked padding (positions continue from the prefix)."""
-        firsts, rows_of = prefill_rows(keys)
-        device = self.model.device
-        prefix = torch.tensor([rows[i][:length] for i in firsts], device=device)
-        with torch.inference_mode(), nan_guard(self.model):
-            out = self.model(prefix, attention_mask=torch.ones_like(prefix), workflow=self.workflow,
-                             image_features=features[firsts], use_cache=True)
-        order = torch.tensor(rows_of, device=device)
-        out.cache.reorder_cache(order)
-        own = left_padded([r[length:] for r in rows], self.tokenizer.pad_token_id, device)
-        return {"input_ids": own["input_ids"], "cache": out.cache,
-                "attention_mask": torch.cat([out.attention_mask[order], own["attention_mask"]], dim=1)}
-
-    def score(self, requests: Sequence[MMRequest]) -> list[list[float]]:
-        """Log-likelihood of each option after the image + prompt, through the MM (or G) workflow."""
-        contexts, extras = [], []
-        for request in requests:
-            ids, features = self._inputs([request])
-            contexts.append(ids[0])
-            extras.append({"workflow": self.workflow, "image_features": features})
-        return score_options(self.model, self.tokenizer, contexts, [r.options for r in requests], extras)
 
     def fingerprint(self, workflow: str) -> str:
         """``text``: the base LM as a text model; otherwise all weights + the workflow actually run."""

@@ -7,6 +7,7 @@ positions are 0-based indices of the base layers *after which* an insertion laye
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
@@ -69,6 +70,20 @@ class IAAConfig(PreTrainedConfig):
         if self.mm_hidden_size is None:
             self.mm_hidden_size = self.vision_config.hidden_size
         self._validate()
+
+    def get_text_config(self, decoder: bool | None = None,
+                        encoder: bool | None = None) -> PreTrainedConfig:
+        """``decoder=True`` (what transformers sizes KV caches from): the base's config with one
+        more layer per insertion layer, whose K/V sit after the base's in the same cache."""
+        text = super().get_text_config(decoder=decoder, encoder=encoder)
+        if not decoder:
+            return text
+        kv = copy.copy(text)
+        kv.num_hidden_layers = text.num_hidden_layers + len(self.insert_after_layers)
+        if getattr(text, "layer_types", None):
+            added = len(self.insert_after_layers)
+            kv.layer_types = [*text.layer_types, *["full_attention"] * added]
+        return kv
 
     def _validate(self) -> None:
         """Each rule raises ``ValueError`` naming the field, the value and the rule."""

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import init_empty_weights
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 from transformers import AutoConfig, CLIPImageProcessor, LlamaConfig
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa.configuration import IAA14_POSITIONS, IAAConfig
-from iaa_eval.models.iaa.modeling import IAAForCausalLM
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +144,7 @@ def _vision_tensors(vision_dir: Path | None, what: Path) -> dict[str, torch.Tens
     return out
 
 
-def check_state_dict(model: IAAForCausalLM, tensors: dict[str, torch.Tensor], where: Path) -> None:
+def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
     """Missing/unexpected keys (listed) and every tensor's shape against the model's."""
     expected = {k: v.shape for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(tensors))
@@ -162,40 +161,38 @@ def check_state_dict(model: IAAForCausalLM, tensors: dict[str, torch.Tensor], wh
                              f"{' (projector/LM hidden size mismatch)' if 'mm_projector' in key else ''}")
 
 
-def load_iaa(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> IAAForCausalLM:
-    """Build an :class:`IAAForCausalLM` from our layout or the official one (see module docstring)."""
+def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
+                    ) -> tuple[IAAConfig, dict[str, torch.Tensor]]:
+    """The config and the tensors (keyed as the model's state dict, cast to ``dtype``) of a
+    checkpoint in our layout or the official one (see module docstring)."""
     folder = Path(path).expanduser()
     if not (folder / "config.json").exists():
         raise ModelError(f"{folder}: no config.json (not a checkpoint folder)")
     raw = read_json(folder / "config.json")
     files = weight_files(folder)
     keys = set(read_tensors(files, keys_only=True))
-    if raw.get("model_type") not in (OFFICIAL_MODEL_TYPE, IAAConfig.model_type):
-        raise ModelError(f"{folder / 'config.json'}: model_type={raw.get('model_type')!r} is not an IAA checkpoint "
-                         f"(expected {OFFICIAL_MODEL_TYPE!r} or {IAAConfig.model_type!r})")
+    model_type = raw.get("model_type")
+    if model_type not in (OFFICIAL_MODEL_TYPE, IAAConfig.model_type):
+        expected = f"{OFFICIAL_MODEL_TYPE!r} or {IAAConfig.model_type!r}"
+        raise ModelError(f"{folder / 'config.json'}: model_type={model_type!r} is not "
+                         f"an IAA checkpoint (expected {expected})")
     try:  # IAAConfig names the field at fault (e.g. an insertion position past the layer count)
-        official = raw.get("model_type") == OFFICIAL_MODEL_TYPE
-        config = config_from_official(raw, folder, keys) if official else IAAConfig.from_pretrained(folder)
+        if model_type == OFFICIAL_MODEL_TYPE:
+            config = config_from_official(raw, folder, keys)
+        else:
+            config = IAAConfig.from_pretrained(folder)
     except ValueError as exc:
         raise ModelError(f"{folder / 'config.json'}: {exc}") from exc
-    with init_empty_weights():  # parameters on meta, buffers (rotary, CLIP position ids) real
-        model = IAAForCausalLM(config)
     tensors = {k: v for k, v in read_tensors(files).items() if not k.endswith("rotary_emb.inv_freq")}
     if not any(k.startswith(VISION_PREFIX) for k in tensors):
         tensors.update(_vision_tensors(resolve_vision_dir(config.vision_tower_path, folder), folder))
     tensors = {from_checkpoint_key(k): v for k, v in tensors.items()}
-    check_state_dict(model, tensors, folder)
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    model.load_state_dict(tensors, strict=True, assign=True)
-    if config.text_config.tie_word_embeddings:
-        model.base_lm.lm_head.weight = model.base_lm.model.embed_tokens.weight
-    model.base_lm.requires_grad_(False)
-    model.model.vision_tower.requires_grad_(False)
-    return model.to(device).eval()
+    return config, tensors
 
 
-def official_config(model: IAAForCausalLM, vision_dir_name: str) -> dict[str, Any]:
+def official_config(model: nn.Module, vision_dir_name: str) -> dict[str, Any]:
     """The official flat ``config.json`` of ``model`` (Llama bases only: the official code is Llama).
 
     Positions other than IAA-14 and a non-Llama-3 image token are written as extra fields
@@ -222,8 +219,9 @@ def official_config(model: IAAForCausalLM, vision_dir_name: str) -> dict[str, An
     return flat
 
 
-def save_iaa(model: IAAForCausalLM, path: str | os.PathLike, official: bool = False, vision_inside: bool = True,
-             tokenizer: Any = None, image_processor: Any = None) -> Path:
+def save_iaa(model: nn.Module, path: str | os.PathLike, official: bool = False,
+             vision_inside: bool = True, tokenizer: Any = None,
+             image_processor: Any = None) -> Path:
     """Write a checkpoint folder: config, ``model.safetensors``, optionally tokenizer and image processor.
 
     ``official=True`` writes the official config with ``mm_vision_tower="vision_tower"`` (relative) and

@@ -5,6 +5,11 @@ modules of the base family; nothing is vendored. Attribute names follow the offi
 (``model.condition_layers.k``, ``lm_head_condtion`` (sic), ...), so its keys load without renaming.
 The base ``*ForCausalLM`` is kept unregistered: its modules are registered once, under ``model.``
 and ``lm_head``, and ``base_lm`` is that very model (text workflow == base LM, bit for bit).
+
+Generation is transformers' own (``GenerationMixin``, with a dynamic or a static cache). The one
+IAA step before it: each image's single ``-200`` placeholder is widened to the
+number of positions its features take, so ids, attention mask and cache agree position by
+position, as transformers' bookkeeping assumes; the prompt comes back as it was given.
 """
 
 from __future__ import annotations
@@ -12,18 +17,28 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
+from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoModelForCausalLM, CLIPVisionModel, DynamicCache, PreTrainedModel
 from transformers.cache_utils import Cache
+from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID, SUPPORTED_BASES, IAAConfig
-from iaa_eval.models.iaa.multimodal import IGNORE_INDEX, VisionTower, build_projector, claim_cache, splice_images
+from iaa_eval.models.iaa.convert import check_state_dict, read_checkpoint, save_iaa
+from iaa_eval.models.iaa.multimodal import (
+    IGNORE_INDEX,
+    VisionTower,
+    build_projector,
+    claim_cache,
+    expand_placeholders,
+    splice_images,
+)
 
 
 @dataclass
@@ -69,7 +84,7 @@ class IAAInner(nn.Module):
         self.vision_tower = VisionTower(vision, config.vision_feature_layer, config.vision_feature_select)
 
 
-class IAAForCausalLM(nn.Module):
+class IAAForCausalLM(PreTrainedModel, GenerationMixin):
     """Frozen base LM + inner adaptors; ``forward(..., workflow="text"|"mm"|"g")``.
 
     Example:
@@ -77,9 +92,11 @@ class IAAForCausalLM(nn.Module):
         >>> model(ids, pixel_values=px, workflow="mm").logits.shape  # (1, len(ids) - 1 + 16, vocab)
     """
 
+    config_class = IAAConfig
+    base_model_prefix = "model"
+
     def __init__(self, config: IAAConfig, base: PreTrainedModel | None = None, vision: CLIPVisionModel | None = None):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         base = base if base is not None else AutoModelForCausalLM.from_config(config.text_config)
         object.__setattr__(self, "base_lm", base)  # unregistered: its modules are registered below
         self.model = IAAInner(config, base, vision if vision is not None else CLIPVisionModel(config.vision_config))
@@ -127,25 +144,24 @@ class IAAForCausalLM(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
                         dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> IAAForCausalLM:
-        """Load our layout or the official one (detected from ``config.json``); weights via safetensors."""
-        from iaa_eval.models.iaa.convert import load_iaa
-
-        return load_iaa(path, dtype=dtype or torch_dtype, device=device)
+        """Load our layout or the official one (read by
+        :func:`~iaa_eval.models.iaa.convert.read_checkpoint`); a missing, unexpected or misshapen
+        tensor is an error, never a random weight."""
+        config, tensors = read_checkpoint(path, dtype=dtype or torch_dtype)
+        with init_empty_weights():  # parameters on meta, buffers (rotary, CLIP position ids) real
+            model = cls(config)
+        check_state_dict(model, tensors, path)
+        model.load_state_dict(tensors, strict=True, assign=True)
+        if config.text_config.tie_word_embeddings:
+            model.base_lm.lm_head.weight = model.base_lm.model.embed_tokens.weight
+        model.base_lm.requires_grad_(False)
+        model.model.vision_tower.requires_grad_(False)
+        return model.to(device).eval()
 
     def save_pretrained(self, path: str | os.PathLike, official: bool = False, **kwargs: object) -> None:
         """Write ``config.json`` + ``model.safetensors``; see :func:`iaa_eval.models.iaa.convert.save_iaa`
         (``official=True``, ``vision_inside``, ``tokenizer``, ``image_processor``)."""
-        from iaa_eval.models.iaa.convert import save_iaa
-
         save_iaa(self, path, official=official, **kwargs)
-
-    @property
-    def device(self) -> torch.device:
-        return self.lm_head.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
 
     def train(self, mode: bool = True) -> IAAForCausalLM:
         """Also flips the (unregistered) base LM's own flag, so ``base_lm.training`` stays truthful."""
@@ -199,6 +215,7 @@ class IAAForCausalLM(nn.Module):
         use_cache: bool = False,
         image_features: torch.Tensor | None = None,
         logits_to_keep: int = 0,
+        return_dict: bool = True,  # noqa: ARG002 (from generate; always a ModelOutput)
     ) -> IAAOutput:
         """One pass of ``workflow``; ``input_ids`` carry -200 where each image goes (one per image, in order).
 
@@ -209,7 +226,7 @@ class IAAForCausalLM(nn.Module):
             pixel_values: ``(n_images, 3, H, W)``, images in placeholder order across the batch.
             workflow: ``text`` (base LM, bit-identical), ``mm`` or ``g``.
             labels: ``(batch, seq)`` targets aligned with ``input_ids`` (-100 = no loss); shifted here.
-            cache: a config-less ``DynamicCache`` owned by one workflow; created when ``use_cache``.
+            cache: a ``Cache`` (dynamic or static) of one workflow; created when ``use_cache``.
             use_cache: return the updated cache.
             image_features: ``(n_images, patches, mm_hidden)`` vision features instead of pixels.
             logits_to_keep: compute logits for the last N positions only (0 = all).
@@ -259,52 +276,33 @@ class IAAForCausalLM(nn.Module):
                                                              device=hidden.device)
         return IAAOutput(loss=loss, logits=logits, attention_mask=full_mask, cache=cache if use_cache else None)
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        workflow: str = "text",
-        max_new_tokens: int = 20,
-        do_sample: bool = False,
-        num_beams: int = 1,
-        eos_token_id: int | list[int] | None = None,
-        pad_token_id: int | None = None,
-        use_cache: bool = True,
-        image_features: torch.Tensor | None = None,
-        cache: Cache | None = None,
-    ) -> torch.LongTensor:
-        """Greedy decoding; returns prompt (as given, -200 included) + new tokens, like transformers.
-
-        Rows that reached an EOS are filled with ``pad_token_id``. Pass left-padded batches. ``cache``:
-        a prefix already run (an image's prompt head, shared by its questions) that ``input_ids`` continue.
-        """
-        if do_sample or num_beams != 1:
-            raise ModelError(f"IAA generate is greedy only: got do_sample={do_sample}, num_beams={num_beams}")
-        if cache is not None and (attention_mask is None or not use_cache):
-            raise ModelError("generate(cache=...) needs use_cache=True and an attention_mask covering the cache")
-        text = self.base_lm.config
-        eos = eos_token_id if eos_token_id is not None else text.eos_token_id
-        eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=input_ids.device)
-        pad = pad_token_id if pad_token_id is not None else text.pad_token_id
-        pad = pad if pad is not None else (int(eos[0]) if len(eos) else 0)
+    def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                 **kwargs: Any) -> torch.LongTensor:
+        """transformers' ``generate`` on the ids with each image placeholder widened (``workflow``,
+        ``pixel_values``, ``image_features``, ``cache`` go to :meth:`forward`); returns
+        ``input_ids`` as given (one -200 per image) followed by the new tokens."""
+        if kwargs.get("eos_token_id") == [] and self.generation_config.pad_token_id is None:
+            kwargs.setdefault("pad_token_id", 0)  # no EOS: rows never finish; transformers wants a pad
+        if not (input_ids == IMAGE_PLACEHOLDER_ID).any():
+            return super().generate(input_ids, attention_mask=attention_mask, **kwargs)
+        vision = self.config.vision_config
+        cls_token = self.config.vision_feature_select != "patch"
+        patches = (vision.image_size // vision.patch_size) ** 2 + cls_token
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        sequence, step_ids, cache = input_ids, input_ids, cache if use_cache else None  # None: forward makes one
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        images = {"pixel_values": pixel_values, "image_features": image_features}
-        for _ in range(max_new_tokens):
-            out = self(step_ids, attention_mask=mask, workflow=workflow, cache=cache, use_cache=use_cache,
-                       logits_to_keep=1, **images)
-            token = out.logits[:, -1].argmax(-1).masked_fill(done, pad)
-            sequence = torch.cat([sequence, token[:, None]], dim=1)
-            done |= torch.isin(token, eos)
-            if use_cache:  # later steps: only the new token, against the spliced mask
-                step_ids, images, cache = token[:, None], {}, out.cache
-                mask = torch.cat([out.attention_mask, torch.ones_like(token[:, None])], dim=1)
-            else:
-                step_ids = sequence
-                mask = torch.cat([mask, torch.ones_like(token[:, None])], dim=1)
-            if done.all():
-                break
-        return sequence
+        ids, mask = expand_placeholders(input_ids, mask, patches, kwargs.get("pad_token_id") or 0)
+        out = super().generate(ids, attention_mask=mask, **kwargs)
+        return torch.cat([input_ids, out[:, ids.shape[1]:]], dim=1)
+
+    def prepare_inputs_for_generation(self, *args: Any, is_first_iteration: bool = False,
+                                      **kwargs: Any) -> dict[str, Any]:
+        """Images enter at the first step only: later steps continue a cache that holds them."""
+        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration,
+                                                       **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            inputs["image_features"] = None
+        return inputs
+
+    @staticmethod
+    def create_masks_for_generate(attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
+        """Keep the 2-D mask under a static cache too: :meth:`forward` derives positions from it."""
+        return attention_mask

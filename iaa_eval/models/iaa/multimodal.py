@@ -55,13 +55,16 @@ def splice_images(
     embed: nn.Embedding,
     images: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.LongTensor | None]:
-    """Embed ``input_ids`` with the workflow's table and replace each -200 by the next image's features.
+    """Embed ``input_ids`` with the workflow's table and replace each -200 by the next image's
+    features (or, when each image's placeholder is already widened to its length, fill those in).
 
     Rows whose spliced lengths differ are left-padded (mask 0, label -100). Returns
     ``(embeds (batch, len, hidden), mask (batch, len) or None, labels or None)``.
     """
     is_image = input_ids == IMAGE_PLACEHOLDER_ID
     n_slots, n_images = int(is_image.sum()), 0 if images is None else images.shape[0]
+    if n_images and n_slots != n_images and n_slots == images.shape[0] * images.shape[1]:
+        return splice_widened(input_ids, attention_mask, labels, embed, images)
     if n_slots != n_images:
         raise ModelError(f"input_ids hold {n_slots} image placeholder(s) (-200) but {n_images} image(s) were given; "
                          "each image needs exactly one placeholder, in order")
@@ -96,3 +99,30 @@ def splice_images(
     if attention_mask is None and not any(pad):
         out_mask = None
     return out_embeds, out_mask, out_labels
+
+
+def splice_widened(
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.LongTensor | None,
+    embed: nn.Embedding,
+    images: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.LongTensor | None]:
+    """:func:`splice_images` for ids whose images each hold ``patches`` consecutive -200s."""
+    is_image = input_ids == IMAGE_PLACEHOLDER_ID
+    embeds = embed(input_ids.masked_fill(is_image, 0))
+    embeds = embeds.masked_scatter(is_image[..., None], images.to(embeds.dtype))
+    labels = None if labels is None else labels.masked_fill(is_image, IGNORE_INDEX)
+    return embeds, attention_mask, labels
+
+
+def expand_placeholders(input_ids: torch.LongTensor, attention_mask: torch.Tensor, patches: int,
+                        pad: int) -> tuple[torch.LongTensor, torch.Tensor]:
+    """Each -200 repeated ``patches`` times (ids and mask), rows left-padded again to one width:
+    the ids then have the spliced length, as ``generate`` expects of a prompt."""
+    repeats = torch.where(input_ids == IMAGE_PLACEHOLDER_ID, patches, 1)
+    ids = [row.repeat_interleave(r) for row, r in zip(input_ids, repeats, strict=True)]
+    masks = [row.repeat_interleave(r) for row, r in zip(attention_mask, repeats, strict=True)]
+    width = max(len(row) for row in ids)
+    return (torch.stack([nn.functional.pad(row, (width - len(row), 0), value=pad) for row in ids]),
+            torch.stack([nn.functional.pad(row, (width - len(row), 0)) for row in masks]))

@@ -204,12 +204,20 @@ def test_unsupported_base_is_refused() -> None:
         IAAForCausalLM.from_base(gpt2, clip, positions=[0])
 
 
-def test_greedy_only() -> None:
-    _, _, _, _, model = tiny_iaa(seed=75)
-    with pytest.raises(ModelError, match="greedy only: got do_sample=True"):
-        model.generate(torch.tensor([[5, 6]]), do_sample=True)
-    with pytest.raises(ModelError, match=r"generate\(cache=...\) needs use_cache=True and an attention_mask"):
-        model.generate(torch.tensor([[5, 6]]), cache=DynamicCache())
+@pytest.mark.parametrize("workflow", ["text", "mm"])
+def test_static_cache_generation_equals_dynamic(workflow: str, fresh_seed: int) -> None:
+    """``cache_implementation="static"`` (eager) gives the dynamic cache's token ids."""
+    tokenizer, _, _, _, model = tiny_iaa(seed=fresh_seed)
+    gen = torch.Generator().manual_seed(fresh_seed)
+    vocab = len(tokenizer)
+    ids = torch.stack([ids_with_image(gen, vocab, 2, 5), ids_with_image(gen, vocab, 5, 2)])
+    pixels = torch.randn(2, 3, 32, 32, generator=gen) if workflow == "mm" else None
+    if workflow == "text":
+        ids[ids == -200] = 7
+    kwargs = dict(pixel_values=pixels, workflow=workflow, max_new_tokens=8, eos_token_id=[])
+    dynamic = model.generate(ids, **kwargs)
+    assert torch.equal(model.generate(ids, cache_implementation="static", **kwargs), dynamic)
+    assert not torch.equal(dynamic[0, -8:], dynamic[1, -8:])
 
 
 def test_from_base_on_a_bf16_base_leaves_the_base_unchanged() -> None:

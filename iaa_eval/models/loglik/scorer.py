@@ -9,7 +9,7 @@ What differs is how little work gets there:
   they cost one forward pass (HFLM's ``group_by="contexts"`` does the same);
 - **shared-prefix reuse**: rows are sorted and grouped by their common token prefix (the few-shot
   block of an MMLU subject); each prefix is computed once per forward for all its rows;
-- **long packed sequences** (:mod:`~iaa_eval.tasks.prefix_packing`): many groups' prefixes and rows
+- **long packed sequences** (:mod:`~iaa_eval.models.loglik.packing`): many groups' prefixes and rows
   back to back in one sequence, each row seeing only its prefix and itself; on CUDA flex attention
   skips the ~95% of attention blocks that nothing sees, elsewhere a dense mask keeps packs short;
   an 8B forward of one subject's ~35 rows is launch-bound, one of ~16k tokens is not;
@@ -40,7 +40,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from iaa_eval.errors import NonFiniteOutput
-from iaa_eval.tasks.prefix_packing import (
+from iaa_eval.models.loglik.packing import (
     DENSE_ALIGN,
     FLEX_BLOCK,
     Pack,

@@ -9,8 +9,22 @@ from typing import Any
 import pytest
 import torch
 
-from iaa_eval.tasks.fast_scoring import MAX_TOKENS, FastScorer, MemoryPlan, _Group, _Row, plan_groups
-from iaa_eval.tasks.prefix_packing import FLEX_BLOCK, Pack, block_mask, dense_mask, pack_layout, plan_packs
+from iaa_eval.models.loglik.packing import (
+    FLEX_BLOCK,
+    Pack,
+    block_mask,
+    dense_mask,
+    pack_layout,
+    plan_packs,
+)
+from iaa_eval.models.loglik.scorer import (
+    MAX_TOKENS,
+    FastScorer,
+    MemoryPlan,
+    _Group,
+    _Row,
+    plan_groups,
+)
 from tests.tasks.text_helpers import hflm, tiny_model
 
 
@@ -265,7 +279,7 @@ def test_mmlu_sized_plan_runs_few_full_forwards() -> None:
 
 def test_a_failing_flex_compile_falls_back_to_dense_masks(seed: int, monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    from iaa_eval.tasks import fast_scoring
+    from iaa_eval.models.loglik import scorer as scorer_module
 
     model, tokenizer = tiny_model(seed, max_positions=256)
     pairs = _subjects(random.Random(seed), len(tokenizer))
@@ -274,7 +288,7 @@ def test_a_failing_flex_compile_falls_back_to_dense_masks(seed: int, monkeypatch
     def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("injected: triton compilation failed\ndetails")
 
-    monkeypatch.setattr(fast_scoring, "block_mask", broken)
+    monkeypatch.setattr(scorer_module, "block_mask", broken)
     scorer = FastScorer(model, 256, flex=True, progress=False)
     with caplog.at_level(logging.WARNING):
         _assert_same(scorer.score(pairs), want, pairs)

@@ -1,0 +1,250 @@
+"""Any bridge-style VLM (``AutoModelForImageTextToText``): ``--model NAME=vlm:<hub id or dir>``.
+
+Multimodal tasks run the whole model through its own processor (anyres tiles, Qwen-VL's
+``image_grid_thw``, Idefics3 crops, Gemma 3's image tokens: the processor expands the
+placeholder, never this module). Text tasks run :class:`DecoderLM`, the VLM's own decoder and
+head found through ``get_decoder()`` / ``get_output_embeddings()``, which on text-only input
+computes what the whole VLM computes (tested per family): that is where forgetting shows.
+
+Each distinct image is encoded once per model per run (``feature_cache``; MME asks two questions
+per image, MMBench one per option rotation): the vision tower's output goes back to the model as
+``mm_encoder_outputs``, transformers' entry point for pre-encoded features, while the processor
+still expands the prompt (token counts, grids, ``image_sizes``), so the language model sees what
+the pixel path gives it (tested per family). Off where that does not hold, with the reason
+(:attr:`~iaa_eval.models.vlm_families.VLMFamily.no_feature_cache`). Questions of one image do not
+share their prompt prefix's K/V here (the ``llava`` kind does, for LLaVA-1.5): for Qwen-VL it
+would have to carry the rows' M-RoPE deltas, for Gemma 3 its bidirectional image mask.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
+
+from iaa_eval.models.base import (
+    MMRequest,
+    ModelSpec,
+    TextView,
+    fingerprint_weights,
+    text_model_fingerprint,
+)
+from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
+from iaa_eval.models.loading import (
+    check_vocabulary,
+    load_pretrained,
+    load_weights,
+    place,
+    resolve_dtype,
+)
+from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
+from iaa_eval.models.vision import FeatureCache
+from iaa_eval.models.vlm_families import VLMFamily, require_family
+from iaa_eval.models.vlm_processor import build_processor
+
+# processor outputs that only the vision tower reads: replaced by cached features
+PIXEL_INPUTS = ("pixel_values", "pixel_attention_mask")
+# device memory the feature cache may hold: an anyres 8B model's image is ~25 MB of features, so a
+# count limit alone (FeatureCache's 2048) could take tens of GB
+FEATURE_CACHE_BYTES = 2 << 30
+
+
+class DecoderLM(PreTrainedModel, GenerationMixin):
+    """A causal LM made of a VLM's decoder and head (shared, not copied), configured by the
+    VLM's text config: ``logits = head(decoder(...).last_hidden_state)``, exactly the VLM's
+    computation for text without images (no family transforms logits after its head)."""
+
+    base_model_prefix = "model"
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def __init__(self, vlm: PreTrainedModel) -> None:
+        super().__init__(vlm.config.get_text_config())
+        self.model = vlm.get_decoder()
+        self.lm_head = vlm.get_output_embeddings()
+        self.generation_config = vlm.generation_config
+
+    def get_decoder(self) -> torch.nn.Module:
+        return self.model
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.model.get_input_embeddings()
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.lm_head
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        """The decoder's forward (``cache``, masks and positions as the decoder takes them), then
+        the head on the last ``logits_to_keep`` positions (0: all)."""
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return CausalLMOutputWithPast(logits=self.lm_head(hidden), cache=out.cache)
+
+
+def render_prompt(processor: Any, text: str, has_image: bool, system: bool) -> str:
+    """The prompt up to the answer: the processor's chat template (an image part first, as the
+    families' model cards ask), else the plain template with the processor's image token. The
+    template is rendered by the tokenizer: some processors' own ``apply_chat_template`` reads
+    their video processor, which is absent without torchvision."""
+    if template := getattr(processor, "chat_template", None):
+        content = [{"type": "image"}] if has_image else []
+        content.append({"type": "text", "text": text})
+        messages = (
+            [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}]
+            if system
+            else []
+        )
+        messages.append({"role": "user", "content": content})
+        return processor.tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+    return build_prompt(
+        processor.tokenizer, text, processor.image_token if has_image else None, system=system
+    )
+
+
+class VLMModel:
+    """Adapter for ``--model NAME=vlm:<hub id or dir>``: every family in
+    :mod:`~iaa_eval.models.vlm_families`."""
+
+    supports_images = True
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        remote = spec.trust_remote_code
+        config = load_pretrained(
+            AutoConfig.from_pretrained, spec.path, "config", trust_remote_code=remote
+        )
+        self.family: VLMFamily = require_family(config.model_type, spec.path)
+        self.processor = build_processor(spec.path, config.model_type, remote)
+        model = load_weights(
+            AutoModelForImageTextToText.from_pretrained,
+            spec.path,
+            "model",
+            dtype=resolve_dtype(spec.dtype, spec.device),
+            trust_remote_code=remote,
+        )
+        self.model = place(model, spec.device)
+        self.tokenizer = self.processor.tokenizer
+        check_vocabulary(
+            self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path
+        )
+        ensure_pad_token(self.tokenizer)
+        self._text_lm = DecoderLM(self.model).eval()
+        self._fingerprints: dict[str, str] = {}
+        self.batcher = GenerationBatcher(spec.batch_size, self.model)
+        self.feature_cache = (
+            None if self.family.no_feature_cache else FeatureCache(self._encode_images)
+        )
+        self._pooled_list = True  # how the model returns (and takes back) features: list or tensor
+
+    def text_view(self) -> TextView:
+        """The VLM's decoder and head, without the vision tower and projector."""
+        return TextView(self._text_lm, self.tokenizer, self.fingerprint("text"))
+
+    def render_prompt(self, request: MMRequest) -> str:
+        """The exact text the model is given for a request, image placeholder unexpanded."""
+        return render_prompt(
+            self.processor, request.prompt, request.image is not None, self.family.system_prompt
+        )
+
+    def _encode(self, texts: Sequence[str], images: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """The processor's inputs (left-padded), floating ones in the model's dtype; images nested
+        one list per prompt (a request has at most one), as every family's processor takes them."""
+        pictures = [[image.convert("RGB")] for image in images] or None
+        enc = self.processor(images=pictures, text=list(texts), return_tensors="pt", padding=True)
+        return dict(enc.to(self.model.device, dtype=self.model.dtype))
+
+    def _encode_images(self, images: list[Any]) -> list[torch.Tensor]:
+        """Each image's features as the model's ``get_image_features`` returns them, one image at a
+        time (its pixel inputs from the processor, as a question's would be)."""
+        encoder = self.model.base_model.get_image_features
+        accepted = inspect.signature(encoder).parameters
+        prompt = render_prompt(self.processor, "", True, self.family.system_prompt)
+        features = []
+        for image in images:
+            enc = self._encode([prompt], [image])
+            with torch.inference_mode():
+                out = encoder(**{k: v for k, v in enc.items() if k in accepted}, return_dict=True)
+            pooled = out.pooler_output
+            self._pooled_list = isinstance(pooled, (list, tuple))
+            features.append(pooled[0] if self._pooled_list or pooled.shape[0] == 1 else pooled)
+        largest = max(f.numel() * f.element_size() for f in features)
+        cache = self.feature_cache
+        cache.max_items = max(8, min(cache.max_items, FEATURE_CACHE_BYTES // largest))
+        return features
+
+    def _with_cached_features(
+        self, enc: dict[str, Any], chunk: Sequence[MMRequest]
+    ) -> dict[str, Any]:
+        """``enc`` with its pixels replaced by the requests' cached image features."""
+        features = self.feature_cache.get([r.image for r in chunk], [r.image_key for r in chunk])
+        if not self._pooled_list:  # a tensor of all images' tokens (or tiles) back to back
+            features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+        enc = {k: v for k, v in enc.items() if k not in PIXEL_INPUTS}
+        enc["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=features)}
+        return enc
+
+    def generate(self, requests: Sequence[MMRequest], use_feature_cache: bool = True) -> list[str]:
+        """Greedy answers; requests without an image are asked blind (same model, no image).
+        ``use_feature_cache=False``: the pixel path, the reference the cache is tested against."""
+        answers: dict[int, str] = {}
+        for has_image in (True, False):
+            group = [(i, r) for i, r in enumerate(requests) if (r.image is not None) == has_image]
+
+            def answer(
+                chunk: Sequence[tuple[int, MMRequest]], has_image: bool = has_image
+            ) -> list[str]:
+                reqs = [r for _, r in chunk]
+                enc = self._encode(
+                    [self.render_prompt(r) for r in reqs], [r.image for r in reqs if r.image]
+                )
+                if has_image and use_feature_cache and self.feature_cache is not None:
+                    enc = self._with_cached_features(enc, reqs)
+                budget = max(r.max_new_tokens for r in reqs)
+                return greedy_decode(
+                    self.model.generate, self.tokenizer, enc, budget, watch=self.model
+                )
+
+            texts = self.batcher.map(group, answer)
+            answers.update({i: t for (i, _), t in zip(group, texts, strict=True)})
+        return [answers[i] for i in range(len(requests))]
+
+    def fingerprint(self, workflow: str) -> str:
+        """``text``: the decoder and head alone; ``mm``: every weight of the model."""
+        if workflow not in self._fingerprints:
+            if workflow == "text":
+                value = text_model_fingerprint(self._text_lm, self.tokenizer)
+            else:
+                config = self.model.config.to_dict()
+                value = fingerprint_weights(
+                    config, dict(self.model.state_dict(keep_vars=True)), workflow
+                )
+            self._fingerprints[workflow] = value
+        return self._fingerprints[workflow]
