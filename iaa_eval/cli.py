@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", action="append", default=[], metavar="[TASK=]PATH",
                      help="local files in the benchmark's original layout (default: the hub dataset)")
     run.add_argument("--limit", type=_positive_int, help="at most N items per task (per subject for text tasks)")
-    run.add_argument("--num-fewshot", type=_non_negative_int, help="few-shot examples for text tasks")
+    run.add_argument("--num-fewshot", type=_non_negative_int,
+                     help="few-shot examples for text tasks")
     run.add_argument("--formulation", choices=["letter", "cloze"], help="text tasks: answer letters or option text")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
@@ -305,8 +306,9 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
         print(json.dumps(build.info(args.out or ASSETS), indent=2))  # noqa: T201
         return 0
     if args.out is None:
-        raise UsageError(f"miniworld build: give --out FOLDER; the shipped trio in {ASSETS} is the "
-                         "reference the tests and baselines check, and is replaced only when --out names it")
+        raise UsageError(f"miniworld build: give --out FOLDER; the shipped trio in {ASSETS} is "
+                         "the reference the tests and baselines check, and is replaced only when "
+                         "--out names it")
     out = args.out
     manifest = build.build(out, seed=args.seed, device=args.device, quick=args.quick)
     print(f"mini-world written to {out} ({manifest.total_bytes / 1e6:.1f} MB)")  # noqa: T201
@@ -339,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, IAAEvalError):
             print(f"iaa-eval: error: {exc}", file=sys.stderr)  # noqa: T201
             return exc.exit_code
-        print(f"iaa-eval: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} (a bug in "  # noqa: T201
-              "iaa-eval, not in your input: rerun with --debug for the traceback and report it)", file=sys.stderr)
+        said = " ".join(str(exc).split())
+        print(f"iaa-eval: internal error: {type(exc).__name__}: {said} "  # noqa: T201
+              "(a bug in iaa-eval, not in your input: rerun with --debug for the traceback and report it)",
+              file=sys.stderr)
         return INTERNAL_ERROR
 
 

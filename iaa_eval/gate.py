@@ -189,8 +189,9 @@ def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow
                 rows.append(GateRow(f"{name}.max_drop", model, task, -float(row.delta), f"<= {rule.max_drop:g}",
                                     "pass" if ok else "fail", detail))
     limits = rule.max_flips is not None or rule.max_drop is not None or rule.report_only
+    tasks = ", ".join(run.tasks()) or "none"
     return _compared(rows, name, "it sets none of max_flips, max_drop, report_only" if not limits
-                     else f"no text task in {run.run_dir} (tasks: {', '.join(run.tasks()) or 'none'})")
+                     else f"no text task in {run.run_dir} (tasks: {tasks})")
 
 
 def _multimodal_rows(run: RunData, base: str, rule: MultimodalRule, index: int) -> list[GateRow]:
@@ -253,8 +254,8 @@ def run_gate(run_dir: Path | str, thresholds_path: Path | str, against: Path | s
             rows += _multimodal_rows(run, analysis.base, mm_rule, index)
         if earlier is not None:
             if thresholds.regression is None:
-                raise DataError(f"--against {against}: the thresholds have no 'regression' section, "
-                                "so nothing would be compared with the earlier run")
+                raise DataError(f"--against {against}: the thresholds have no 'regression' "
+                                "section, so nothing would be compared with the earlier run")
             rows += _regression_rows(run, earlier, thresholds.regression, resamples, seed)
         if not rows:
             raise DataError(f"{thresholds_path}: no rule, so the gate compared nothing")

@@ -162,12 +162,14 @@ def recorded_results(run_dir: Path) -> dict[str, list[str]]:
     """Model -> tasks that ``results.json`` of ``run_dir`` holds ({} when there is none, or it is
     unreadable: a rerun rewrites it). Read leniently: any schema version counts."""
     try:
-        results = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))["results"]
+        text = (Path(run_dir) / "results.json").read_text(encoding="utf-8")
+        results = json.loads(text)["results"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     if not isinstance(results, dict):
         return {}
-    return {str(m): list(tasks) for m, tasks in results.items() if isinstance(tasks, dict) and tasks}
+    return {str(m): list(tasks) for m, tasks in results.items()
+            if isinstance(tasks, dict) and tasks}
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

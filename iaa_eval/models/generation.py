@@ -73,8 +73,8 @@ def ensure_pad_token(tokenizer: Any) -> None:
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelError(
-                f"tokenizer {tokenizer.name_or_path!r}: has neither a pad token nor an EOS token, so "
-                "answers cannot be batched or ended; set pad_token or eos_token in its "
+                f"tokenizer {tokenizer.name_or_path!r}: has neither a pad token nor an EOS token, "
+                "so answers cannot be batched or ended; set pad_token or eos_token in its "
                 "tokenizer_config.json"
             )
         tokenizer.pad_token = tokenizer.eos_token

@@ -57,7 +57,7 @@ def hub_unreachable() -> str | None:
 
 
 def load_pretrained(loader: Callable[..., T], path: str, what: str, **kwargs: Any) -> T:
-    """Call ``loader(path, **kwargs)`` (a ``from_pretrained``) and turn failures into one clear line.
+    """Call ``loader(path, **kwargs)`` (a ``from_pretrained``); failures become one clear line.
     A hub id while the hub is unreachable is read from the local hub cache only, or refused at
     once."""
     if looks_local(path) and not Path(path).expanduser().exists():
@@ -75,9 +75,9 @@ def load_pretrained(loader: Callable[..., T], path: str, what: str, **kwargs: An
             raise ModelError(f"{what} {path!r}: cannot be loaded ({exc})") from exc
         if offline:
             raise ModelError(
-                f"{what} {path!r}: not a local directory, not in the local hub cache, and the Hugging "
-                f"Face hub is unreachable ({offline}); download it elsewhere and pass the local "
-                "directory (e.g. --model NAME=KIND:./local-dir)"
+                f"{what} {path!r}: not a local directory, not in the local hub cache, and the "
+                f"Hugging Face hub is unreachable ({offline}); download it elsewhere and pass the "
+                "local directory (e.g. --model NAME=KIND:./local-dir)"
             ) from exc
         raise ModelError(
             f"{what} {path!r}: not a local directory and the Hugging Face hub is unreachable or has no such "

@@ -67,9 +67,9 @@ class RequestCache:
                 if columns != _COLUMNS:
                     db.close()
                     raise DataError(
-                        f"{self.path}: not an iaa-eval request cache (table 'requests' has columns "
-                        f"{', '.join(columns)}; expected {', '.join(_COLUMNS)}); delete it or choose "
-                        "another --run-id"
+                        f"{self.path}: not an iaa-eval request cache (table 'requests' has "
+                        f"columns {', '.join(columns)}; expected {', '.join(_COLUMNS)}); delete "
+                        "it or choose another --run-id"
                     )
                 return db
             except sqlite3.DatabaseError as exc:
@@ -101,9 +101,8 @@ class RequestCache:
         rows = [(fingerprint, key, json.dumps(value, ensure_ascii=False)) for key, value in items]
         try:
             with self._db:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO requests (fingerprint, key, value) VALUES (?, ?, ?)", rows
-                )
+                self._db.executemany("INSERT OR REPLACE INTO requests (fingerprint, key, value) "
+                                     "VALUES (?, ?, ?)", rows)
         except sqlite3.OperationalError as exc:  # "database or disk is full", a lost mount
             raise OutputError(f"cannot write {self.path} ({exc}); the requests stored before are "
                               "kept (free space and rerun to resume)") from exc

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(not (MINIWORLD_ASSETS / "manifest.json").exists(
 
 
 def _flat(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    """Every leaf of a summary with its path (``scores.iaa.mme.perception``, ``text_forgetting[2].delta``)."""
+    """Every leaf of a summary with its path (``scores.iaa.mme.perception``,
+    ``text_forgetting[2].delta``)."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield from _flat(item, f"{path}.{key}" if path else key)
@@ -33,7 +34,8 @@ def _flat(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    both_floats = isinstance(a, float) and isinstance(b, float)
+    return a == b or (both_floats and math.isnan(a) and math.isnan(b))
 
 
 def _rows(table: list[dict], model: str) -> dict[str, dict]:

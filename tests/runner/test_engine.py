@@ -82,7 +82,8 @@ def test_run_writes_results_and_reruns_from_cache(tmp_path: Path, tiny_llama_dir
     # blind questions of the twin are the base's: answered from the cache
     assert data["results"]["twin"]["toy_image"]["cached_requests"] == 3
     assert data["models"]["llava"]["parameters"]["total"] > data["models"]["llava"]["parameters"]["text"]
-    answers = {m: [s.response for s in read_samples(run_dir, m, "toy_image")] for m in ("base", "llava")}
+    answers = {m: [s.response for s in read_samples(run_dir, m, "toy_image")]
+               for m in ("base", "llava")}
     for model, said in answers.items():  # the recorded metric is the one the answers give
         assert len(said) == 3
         expected = np.mean([len(a) % 2 == 0 for a in said])
@@ -92,7 +93,7 @@ def test_run_writes_results_and_reruns_from_cache(tmp_path: Path, tiny_llama_dir
     run(config)
     second = read_results(run_dir)
     assert second["results"]["llava"]["toy_image"]["cached_requests"] == 3
-    for model in ("base", "llava"):  # the rerun answers from the cache: the same answers, the same score
+    for model in ("base", "llava"):  # answered from the cache: the same answers, the same score
         assert [s.response for s in read_samples(run_dir, model, "toy_image")] == answers[model]
         assert second["results"][model]["toy_image"]["metrics"] == first["results"][model]["toy_image"]["metrics"]
 
@@ -128,7 +129,8 @@ def test_a_rerun_never_drops_earlier_results(tmp_path: Path, tiny_llama_dir: Pat
     with pytest.raises(UsageError, match=r"would drop from its results.json \(base/toy_text\)"):
         run(RunConfig(base, (TaskSpec("toy_image"),), tmp_path / "run"))
     with pytest.raises(UsageError, match=r"\(base/toy_text, base/toy_image\)"):
-        run(RunConfig((ModelSpec("other", "hf", str(tiny_llama_dir)),), (TaskSpec("toy_text"),), tmp_path / "run"))
+        other = (ModelSpec("other", "hf", str(tiny_llama_dir)),)
+        run(RunConfig(other, (TaskSpec("toy_text"),), tmp_path / "run"))
     assert list(read_results(tmp_path / "run")["results"]["base"]) == ["toy_text", "toy_image"]
 
 
