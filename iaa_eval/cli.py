@@ -6,45 +6,31 @@ This is the only module that reads environment variables or sizes thread pools.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import signal
-import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from iaa_eval import __version__
-from iaa_eval.errors import IAAEvalError, UsageError
+from iaa_eval.errors import UsageError
+from iaa_eval.exits import finish
 from iaa_eval.machine import free_cores
 from iaa_eval.names import path_name
 from iaa_eval.resources import GATE_THRESHOLDS
 
 log = logging.getLogger("iaa_eval")
-INTERNAL_ERROR = 3  # an exception that is not an IAAEvalError: a bug, said in one line
 KIND_FLAGS = {"base": "hf", "llava": "llava", "iaa": "iaa", "vlm": "vlm"}
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, minimum: int = 1) -> int:
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     try:
         value = int(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from exc
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
     return value
 
 
@@ -72,8 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", action="append", default=[], metavar="[TASK=]PATH",
                      help="local files in the benchmark's original layout (default: the hub dataset)")
     run.add_argument("--limit", type=_positive_int, help="at most N items per task (per subject for text tasks)")
-    run.add_argument("--num-fewshot", type=_non_negative_int,
-                     help="few-shot examples for text tasks")
+    run.add_argument("--num-fewshot", type=lambda n: _positive_int(n, 0), help="text tasks' shots")
     run.add_argument("--formulation", choices=["letter", "cloze"], help="text tasks: answer letters or option text")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
@@ -101,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     world = sub.add_parser("miniworld", help="rebuild or describe the embedded mini-world trio")
     world.add_argument("action", choices=["build", "info"])
-    world.add_argument("--out", type=Path, help="folder to build into (required by build; info "
-                       "reads the shipped assets by default)")
+    world.add_argument("--out", type=Path, help="build: folder to write (required); info: to read")
     world.add_argument("--seed", type=int, default=0)
     world.add_argument("--device", default="cpu")
     world.add_argument("--quick", action="store_true", help="a minutes-long CPU build that proves the recipe trains")
@@ -302,14 +286,13 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
     """`iaa-eval miniworld build|info`."""
     from iaa_eval.miniworld import ASSETS, build
 
+    out = args.out or ASSETS
     if args.action == "info":
-        print(json.dumps(build.info(args.out or ASSETS), indent=2))  # noqa: T201
+        print(json.dumps(build.info(out), indent=2))  # noqa: T201
         return 0
-    if args.out is None:
-        raise UsageError(f"miniworld build: give --out FOLDER; the shipped trio in {ASSETS} is "
-                         "the reference the tests and baselines check, and is replaced only when "
-                         "--out names it")
-    out = args.out
+    if args.out is None:  # the shipped trio is what the tests and baselines check
+        raise UsageError(f"miniworld build: give --out FOLDER (the shipped trio {ASSETS} is "
+                         "replaced only when --out names it)")
     manifest = build.build(out, seed=args.seed, device=args.device, quick=args.quick)
     print(f"mini-world written to {out} ({manifest.total_bytes / 1e6:.1f} MB)")  # noqa: T201
     return 0
@@ -327,50 +310,4 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("transformers", "datasets", "lm_eval", "httpx", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        with _sigterm_as_interrupt():
-            return COMMANDS[args.command](args)
-    except BrokenPipeError:
-        return _reader_gone()
-    except KeyboardInterrupt:
-        print("iaa-eval: interrupted; finished work is cached, rerun to resume", file=sys.stderr)  # noqa: T201
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        if isinstance(exc, IAAEvalError):
-            print(f"iaa-eval: error: {exc}", file=sys.stderr)  # noqa: T201
-            return exc.exit_code
-        said = " ".join(str(exc).split())
-        print(f"iaa-eval: internal error: {type(exc).__name__}: {said} "  # noqa: T201
-              "(a bug in iaa-eval, not in your input: rerun with --debug for the traceback and report it)",
-              file=sys.stderr)
-        return INTERNAL_ERROR
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, a scheduler's time limit) stops a run as Ctrl-C does: finished work
-    written, one line said. Only the main thread may set handlers (the CLI runs there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _reader_gone() -> int:
-    """The reader of stdout went away (``iaa-eval miniworld info | head``): stop quietly, as
-    ``cat`` does, and point stdout at /dev/null so the interpreter's last flush cannot fail."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor
-        os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return 128 + signal.SIGPIPE
+    return finish(lambda: COMMANDS[args.command](args), args.debug)

@@ -11,6 +11,7 @@ import pytest
 
 from iaa_eval import cli
 from iaa_eval.cli import main
+from iaa_eval.exits import INTERNAL_ERROR
 
 
 @pytest.mark.parametrize(
@@ -30,7 +31,7 @@ from iaa_eval.cli import main
          "--run-id '..' points at"),
         (["run", "--model", "a/b=hf:x", "--tasks", "mmlu"],
          "model name 'a/b' holds a path separator"),
-        (["miniworld", "build"], "miniworld build: give --out FOLDER"),
+        (["miniworld", "build"], "miniworld build: give --out FOLDER (the shipped trio"),
     ],
 )
 def test_bad_input_is_one_clear_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,7 +97,7 @@ def test_a_bug_is_one_line_without_debug(monkeypatch: pytest.MonkeyPatch,
         raise KeyError("oops")
 
     monkeypatch.setitem(cli.COMMANDS, "tasks", broken)
-    assert main(["tasks"]) == cli.INTERNAL_ERROR
+    assert main(["tasks"]) == INTERNAL_ERROR
     err = capsys.readouterr().err
     assert err.startswith("iaa-eval: internal error: KeyError: 'oops' (a bug in iaa-eval")
     assert err.count("\n") == 1

@@ -20,7 +20,7 @@ PACKAGE = "iaa_eval"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("cli", ("iaa_eval.cli", "iaa_eval.__main__")),
+    ("cli", ("iaa_eval.cli", "iaa_eval.__main__", "iaa_eval.exits")),
     (
         "orchestration",
         (

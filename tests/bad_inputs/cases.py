@@ -810,7 +810,7 @@ CASES: list[Case] = [
          lambda m, d: ["miniworld", "info"], 141, "", during=_broken_pipe),
     Case("miniworld-build-no-out", "miniworld build without --out (would replace the shipped trio)",
          lambda m, d: ["miniworld", "build"], 2,
-         "miniworld build: give --out FOLDER; the shipped trio in"),
+         "miniworld build: give --out FOLDER (the shipped trio "),
     Case("hub-unreachable", "a hub id while the hub cannot be reached (fails at once, no retries)",
          lambda m, d: run("base=hf:iaa-eval-tests/no-such-model", "mmlu", mmlu(d), d), 2,
          "tokenizer 'iaa-eval-tests/no-such-model': not a local directory, not in the local hub "
