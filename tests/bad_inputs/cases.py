@@ -860,7 +860,8 @@ def render_doc() -> str:
         shown = f"`{shown}`" if shown else "(nothing: it stops quietly)"
         if case.keeps is not None:
             shown += f"; results.json keeps `{case.keeps}`"
-        lines.append(f"| `{case.id}` | {case.what} | {case.exit_code} | {shown} |")
+        what = case.what.replace("|", "\\|")
+        lines.append(f"| `{case.id}` | {what} | {case.exit_code} | {shown} |")
     return "\n".join(lines) + "\n"
 
 
