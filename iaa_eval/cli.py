@@ -10,25 +10,27 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 from iaa_eval import __version__
-from iaa_eval.errors import IAAEvalError, UsageError
+from iaa_eval.errors import UsageError
+from iaa_eval.exits import finish
 from iaa_eval.machine import free_cores
+from iaa_eval.names import path_name
 from iaa_eval.resources import GATE_THRESHOLDS
 
 log = logging.getLogger("iaa_eval")
 KIND_FLAGS = {"base": "hf", "llava": "llava", "iaa": "iaa", "vlm": "vlm"}
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, minimum: int = 1) -> int:
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     try:
         value = int(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from exc
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
     return value
 
 
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", action="append", default=[], metavar="[TASK=]PATH",
                      help="local files in the benchmark's original layout (default: the hub dataset)")
     run.add_argument("--limit", type=_positive_int, help="at most N items per task (per subject for text tasks)")
-    run.add_argument("--num-fewshot", type=int, help="few-shot examples for text tasks")
+    run.add_argument("--num-fewshot", type=lambda n: _positive_int(n, 0), help="text tasks' shots")
     run.add_argument("--formulation", choices=["letter", "cloze"], help="text tasks: answer letters or option text")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     world = sub.add_parser("miniworld", help="rebuild or describe the embedded mini-world trio")
     world.add_argument("action", choices=["build", "info"])
-    world.add_argument("--out", type=Path, help="output folder (default: the shipped assets)")
+    world.add_argument("--out", type=Path, help="build: folder to write (required); info: to read")
     world.add_argument("--seed", type=int, default=0)
     world.add_argument("--device", default="cpu")
     world.add_argument("--quick", action="store_true", help="a minutes-long CPU build that proves the recipe trains")
@@ -133,6 +135,7 @@ def _model_specs(args: argparse.Namespace) -> list:
         kind, sep2, path = rest.partition(":")
         if not (sep and sep2 and name and kind and path):
             raise UsageError(f"--model {entry!r}: expected NAME=KIND:PATH, e.g. base=hf:meta-llama/Meta-Llama-3-8B")
+        path_name(name, f"--model {entry!r}: model name")
         MODEL_KINDS.require(kind)
         if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
             raise UsageError(f"--model {entry!r}: no such directory {path!r}")
@@ -170,11 +173,17 @@ def _task_specs(args: argparse.Namespace, user_models: bool) -> tuple[list, list
             raise UsageError(f"suite {suite.name!r} has no default models: pass --model/--base/--llava/--iaa")
     else:
         tasks = [TaskSpec(name.strip()) for name in args.tasks.split(",") if name.strip()]
+        if not tasks:
+            raise UsageError(f"--tasks {args.tasks!r}: no task names; e.g. --tasks mmlu,mme")
     for spec in tasks:
         TASKS.require(spec.name)
     dirs = _data_dirs(args)
     if None in dirs and len(tasks) > 1:
         raise UsageError("--data-dir PATH with several tasks is ambiguous: use --data-dir TASK=PATH")
+    unused = [name for name in dirs if name is not None and name not in {t.name for t in tasks}]
+    if unused:
+        raise UsageError(f"--data-dir {unused[0]}=...: task {unused[0]!r} is not in this run "
+                         f"(tasks: {', '.join(t.name for t in tasks)})")
     tasks = [
         with_options(t, data_dir=dirs.get(t.name, dirs.get(None)), limit=args.limit, num_fewshot=args.num_fewshot,
                      formulation=args.formulation, on_error=args.on_error if args.on_error != "raise" else None)
@@ -198,6 +207,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from iaa_eval.pairing import pair_vlm
     from iaa_eval.runner.distributed import joined_shards
 
+    if args.run_id is not None:
+        path_name(args.run_id, "--run-id")
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and args.device == "cuda":
         args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
@@ -211,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("no models: pass --model NAME=KIND:PATH (or --base/--llava/--iaa), or a suite with defaults")
     models, pairing = pair_vlm(models, "vlm" if args.vlm else None, tasks, args.pairs,
                                args.allow_tokenizer_mismatch)
-    run_id = args.run_id or _run_id(args.suite or "run", models, tasks)
+    run_id = args.run_id or _run_id(Path(args.suite).stem if args.suite else "run", models, tasks)
     config = RunConfig(tuple(models), tuple(tasks), args.output_path / run_id, args.log_samples or bool(args.suite),
                        args.suite, pairing)
     with joined_shards(rank, world_size, args.device) as shards:
@@ -279,6 +290,9 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
     if args.action == "info":
         print(json.dumps(build.info(out), indent=2))  # noqa: T201
         return 0
+    if args.out is None:  # the shipped trio is what the tests and baselines check
+        raise UsageError(f"miniworld build: give --out FOLDER (the shipped trio {ASSETS} is "
+                         "replaced only when --out names it)")
     manifest = build.build(out, seed=args.seed, device=args.device, quick=args.quick)
     print(f"mini-world written to {out} ({manifest.total_bytes / 1e6:.1f} MB)")  # noqa: T201
     return 0
@@ -296,13 +310,4 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("transformers", "datasets", "lm_eval", "httpx", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        return COMMANDS[args.command](args)
-    except IAAEvalError as exc:
-        if args.debug:
-            raise
-        print(f"iaa-eval: error: {exc}", file=sys.stderr)  # noqa: T201
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("iaa-eval: interrupted; finished work is cached, rerun to resume", file=sys.stderr)  # noqa: T201
-        return 130
+    return finish(lambda: COMMANDS[args.command](args), args.debug)

@@ -10,10 +10,11 @@ the file and the field path::
 
 Types understood: dataclasses (nested), ``X | None`` and other unions, ``bool``, ``int``, ``float``,
 ``str``, ``Path``, ``Literal[...]``, ``Enum``, ``tuple[X, ...]``, ``list[X]``, ``dict[str, X]``,
-``Any``, the bounded numbers below (``Annotated[float, Bounds(...)]``) and non-blank strings
-(:data:`NonBlank`). Two conveniences of hand-written files: a tuple of dataclasses with a
-:data:`KEY` field is written as a mapping (``text: {iaa: {...}}`` fills ``kind``), and a dataclass
-with a :data:`SHORTHAND` field may be written as a bare string (``- mme`` is ``{task: mme}``).
+``Any``, the bounded numbers below (``Annotated[float, Bounds(...)]``), non-blank strings
+(:data:`NonBlank`) and file or folder names (:data:`Name`). Two conveniences of hand-written
+files: a tuple of dataclasses with a :data:`KEY` field is written as a mapping
+(``text: {iaa: {...}}`` fills ``kind``), and a dataclass with a :data:`SHORTHAND` field may be
+written as a bare string (``- mme`` is ``{task: mme}``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from iaa_eval.errors import DataError, IAAEvalError
+from iaa_eval.names import HINT, name_problem
 
 T = TypeVar("T")
 KEY = types.MappingProxyType({"config": "key"})  # field metadata: the mapping key fills it
@@ -63,12 +65,23 @@ class NotBlank:
         return None if value.strip() else "expected a non-blank string"
 
 
+@dataclass(frozen=True)
+class PathComponent:
+    """A string field that becomes a file or folder name (a model name, a task alias)."""
+
+    def check(self, value: str) -> str | None:
+        """Why ``value`` cannot be one path component, or None."""
+        problem = name_problem(value)
+        return f"{problem}; {HINT}" if problem else None
+
+
 Finite = Annotated[float, Bounds()]
 NonNegative = Annotated[float, Bounds(0)]
 NonNegativeInt = Annotated[int, Bounds(0)]
 PositiveInt = Annotated[int, Bounds(1)]
 Percent = Annotated[float, Bounds(0, 100)]
 NonBlank = Annotated[str, NotBlank()]
+Name = Annotated[str, PathComponent()]
 
 
 class _Invalid(Exception):
@@ -125,7 +138,7 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     origin, args = get_origin(hint), get_args(hint)
     if origin is Annotated:
         converted = _convert(args[0], value, path)
-        for rule in (a for a in args[1:] if isinstance(a, Bounds | NotBlank)):
+        for rule in (a for a in args[1:] if isinstance(a, Bounds | NotBlank | PathComponent)):
             problem = rule.check(converted)
             if problem:
                 raise _Invalid(path, f"{problem}, got {_got(value)}")

@@ -30,7 +30,12 @@ class NonFiniteOutput(ModelError):
     instead of writing them. The run loop (evaluate.py) adds the model's name to the message."""
 
 
+class OutputError(IAAEvalError):
+    """A file iaa-eval writes could not be written (a full disk, a lost mount); the message names
+    it. Files are replaced atomically, so what was written before stays whole."""
+
+
 class RunInterrupted(IAAEvalError):
-    """Ctrl-C: finished work is kept in the cache; rerun to resume."""
+    """Ctrl-C or SIGTERM: finished work is kept in the cache; rerun to resume."""
 
     exit_code = 130

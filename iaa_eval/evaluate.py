@@ -24,7 +24,14 @@ from typing import Any
 from iaa_eval.errors import NonFiniteOutput, RunInterrupted, UsageError
 from iaa_eval.miniworld import ASSETS as MINIWORLD_ASSETS
 from iaa_eval.models.base import EvalModel, ModelSpec
-from iaa_eval.rundir import SCHEMA_VERSION, TaskResult, write_results, write_samples
+from iaa_eval.names import path_name
+from iaa_eval.rundir import (
+    SCHEMA_VERSION,
+    TaskResult,
+    recorded_results,
+    write_results,
+    write_samples,
+)
 from iaa_eval.runner.cache import RequestCache
 from iaa_eval.runner.distributed import Shards
 from iaa_eval.runner.requests import RequestPath
@@ -40,6 +47,12 @@ class TaskSpec:
     name: str
     options: TaskOptions = field(default_factory=TaskOptions)
     alias: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.alias is None:
+            path_name(self.name, "task name")
+        else:
+            path_name(self.alias, "task alias")
 
     @property
     def key(self) -> str:
@@ -145,6 +158,21 @@ def writable_run_dir(run_dir: Path) -> None:
         ) from exc
 
 
+def keeps_earlier_results(config: RunConfig) -> None:
+    """A run directory holds one run: rerunning its id resumes it, with the same or more models
+    and tasks. Other ones would rewrite results.json without the earlier results, so that is
+    refused (the samples and cache of those would be left orphaned beside it)."""
+    planned = {(m.name, t.key) for m in config.models for t in config.tasks}
+    earlier = recorded_results(config.run_dir)
+    dropped = [f"{m}/{t}" for m, tasks in earlier.items() for t in tasks if (m, t) not in planned]
+    if dropped:
+        raise UsageError(
+            f"run directory {config.run_dir} holds results this run would drop from its "
+            f"results.json ({', '.join(dropped)}); pass another --run-id, or rerun with those "
+            "models and tasks included"
+        )
+
+
 def run(config: RunConfig, shards: Shards | None = None) -> Path:
     """Run every model on every task; returns the run directory. Under torchrun, pass this rank's
     ``shards``: all ranks compute, rank 0 writes."""
@@ -152,6 +180,7 @@ def run(config: RunConfig, shards: Shards | None = None) -> Path:
 
     shards = shards or Shards()
     run_dir = config.run_dir
+    keeps_earlier_results(config)
     writable_run_dir(run_dir)
     cache = RequestCache(run_dir / "cache.sqlite")
     data: dict[str, Any] = {

@@ -2,7 +2,9 @@
 
 Exit codes: 0 every rule passed, 1 a rule was breached (the table says which, with the numbers),
 2 the input is unusable (missing file, schema mismatch, a rule naming a task, metric or model
-kind the run does not have, samples a rule needs but the run did not log).
+kind the run does not have, samples a rule needs but the run did not log). The gate fails closed:
+a rule that compares nothing (no limit set, no task to apply to, ``--against`` a run sharing no
+result with this one, or without a ``regression`` section) is exit 2 too, never a pass.
 
 ``gate.yaml`` (every key optional except where noted; read by :mod:`iaa_eval.config`: unknown or
 repeated keys, wrong types and non-finite numbers are errors; limits and tolerance are >= 0)::
@@ -26,7 +28,6 @@ the score minus the base model's (blind) score on the same task.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,6 @@ from iaa_eval import config
 from iaa_eval.errors import DataError, IAAEvalError
 from iaa_eval.forgetting import Analysis, analyse, compare_runs
 from iaa_eval.rundir import RunData
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -152,6 +151,18 @@ def _needs_samples(run: RunData, model: str, task: str, rule: str) -> None:
                         "(per-item samples needed; run with --log-samples)")
 
 
+def _compared(rows: list[GateRow], rule: str, why: str) -> list[GateRow]:
+    """``rows``, or an error when a rule compared nothing: a rule that checks nothing must not
+    read as passed (the gate fails closed)."""
+    if not rows:
+        raise DataError(f"rule {rule} compared nothing: {why}")
+    return rows
+
+
+def _pairs(run: RunData) -> str:
+    return ", ".join(f"{m}/{t}" for m in run.models for t in run.tasks(m)) or "none"
+
+
 def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow]:
     rows, name = [], f"text.{rule.kind}"
     text = analysis.text.set_index(["model", "task"]) if not analysis.text.empty else None
@@ -177,7 +188,10 @@ def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow
                 ok = -float(row.delta) <= rule.max_drop
                 rows.append(GateRow(f"{name}.max_drop", model, task, -float(row.delta), f"<= {rule.max_drop:g}",
                                     "pass" if ok else "fail", detail))
-    return rows
+    limits = rule.max_flips is not None or rule.max_drop is not None or rule.report_only
+    tasks = ", ".join(run.tasks()) or "none"
+    return _compared(rows, name, "it sets none of max_flips, max_drop, report_only" if not limits
+                     else f"no text task in {run.run_dir} (tasks: {tasks})")
 
 
 def _multimodal_rows(run: RunData, base: str, rule: MultimodalRule, index: int) -> list[GateRow]:
@@ -198,7 +212,7 @@ def _multimodal_rows(run: RunData, base: str, rule: MultimodalRule, index: int) 
             gain = score - run.score(base, rule.task, metric)
             rows.append(GateRow(f"{name}.min_gain", model, rule.task, gain, f"{metric} gain >= {rule.min_gain:g}",
                                 "pass" if gain >= rule.min_gain else "fail", f"{metric} {score:.4g} vs base"))
-    return rows
+    return _compared(rows, name, "it sets neither min nor min_gain")
 
 
 def _regression_rows(run: RunData, earlier: RunData, rule: RegressionRule, resamples: int, seed: int) -> list[GateRow]:
@@ -218,7 +232,8 @@ def _regression_rows(run: RunData, earlier: RunData, rule: RegressionRule, resam
         detail = f"{r.metric} {r.score_a:.4g} -> {r.score_b:.4g}; item delta {r.item_delta:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
         rows.append(GateRow("regression", r.model, r.task, float(r.item_delta),
                             f"CI high >= {0.0 - rule.tolerance:g}", "pass" if ok else "fail", detail))
-    return rows
+    return _compared(rows, "regression", f"--against {earlier.run_dir} shares no model/task result "
+                     f"with {run.run_dir} (earlier: {_pairs(earlier)}; now: {_pairs(run)})")
 
 
 def run_gate(run_dir: Path | str, thresholds_path: Path | str, against: Path | str | None = None,
@@ -239,9 +254,11 @@ def run_gate(run_dir: Path | str, thresholds_path: Path | str, against: Path | s
             rows += _multimodal_rows(run, analysis.base, mm_rule, index)
         if earlier is not None:
             if thresholds.regression is None:
-                log.warning("--against given but %s has no 'regression' section", thresholds_path)
-            else:
-                rows += _regression_rows(run, earlier, thresholds.regression, resamples, seed)
+                raise DataError(f"--against {against}: the thresholds have no 'regression' "
+                                "section, so nothing would be compared with the earlier run")
+            rows += _regression_rows(run, earlier, thresholds.regression, resamples, seed)
+        if not rows:
+            raise DataError(f"{thresholds_path}: no rule, so the gate compared nothing")
     except IAAEvalError as exc:
         text = str(exc)  # a rule that cannot apply: name the thresholds file it came from, too
         return GateOutcome(2, errors=(f"{thresholds_path}: {text}" if text.startswith("rule ") else text,))

@@ -123,12 +123,13 @@ def compare_tokenizers(base: Any, vlm: Any, prompts: Sequence[str]) -> Tokenizer
 
 
 def _tokenizer(spec: ModelSpec) -> Any:
+    """The tokenizer of ``spec`` (one-line errors; a hub id fails at once without a network)."""
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{spec.name} ({spec.path}): cannot load its tokenizer ({exc})") from exc
+    from iaa_eval.models.loading import load_pretrained
+
+    return load_pretrained(AutoTokenizer.from_pretrained, spec.path, f"{spec.name} tokenizer",
+                           trust_remote_code=spec.trust_remote_code)
 
 
 def _text_prompts(tasks: Sequence[Any], per_subject: int) -> list[str]:

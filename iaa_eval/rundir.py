@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from iaa_eval.errors import DataError
+from iaa_eval.errors import DataError, OutputError
+from iaa_eval.names import path_name
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2  # 2: each task result records its modality and data source
@@ -105,17 +106,23 @@ def source_kind(source: str) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a crash leaves either the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``text`` to ``path`` so that a crash leaves either the old file or the new one; a
+    failed write (a full disk) is an :class:`OutputError` naming ``path``."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path} ({exc.strerror or exc}); what was written "
+                              "before it is kept (free space and rerun to resume)") from exc
         raise
 
 
@@ -149,6 +156,20 @@ def write_results(run_dir: Path, data: dict[str, Any]) -> Path:
     path = run_dir / "results.json"
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     return path
+
+
+def recorded_results(run_dir: Path) -> dict[str, list[str]]:
+    """Model -> tasks that ``results.json`` of ``run_dir`` holds ({} when there is none, or it is
+    unreadable: a rerun rewrites it). Read leniently: any schema version counts."""
+    try:
+        text = (Path(run_dir) / "results.json").read_text(encoding="utf-8")
+        results = json.loads(text)["results"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(results, dict):
+        return {}
+    return {str(m): list(tasks) for m, tasks in results.items()
+            if isinstance(tasks, dict) and tasks}
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:
@@ -224,15 +245,27 @@ class RunData:
 
     def _check(self) -> None:
         where = self.run_dir / "results.json"
+        path_name(self.run_id, f"{where}: run_id", DataError)
+        if not any(isinstance(tasks, dict) and tasks for tasks in self.data["results"].values()):
+            raise DataError(f"{where}: no task results (the run stopped before its first task "
+                            "finished?); rerun its `iaa-eval run` command to finish it")
         for model, tasks in self.data["results"].items():
+            path_name(model, f"{where}: results: model name", DataError)
             if model not in self.data["models"]:
                 raise DataError(f"{where}: results for model {model!r} but no models.{model} entry")
+            if not isinstance(tasks, dict):
+                raise DataError(f"{where}: results.{model}: expected an object of task results")
             for task, entry in tasks.items():
+                path_name(task, f"{where}: results.{model}: task name", DataError)
                 metrics = entry.get("metrics") if isinstance(entry, dict) else None
                 if not isinstance(metrics, dict) or entry.get("primary") not in metrics:
                     raise DataError(
                         f"{where}: results.{model}.{task} lacks 'metrics' with its 'primary' metric"
                     )
+                for name, value in metrics.items():
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        raise DataError(f"{where}: results.{model}.{task}.metrics.{name}: "
+                                        f"expected a number, got {value!r}")
                 if entry.get("modality") not in MODALITIES:
                     raise DataError(
                         f"{where}: results.{model}.{task}.modality: expected one of {MODALITIES}"

@@ -25,7 +25,7 @@ from iaa_eval.tasks import TaskOptions
 class SuiteModel:
     """``models: {name: {kind, path}}``."""
 
-    name: str = field(metadata=config.KEY)
+    name: config.Name = field(metadata=config.KEY)
     kind: str
     path: str
 
@@ -35,7 +35,7 @@ class SuiteTask:
     """One ``tasks:`` entry; a bare name is ``{task: name}``."""
 
     task: str = field(metadata=config.SHORTHAND)
-    alias: str | None = None
+    alias: config.Name | None = None
     data_dir: str | None = None
     limit: config.PositiveInt | None = None
     num_fewshot: config.NonNegativeInt | None = None

@@ -20,7 +20,7 @@ PACKAGE = "iaa_eval"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("cli", ("iaa_eval.cli", "iaa_eval.__main__")),
+    ("cli", ("iaa_eval.cli", "iaa_eval.__main__", "iaa_eval.exits")),
     (
         "orchestration",
         (
@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "iaa_eval.metrics",
             "iaa_eval.errors",
+            "iaa_eval.names",
             "iaa_eval.registry",
             "iaa_eval.machine",
             "iaa_eval.config",

@@ -139,3 +139,33 @@ def test_comparison_page_escapes_run_and_model_text(tmp_path: Path) -> None:
     html = page.read_text(encoding="utf-8")
     assert payload_id not in html and "<img src=x" not in html and "<script" not in html.lower()
     assert "&lt;img src=x onerror=" in html
+
+
+@pytest.mark.parametrize("case", ["run-id", "absolute-run-id", "model-name", "results-run-id"])
+def test_names_never_become_paths_outside_their_folder(case: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A run id, a model name or a results.json's run_id that would leave --output-path or --out is
+    refused with one line (exit 2), and nothing is written outside those folders."""
+    import json
+
+    from iaa_eval.cli import main
+    from tests.runfixture import make_run
+
+    inside = tmp_path / "work"
+    runs = ["--tasks", "mmlu", "--output-path", str(inside / "runs")]
+    run = ["run", "--model", f"base=hf:{tmp_path}", *runs]
+    if case == "results-run-id":
+        run_dir = make_run(inside / "runs" / "r", n_text=4, n_mm=12)
+        data = json.loads((run_dir / "results.json").read_text())
+        (run_dir / "results.json").write_text(json.dumps({**data, "run_id": "../../hijacked"}))
+    before = set(tmp_path.rglob("*"))
+    argv = {
+        "run-id": [*run, "--run-id", "../escaped"],
+        "absolute-run-id": [*run, "--run-id", str(tmp_path / "elsewhere")],
+        "model-name": ["run", "--model", f"../../x=hf:{tmp_path}", *runs, "--run-id", "r"],
+        "results-run-id": ["report", str(inside / "runs" / "r"), "--out", str(inside / "reports")],
+    }[case]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a path separator" in err
+    assert set(tmp_path.rglob("*")) - before == set()

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from iaa_eval.names import path_name
+
 if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
@@ -45,6 +47,9 @@ class ModelSpec:
     dtype: str = "auto"
     batch_size: int | str = 8
     trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        path_name(self.name, "model name")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from iaa_eval.errors import NonFiniteOutput
+from iaa_eval.errors import ModelError, NonFiniteOutput
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,15 @@ def greedy_decode(
 
 
 def ensure_pad_token(tokenizer: Any) -> None:
-    """Left padding for generation needs a pad token; fall back to EOS as most causal LMs do."""
+    """Left padding for generation needs a pad token; fall back to EOS as most causal LMs do. A
+    tokenizer with neither cannot pad a batch, nor say where an answer ends: refused at load."""
     if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(
+                f"tokenizer {tokenizer.name_or_path!r}: has neither a pad token nor an EOS token, "
+                "so answers cannot be batched or ended; set pad_token or eos_token in its "
+                "tokenizer_config.json"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import socket
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +18,7 @@ from iaa_eval.errors import ModelError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+HUB_PROBE_S = 3.0  # seconds one connection attempt to the hub may take
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -32,10 +37,34 @@ def looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or Path(path).exists()
 
 
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached, or None. One connection attempt of at most a few
+    seconds: without a network, huggingface_hub retries every file for about a minute first."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if urllib.request.getproxies():
+        return None  # behind a proxy, a direct connection proves nothing: let the hub client try
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=HUB_PROBE_S).close()
+    except OSError as exc:
+        return f"no connection to {url.hostname}:{port}: {exc.strerror or exc}"
+    return None
+
+
 def load_pretrained(loader: Callable[..., T], path: str, what: str, **kwargs: Any) -> T:
-    """Call ``loader(path, **kwargs)`` (a ``from_pretrained``) and turn failures into one clear line."""
+    """Call ``loader(path, **kwargs)`` (a ``from_pretrained``); failures become one clear line.
+    A hub id while the hub is unreachable is read from the local hub cache only, or refused at
+    once."""
     if looks_local(path) and not Path(path).expanduser().exists():
         raise ModelError(f"{what} {path!r}: no such directory")
+    offline = None if looks_local(path) else hub_unreachable()
+    if offline:
+        kwargs["local_files_only"] = True
     kwargs.setdefault("trust_remote_code", False)
     if kwargs["trust_remote_code"]:
         log.warning("--trust-remote-code: code shipped with %s will run on this machine", path)
@@ -44,6 +73,12 @@ def load_pretrained(loader: Callable[..., T], path: str, what: str, **kwargs: An
     except OSError as exc:
         if looks_local(path):
             raise ModelError(f"{what} {path!r}: cannot be loaded ({exc})") from exc
+        if offline:
+            raise ModelError(
+                f"{what} {path!r}: not a local directory, not in the local hub cache, and the "
+                f"Hugging Face hub is unreachable ({offline}); download it elsewhere and pass the "
+                "local directory (e.g. --model NAME=KIND:./local-dir)"
+            ) from exc
         raise ModelError(
             f"{what} {path!r}: not a local directory and the Hugging Face hub is unreachable or has no such "
             f"repo ({type(exc).__name__}). Download it elsewhere and pass the local directory instead "

@@ -15,8 +15,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from iaa_eval.errors import DataError
+from iaa_eval.errors import DataError, OutputError
 
+_COLUMNS = ["fingerprint", "key", "value"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     fingerprint TEXT NOT NULL,
@@ -62,6 +63,14 @@ class RequestCache:
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(_SCHEMA)
                 db.commit()
+                columns = [row[1] for row in db.execute("PRAGMA table_info(requests)")]
+                if columns != _COLUMNS:
+                    db.close()
+                    raise DataError(
+                        f"{self.path}: not an iaa-eval request cache (table 'requests' has "
+                        f"columns {', '.join(columns)}; expected {', '.join(_COLUMNS)}); delete "
+                        "it or choose another --run-id"
+                    )
                 return db
             except sqlite3.DatabaseError as exc:
                 db.close()
@@ -90,8 +99,13 @@ class RequestCache:
         """Store finished requests in one transaction; callers pass small batches (a chunk of
         requests), so a crash loses at most the batch in flight and never leaves half of one."""
         rows = [(fingerprint, key, json.dumps(value, ensure_ascii=False)) for key, value in items]
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO requests (fingerprint, key, value) VALUES (?, ?, ?)", rows)
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO requests (fingerprint, key, value) "
+                                     "VALUES (?, ?, ?)", rows)
+        except sqlite3.OperationalError as exc:  # "database or disk is full", a lost mount
+            raise OutputError(f"cannot write {self.path} ({exc}); the requests stored before are "
+                              "kept (free space and rerun to resume)") from exc
 
     def count(self, fingerprint: str | None = None) -> int:
         """Rows stored (for one fingerprint, or all)."""

@@ -10,12 +10,20 @@ tests.bad_inputs.cases > docs/bad_inputs.md``) and a test checks it has not drif
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import io
 import json
+import os
 import shutil
+import signal
+import sqlite3
 import struct
+import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +50,8 @@ class Case:
     skipped: int | None = None  # --on-error skip: the recorded skip count
     needs_non_root: bool = False
     samples: str | None = None  # a valid input: this samples file (in the run folder) holds message
+    during: Callable[[Path], AbstractContextManager[object]] | None = None  # the world meanwhile
+    keeps: str | None = None  # finished work kept: {d}/runs/r/results.json still holds this task
 
 
 # ---------------------------------------------------------------- helpers
@@ -395,6 +405,168 @@ def turns(*roles: str) -> list[dict[str, str]]:
     return [{"from": role, "value": "<image>\nWhat colour?" if role == "human" else "red"} for role in roles]
 
 
+# ---------------------------------------------------------------- names, run state, the world
+def made_run(d: Path, change: Callable[[dict], None] | None = None, name: str = "r") -> Path:
+    """A finished run folder ``{d}/runs/<name>`` (tests/runfixture.py) with ``change`` applied to
+    its results.json."""
+    from tests.runfixture import make_run
+
+    run_dir = make_run(d / "runs" / name, n_text=4, n_mm=12)
+    if change is not None:
+        path = run_dir / "results.json"
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+    return run_dir
+
+
+def report(d: Path, change: Callable[[dict], None]) -> list[str]:
+    return ["report", str(made_run(d, change)), "--out", str(d / "reports")]
+
+
+def _renamed_tasks(data: dict) -> None:
+    data["results"] = {m: {f"{t}_old": e for t, e in tasks.items()}
+                       for m, tasks in data["results"].items()}
+
+
+def _metric_string(data: dict) -> None:
+    data["results"]["base"]["mmlu"]["metrics"]["acc"] = "0.5"
+
+
+def _gate_against_disjoint(m: Models, d: Path) -> list[str]:
+    earlier = made_run(d, _renamed_tasks, name="old")
+    return [*gate_file(d, "version: 1\nregression: {tolerance: 0.0}\n"), "--against", str(earlier)]
+
+
+def _gate_against_no_section(m: Models, d: Path) -> list[str]:
+    earlier = made_run(d, name="old")
+    return [*gate_file(d, "version: 1\ntext:\n  iaa: {max_flips: 0}\n"), "--against", str(earlier)]
+
+
+def _rerun_other_tasks(m: Models, d: Path) -> list[str]:
+    made_run(d)  # base, llava and iaa on mmlu, ceval, mme, mmbench_en and vqav2
+    return run(llama(m), "mmlu", mmlu(d), d)
+
+
+def _no_pad_no_eos(m: Models, d: Path) -> list[str]:
+    folder = copy_model(m.llama, d)
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config.pop("eos_token")
+    config.pop("pad_token")
+    path.write_text(json.dumps(config))
+    return run(f"base=hf:{folder}", "mme", mme(d), d)
+
+
+def _iaa_positions(m: Models, d: Path) -> list[str]:
+    """An IAA checkpoint (3 base layers) whose config.json puts an insertion layer after layer 7."""
+    from tests.iaa_helpers import tiny_iaa
+
+    tokenizer, _, _, processor, model = tiny_iaa(layers=3)
+    model.save_pretrained(d / "ckpt", tokenizer=tokenizer, image_processor=processor)
+    edit_json(d / "ckpt" / "config.json", insert_after_layers=[0, 7])
+    return run(f"iaa=iaa:{d}/ckpt", "mme", mme(d), d)
+
+
+def _foreign_cache(m: Models, d: Path) -> list[str]:
+    (d / "runs" / "r").mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(d / "runs" / "r" / "cache.sqlite")) as db:
+        db.execute("CREATE TABLE requests (id INTEGER, blob BLOB)")
+        db.commit()
+    return run(llama(m), "mmlu", mmlu(d), d)
+
+
+def _two_tasks(m: Models, d: Path) -> list[str]:
+    """mmlu then mme (blind) with the tiny Llama: a run that writes results.json twice."""
+    return run(llama(m), "mmlu,mme", None, d,
+               "--data-dir", f"mmlu={mmlu(d)}", "--data-dir", f"mme={mme(d)}")
+
+
+@contextlib.contextmanager
+def _after_first_results(act: Callable[[Path, int], None]) -> Iterator[None]:
+    """Call ``act(path, call)`` around each results.json write of the run loop (call 1, 2, ...)."""
+    from iaa_eval import evaluate
+
+    original, calls = evaluate.write_results, []
+
+    def write(run_dir: Path, data: dict) -> Path:
+        calls.append(run_dir)
+        act(run_dir / "results.json", len(calls))
+        path = original(run_dir, data)
+        act(path, -len(calls))
+        return path
+
+    evaluate.write_results = write
+    try:
+        yield
+    finally:
+        evaluate.write_results = original
+
+
+def _sigterm(d: Path) -> AbstractContextManager[object]:
+    """SIGTERM arrives once the first task's results are written."""
+    def act(_: Path, call: int) -> None:
+        if call == -1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return _after_first_results(act)
+
+
+def _disk_full(d: Path) -> AbstractContextManager[object]:
+    """The disk fills up between the first and the second results.json."""
+    def act(path: Path, call: int) -> None:
+        if call == 2:
+            real_replace = os.replace
+
+            def full(src: str, dst: str) -> None:
+                os.replace = real_replace
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+            os.replace = full
+
+    return _after_first_results(act)
+
+
+@contextlib.contextmanager
+def _hub_unreachable(d: Path) -> Iterator[None]:
+    """The hub's endpoint refuses connections (a closed local port), and no proxy is set."""
+    from huggingface_hub import constants
+
+    from iaa_eval.models import loading
+
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.lower().endswith("_proxy")}
+    endpoint, constants.ENDPOINT = constants.ENDPOINT, "http://127.0.0.1:9"
+    loading.hub_unreachable.cache_clear()
+    try:
+        yield
+    finally:
+        constants.ENDPOINT = endpoint
+        os.environ.update(saved)
+        loading.hub_unreachable.cache_clear()
+
+
+class _ClosedPipe:
+    """A stdout whose reader went away."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    def flush(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("fileno")
+
+
+@contextlib.contextmanager
+def _broken_pipe(d: Path) -> Iterator[None]:
+    stdout, sys.stdout = sys.stdout, _ClosedPipe()
+    try:
+        yield
+    finally:
+        sys.stdout = stdout
+
+
 CASES: list[Case] = [
     # ---- models
     Case("safetensors-truncated", "model.safetensors cut to half its size", _truncate, 2, "model '{d}/model': weight file model.safetensors unreadable (Error while deserializing header: incomplete metadata, file not fully covered); expected a complete safetensors file"),
@@ -546,6 +718,118 @@ CASES: list[Case] = [
     Case("run-dir-is-a-file", "--output-path naming a file where a folder is expected", _output_file, 2, "run directory {d}/runs/r: not writable (Not a directory); pass --output-path with a writable folder"),
     Case("run-dir-read-only", "--output-path in a read-only folder (skipped as root: root writes anyway)",
          _read_only, 2, "run directory {d}/runs/r: not writable (Permission denied); pass --output-path with a writable folder", needs_non_root=True),
+    # ---- names that become paths
+    Case("run-id-escapes", "--run-id ../escaped (would write beside --output-path)",
+         lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--run-id", "../escaped"), 2,
+         "--run-id '../escaped' holds a path separator (a path is not a name); a name is one file "
+         "or folder name"),
+    Case("run-id-absolute", "--run-id that is an absolute path",
+         lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--run-id", str(d / "abs")), 2,
+         "--run-id '{d}/abs' holds a path separator (a path is not a name)"),
+    Case("model-name-escapes", "--model '../../x=hf:...' (samples would go outside the run)",
+         lambda m, d: run(f"../../x=hf:{m.llama}", "mmlu", mmlu(d), d), 2,
+         "model name '../../x' holds a path separator (a path is not a name)"),
+    Case("suite-alias-escapes", "suite YAML task alias '../x' (results and samples use it)",
+         lambda m, d: ["run", "--suite", str(suite(d, "tasks:\n  - {task: mmlu, alias: ../x}\n")),
+                       "--base", str(m.llama)],
+         2, "{d}/mysuite.yaml: tasks[0].alias: holds a path separator (a path is not a name)"),
+    Case("results-run-id-escapes", "report of a results.json whose run_id is ../../hijacked",
+         lambda m, d: report(d, lambda r: r.update(run_id="../../hijacked")), 2,
+         "{d}/runs/r/results.json: run_id '../../hijacked' holds a path separator"),
+    Case("results-model-name-escapes", "report of a results.json naming a model ../x",
+         lambda m, d: report(d, lambda r: r["results"].update({"../x": r["results"].pop("iaa")})),
+         2,
+         "{d}/runs/r/results.json: results: model name '../x' holds a path separator"),
+    # ---- results files
+    Case("results-metric-string", "report of a results.json whose metric is a string",
+         lambda m, d: report(d, _metric_string), 2,
+         "{d}/runs/r/results.json: results.base.mmlu.metrics.acc: expected a number, got '0.5'"),
+    Case("results-empty", "report of a run with no task results",
+         lambda m, d: report(d, lambda r: r.update(results={})), 2,
+         "{d}/runs/r/results.json: no task results (the run stopped before its first task "
+         "finished?)"),
+    # ---- the gate fails closed
+    Case("gate-nan-threshold", "gate threshold .nan (every comparison with NaN is false)",
+         lambda m, d: gate_file(d, "version: 1\ntext:\n  iaa: {max_drop: .nan}\n"), 2,
+         "unusable input: {d}/gate.yaml: text.iaa.max_drop: expected a finite number, got nan"),
+    Case("gate-inf-threshold", "gate threshold .inf",
+         lambda m, d: gate_file(d, "version: 1\nmultimodal:\n  - {kind: iaa, task: mme, "
+                                "min: -.inf}\n"), 2,
+         "unusable input: {d}/gate.yaml: multimodal[0].min: expected a finite number, got -inf"),
+    Case("gate-negative-threshold", "gate threshold max_flips: -1",
+         lambda m, d: gate_file(d, "version: 1\ntext:\n  iaa: {max_flips: -1}\n"), 2,
+         "unusable input: {d}/gate.yaml: text.iaa.max_flips: expected a number >= 0, got -1"),
+    Case("gate-rule-without-limit", "gate multimodal rule with neither min nor min_gain",
+         lambda m, d: gate_file(d, "version: 1\nmultimodal:\n  - {kind: iaa, task: mme}\n"), 2,
+         "unusable input: {d}/gate.yaml: rule multimodal[0] compared nothing: it sets neither min "
+         "nor min_gain"),
+    Case("gate-text-rule-without-limit", "gate text rule with no limit",
+         lambda m, d: gate_file(d, "version: 1\ntext:\n  iaa: {tasks: [mmlu]}\n"), 2,
+         "unusable input: {d}/gate.yaml: rule text.iaa compared nothing: it sets none of "
+         "max_flips, max_drop, report_only"),
+    Case("gate-no-rules", "gate file with no rule at all",
+         lambda m, d: gate_file(d, "version: 1\n"), 2,
+         "unusable input: {d}/gate.yaml: no rule, so the gate compared nothing"),
+    Case("gate-against-disjoint", "gate --against a run sharing no task with this one",
+         _gate_against_disjoint, 2,
+         "unusable input: {d}/gate.yaml: rule regression compared nothing: --against {d}/runs/old "
+         "shares no model/task result with {d}/runs/r"),
+    Case("gate-against-no-regression", "gate --against, thresholds without a regression section",
+         _gate_against_no_section, 2,
+         "unusable input: --against {d}/runs/old: the thresholds have no 'regression' section, so "
+         "nothing would be compared with the earlier run"),
+    # ---- command line and run state
+    Case("fewshot-negative", "--num-fewshot -1",
+         lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--num-fewshot", "-1"), 2,
+         "iaa-eval run: error: argument --num-fewshot: must be an integer >= 0, got -1"),
+    Case("tasks-empty", "--tasks , (no task names)", lambda m, d: run(llama(m), ",", None, d), 2,
+         "--tasks ',': no task names; e.g. --tasks mmlu,mme"),
+    Case("data-dir-other-task", "--data-dir for a task not in the run (a typo)",
+         lambda m, d: run(llama(m), "mmlu", None, d, "--data-dir", f"mmlu={mmlu(d)}",
+                          "--data-dir", f"cevall={d}"), 2,
+         "--data-dir cevall=...: task 'cevall' is not in this run (tasks: mmlu)"),
+    Case("rerun-other-tasks", "rerunning a run id with other tasks (the earlier ones would vanish)",
+         _rerun_other_tasks, 2,
+         "run directory {d}/runs/r holds results this run would drop from its results.json "
+         "(base/ceval, base/mme",
+         keeps="ceval"),
+    Case("sigterm", "SIGTERM once the first of two tasks is written", _two_tasks, 130,
+         "interrupted: finished requests are kept in {d}/runs/r/cache.sqlite; rerun the same "
+         "command to resume",
+         during=_sigterm, keeps="mmlu"),
+    Case("disk-full", "the disk fills up while the second task's results are written",
+         _two_tasks, 2,
+         "cannot write {d}/runs/r/results.json (No space left on device); what was written before "
+         "it is kept",
+         during=_disk_full, keeps="mmlu"),
+    Case("cache-foreign-table", "a cache.sqlite whose requests table has another layout",
+         _foreign_cache, 2,
+         "{d}/runs/r/cache.sqlite: not an iaa-eval request cache (table 'requests' has columns "
+         "id, blob; expected fingerprint, key, value)"),
+    Case("broken-pipe", "iaa-eval miniworld info | head (the reader goes away)",
+         lambda m, d: ["miniworld", "info"], 141, "", during=_broken_pipe),
+    Case("miniworld-build-no-out", "miniworld build without --out (would replace the shipped trio)",
+         lambda m, d: ["miniworld", "build"], 2,
+         "miniworld build: give --out FOLDER (the shipped trio "),
+    Case("hub-unreachable", "a hub id while the hub cannot be reached (fails at once, no retries)",
+         lambda m, d: run("base=hf:iaa-eval-tests/no-such-model", "mmlu", mmlu(d), d), 2,
+         "tokenizer 'iaa-eval-tests/no-such-model': not a local directory, not in the local hub "
+         "cache, and the Hugging Face hub is unreachable (no connection to 127.0.0.1:9: "
+         "Connection refused)",
+         during=_hub_unreachable),
+    Case("tokenizer-no-pad-no-eos", "a tokenizer with neither a pad nor an EOS token",
+         _no_pad_no_eos, 2,
+         "tokenizer '{d}/model': has neither a pad token nor an EOS token, so answers cannot be "
+         "batched or ended"),
+    Case("iaa-positions-past-layers", "an IAA config.json inserting after layer 7 of 3",
+         _iaa_positions, 2,
+         "{d}/ckpt/config.json: insert_after_layers[1]=7 is out of range for num_hidden_layers=3"),
+    Case("train-positions-past-layers", "train iaa --insert-after past the base's layer count",
+         lambda m, d: train(m, d, [{"id": "a", "image": "images/a.png",
+                                    "conversations": turns("human", "gpt")}],
+                            "--image-token", "<pad>", "--insert-after", "0,5"), 2,
+         "with --insert-after 0,5: insert_after_layers[1]=5 is out of range for "
+         "num_hidden_layers=2"),
 ]
 
 
@@ -558,7 +842,10 @@ def render_doc() -> str:
         "code and that the message (stderr; stdout for `gate`) contains the text shown, `<d>` standing for",
         "the folder the broken input lives in. With `--on-error skip` a bad row becomes a counted skip in",
         "`results.json` (`skipped`, `skip_reasons`) and the run succeeds. An input that only looks",
-        "broken is read as shown by the run's samples file (exit 0). Generated from the table in",
+        "broken is read as shown by the run's samples file (exit 0). Where the world changes",
+        "while a command runs (a signal, a full disk, a closed pipe, an unreachable hub), the test",
+        "makes it so; \"results.json keeps\" names a finished task that must survive. No case may",
+        "print a traceback (that takes `--debug`). Generated from the table in",
         "`tests/bad_inputs/cases.py`: `python -m tests.bad_inputs.cases > docs/bad_inputs.md`.",
         "",
         "| case | broken input | exit | error (or recorded skip) |",
@@ -570,11 +857,13 @@ def render_doc() -> str:
             shown = f"skipped: {case.skipped}; reason: {shown}"
         if case.samples is not None:
             shown = f"none; {case.samples} holds: {shown}"
-        lines.append(f"| `{case.id}` | {case.what} | {case.exit_code} | `{shown}` |")
+        shown = f"`{shown}`" if shown else "(nothing: it stops quietly)"
+        if case.keeps is not None:
+            shown += f"; results.json keeps `{case.keeps}`"
+        what = case.what.replace("|", "\\|")
+        lines.append(f"| `{case.id}` | {what} | {case.exit_code} | {shown} |")
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.stdout.write(render_doc())

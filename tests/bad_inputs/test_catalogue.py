@@ -4,6 +4,7 @@ input that only looks broken is read as its samples file shows."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -36,10 +37,18 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 def test_bad_input(case: Case, models: Models, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if case.needs_non_root and os.geteuid() == 0:
         pytest.skip("running as root, whom a read-only mode does not stop; run-dir-is-a-file checks the same path")
-    code, out, err = _cli(case.build(models, tmp_path), capsys)
+    argv = case.build(models, tmp_path)
+    with case.during(tmp_path) if case.during else contextlib.nullcontext():
+        code, out, err = _cli(argv, capsys)
     expected = case.message.replace("{d}", str(tmp_path))
     assert code == case.exit_code, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "Traceback" not in out
+    if case.keeps is not None:
+        results = json.loads((tmp_path / "runs" / "r" / "results.json").read_text())
+        assert case.keeps in results["results"]["base"], results["results"]
+    if not expected:
+        assert not err.strip(), err
+        return
     if case.samples is not None:
         samples = (tmp_path / "runs" / "r" / case.samples).read_text(encoding="utf-8")
         assert expected in samples, f"expected {expected!r} in {case.samples}:\n{samples[:2000]}"

@@ -171,14 +171,18 @@ def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
     raw = read_json(folder / "config.json")
     files = weight_files(folder)
     keys = set(read_tensors(files, keys_only=True))
-    if raw.get("model_type") == OFFICIAL_MODEL_TYPE:
-        config = config_from_official(raw, folder, keys)
-    elif raw.get("model_type") == IAAConfig.model_type:
-        config = IAAConfig.from_pretrained(folder)
-    else:
+    model_type = raw.get("model_type")
+    if model_type not in (OFFICIAL_MODEL_TYPE, IAAConfig.model_type):
         expected = f"{OFFICIAL_MODEL_TYPE!r} or {IAAConfig.model_type!r}"
-        raise ModelError(f"{folder / 'config.json'}: model_type={raw.get('model_type')!r} is not "
+        raise ModelError(f"{folder / 'config.json'}: model_type={model_type!r} is not "
                          f"an IAA checkpoint (expected {expected})")
+    try:  # IAAConfig names the field at fault (e.g. an insertion position past the layer count)
+        if model_type == OFFICIAL_MODEL_TYPE:
+            config = config_from_official(raw, folder, keys)
+        else:
+            config = IAAConfig.from_pretrained(folder)
+    except ValueError as exc:
+        raise ModelError(f"{folder / 'config.json'}: {exc}") from exc
     tensors = {k: v for k, v in read_tensors(files).items() if not k.endswith("rotary_emb.inv_freq")}
     if not any(k.startswith(VISION_PREFIX) for k in tensors):
         tensors.update(_vision_tensors(resolve_vision_dir(config.vision_tower_path, folder), folder))
