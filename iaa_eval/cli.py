@@ -60,8 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--formulation", choices=["letter", "cloze"], help="text tasks: answer letters or option text")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    run.add_argument("--device-map", help="split a model too large for one GPU over all GPUs (then the "
-                     "CPU): auto, balanced, balanced_low_0, sequential; replaces --device; not with torchrun")
+    run.add_argument("--device-map", help="one model over all GPUs: auto|balanced|balanced_low_0|sequential")
     run.add_argument("--max-memory", metavar="DEV=SIZE,..", help="with --device-map: e.g. 0=70GiB,cpu=200GiB")
     run.add_argument("--batch-size", type=_batch_size, default=8, help="N or auto (sized from free memory)")
     run.add_argument("--log-samples", action="store_true", help="write samples/<model>/<task>.jsonl (suites always do)")
@@ -139,8 +138,7 @@ def _model_specs(args: argparse.Namespace) -> list:
         MODEL_KINDS.require(kind)
         if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
             raise UsageError(f"--model {entry!r}: no such directory {path!r}")
-        specs.append(ModelSpec(name, kind, path, args.device, args.dtype, args.batch_size, args.trust_remote_code,
-                               args.device_map, args.max_memory))
+        specs.append(ModelSpec(name, kind, path, args.device, args.dtype, args.batch_size, args.trust_remote_code))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise UsageError(f"--model: duplicate model names in {names}")
@@ -207,15 +205,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if world_size > 1 and args.device == "cuda":
         args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     torch.set_num_threads(args.threads or max(1, free_cores() // world_size))
-    args.max_memory = parse_placement(args.device_map, args.max_memory, world_size)
+    max_memory = parse_placement(args.device_map, args.max_memory, world_size)
     user_models = _model_specs(args)
     suite_models, tasks = _task_specs(args, bool(user_models))
     models = user_models or [
-        dataclasses.replace(m, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                            device_map=args.device_map, max_memory=args.max_memory) for m in suite_models
+        dataclasses.replace(m, device=args.device, dtype=args.dtype, batch_size=args.batch_size) for m in suite_models
     ]
     if not models:
         raise UsageError("no models: pass --model NAME=KIND:PATH (or --base/--llava/--iaa), or a suite with defaults")
+    models = [dataclasses.replace(m, device_map=args.device_map, max_memory=max_memory) for m in models]
     models, pairing = pair_vlm(models, "vlm" if args.vlm else None, tasks, args.pairs,
                                args.allow_tokenizer_mismatch)
     run_id = args.run_id or _run_id(args.suite or "run", models, tasks)
