@@ -24,8 +24,10 @@ from iaa_eval.models.iaa import modeling
 from iaa_eval.models.iaa.adapter import IAAModel
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.placement import group_device_map
+from iaa_eval.models.vlm import VLMModel
 from tests.conftest import save_tiny_llama
 from tests.iaa_helpers import random_image, tiny_iaa
+from tests.vlm_checkpoints import save_family
 from tests.tasks.text_helpers import write_mmlu
 
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
@@ -136,6 +138,25 @@ def test_hf_split_over_hooks_answers_as_the_whole_model(
         return model.generate(requests), model.score(scored), model.fingerprint("text")
 
     assert outcome(split) == outcome(whole)
+
+
+def test_vlm_split_over_hooks_answers_as_the_whole_model(
+    tmp_path: Path, fresh_seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = str(save_family("llava", tmp_path / "vlm", seed=fresh_seed % 1000))
+    whole = VLMModel(ModelSpec("vlm", "vlm", folder, batch_size=2))
+    lm = "model.language_model"
+    explicit = {"model.vision_tower": "cpu", "model.multi_modal_projector": "disk",
+                f"{lm}.embed_tokens": "cpu", f"{lm}.rotary_emb": "cpu", f"{lm}.layers.0": "disk",
+                f"{lm}.layers.1": "cpu", f"{lm}.norm": "disk", "lm_head": "cpu"}
+    monkeypatch.setattr("iaa_eval.models.vlm.placement_kwargs", lambda spec: {
+        "device_map": explicit, "offload_folder": str(tmp_path / "offload")})
+    split = VLMModel(ModelSpec("vlm", "vlm", folder, batch_size=2, device_map="sequential"))
+
+    assert split.model.model.multi_modal_projector.linear_1.weight.device.type == "meta"
+    got, expected = _outputs(split), _outputs(whole)
+    assert got[0] == expected[0] and got[1] == expected[1] and got[3] == expected[3]
+    assert torch.equal(got[2], expected[2])
 
 
 def test_cli_records_the_placement_and_a_cpu_map_changes_nothing(tmp_path: Path) -> None:
