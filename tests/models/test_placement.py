@@ -20,15 +20,16 @@ from accelerate.utils import compute_module_sizes
 from iaa_eval.cli import main
 from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.models.hf_causal import HFCausalModel
-from iaa_eval.models.iaa import modeling
+from iaa_eval.models.iaa import placement as iaa_placement
 from iaa_eval.models.iaa.adapter import IAAModel
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
+from iaa_eval.models.iaa.placement import placement_groups
 from iaa_eval.models.placement import group_device_map
 from iaa_eval.models.vlm import VLMModel
 from tests.conftest import save_tiny_llama
 from tests.iaa_helpers import random_image, tiny_iaa
-from tests.vlm_checkpoints import save_family
 from tests.tasks.text_helpers import write_mmlu
+from tests.vlm_checkpoints import save_family
 
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 ON_CPU = {0: "cpu", 1: "disk"}  # what each (absent) GPU of a computed map becomes here
@@ -44,7 +45,7 @@ def _two_gpu_budget(model: IAAForCausalLM) -> dict[str, str]:
     """GPU 0 takes the vision tower and the embeddings (plus the room accelerate keeps there for
     the largest group), GPU 1 about half the rest, the CPU the remainder: three devices."""
     sizes = compute_module_sizes(model)
-    groups = [sum(sizes[name] for name in group) for group in model.placement_groups()]
+    groups = [sum(sizes[name] for name in group) for group in placement_groups(model)]
     first = groups[0] + groups[1] + max(groups)
     return {"0": f"{first / 1000 + 1}KB", "1": f"{sum(groups[2:]) / 2000}KB", "cpu": "1GB"}
 
@@ -65,7 +66,7 @@ def _outputs(model: Any) -> tuple[list[str], list[list[float]], torch.Tensor, di
 @pytest.mark.parametrize("strategy", ["sequential", "balanced", "balanced_low_0"])
 def test_iaa_map_keeps_insertion_layers_with_their_anchors(tmp_path: Path, strategy: str) -> None:
     model = IAAForCausalLM.from_pretrained(_iaa_checkpoint(tmp_path, seed=5))
-    plan = group_device_map(model, model.placement_groups(), strategy, _two_gpu_budget(model))
+    plan = group_device_map(model, placement_groups(model), strategy, _two_gpu_budget(model))
 
     assert len(set(plan.values())) > 1  # a real split
     assert all(any(k.startswith(f"{name}.") for name in plan) for k in model.state_dict())
@@ -83,7 +84,7 @@ def test_iaa_map_keeps_insertion_layers_with_their_anchors(tmp_path: Path, strat
 
 def test_groups_that_leave_a_weight_out_are_refused(tmp_path: Path) -> None:
     model = IAAForCausalLM.from_pretrained(_iaa_checkpoint(tmp_path, seed=5))
-    groups = [g for g in model.placement_groups() if "model.layers.1" not in g]
+    groups = [g for g in placement_groups(model) if "model.layers.1" not in g]
     with pytest.raises(ValueError, match="unplaced: .*model.layers.1"):
         group_device_map(model, groups, "sequential", _two_gpu_budget(model))
 
@@ -105,7 +106,7 @@ def test_iaa_split_over_hooks_answers_as_the_whole_model(
 ) -> None:
     folder = str(_iaa_checkpoint(tmp_path / "iaa", seed=fresh_seed))
     whole = IAAModel(ModelSpec("iaa", "iaa", folder, batch_size=2))
-    monkeypatch.setattr(modeling, "dispatch", _dispatch_on_cpu(tmp_path))
+    monkeypatch.setattr(iaa_placement, "dispatch", _dispatch_on_cpu(tmp_path))
     budget = _two_gpu_budget(whole.model)
     split = IAAModel(ModelSpec("iaa", "iaa", folder, batch_size=2, device_map="sequential",
                                max_memory=budget))

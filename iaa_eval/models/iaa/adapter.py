@@ -36,6 +36,7 @@ from iaa_eval.models.generation import (
 from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID
 from iaa_eval.models.iaa.convert import load_image_processor
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
+from iaa_eval.models.iaa.placement import split
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, resolve_dtype
 from iaa_eval.models.placement import dtype_device
@@ -64,9 +65,10 @@ class IAAModel:
             raise ModelError(f"IAA checkpoint {folder!r}: no such directory (hub ids are not fetched; pass a local "
                              "download of the checkpoint)")
         dtype = resolve_dtype(spec.dtype, dtype_device(spec))
-        self.model = IAAForCausalLM.from_pretrained(
-            folder, dtype=dtype, device=spec.device, device_map=spec.device_map,
-            max_memory=spec.max_memory)
+        device = "cpu" if spec.device_map else spec.device  # a device map places it from there
+        self.model = IAAForCausalLM.from_pretrained(folder, dtype=dtype, device=device)
+        if spec.device_map:
+            self.model = split(self.model, spec.device_map, spec.max_memory)
         self.model.branch(self.workflow)  # raises early if the checkpoint lacks the G branch
         # The base's config stands in for config.json, whose official model_type ("IAA") transformers
         # does not know: reading it again only draws warnings.

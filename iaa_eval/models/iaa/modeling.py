@@ -39,7 +39,6 @@ from iaa_eval.models.iaa.multimodal import (
     expand_placeholders,
     splice_images,
 )
-from iaa_eval.models.placement import dispatch, group_device_map
 
 
 @dataclass
@@ -144,14 +143,10 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
-                        dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                        device_map: str | None = None,
-                        max_memory: dict[str, str] | None = None) -> IAAForCausalLM:
+                        dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> IAAForCausalLM:
         """Load our layout or the official one (read by
         :func:`~iaa_eval.models.iaa.convert.read_checkpoint`); a missing, unexpected or misshapen
-        tensor is an error, never a random weight. ``device_map`` (a strategy of
-        :mod:`~iaa_eval.models.placement`, bounded by ``max_memory``) splits the model over the
-        devices, :meth:`placement_groups` kept together; ``device`` then places nothing."""
+        tensor is an error, never a random weight."""
         config, tensors = read_checkpoint(path, dtype=dtype or torch_dtype)
         with init_empty_weights():  # parameters on meta, buffers (rotary, CLIP position ids) real
             model = cls(config)
@@ -161,27 +156,7 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
             model.base_lm.lm_head.weight = model.base_lm.model.embed_tokens.weight
         model.base_lm.requires_grad_(False)
         model.model.vision_tower.requires_grad_(False)
-        if device_map is None:
-            return model.to(device).eval()
-        plan = group_device_map(model, model.placement_groups(), device_map, max_memory)
-        return dispatch(model, plan)
-
-    def placement_groups(self) -> list[list[str]]:
-        """Module names that must share a device under a device map, in the order they run: the
-        vision tower; the embeddings (base and branches), projectors and RoPE; each base layer
-        with the insertion layers that follow it; the norms and heads (base and branches)."""
-        name = {id(module): n for n, module in self.named_modules()}
-        branches = [self.branch(w) for w in self.config.workflows]
-        text = self.branch("text")
-        groups = [[name[id(self.model.vision_tower)]],
-                  [name[id(m)] for m in (text.embed, *(b.embed for b in branches),
-                                         *(b.projector for b in branches), self.model.rotary_emb)]]
-        for index, layer in enumerate(self.model.layers):
-            anchored = [b.layers[k] for b in branches
-                        for k, after in enumerate(self.config.insert_after_layers) if after == index]
-            groups.append([name[id(m)] for m in (layer, *anchored)])
-        groups.append([name[id(m)] for b in (text, *branches) for m in (b.norm, b.head)])
-        return groups
+        return model.to(device).eval()
 
     def save_pretrained(self, path: str | os.PathLike, official: bool = False, **kwargs: object) -> None:
         """Write ``config.json`` + ``model.safetensors``; see :func:`iaa_eval.models.iaa.convert.save_iaa`
