@@ -5,10 +5,10 @@ in order, ``auto``/``balanced`` evenly, then the CPU) and hooks each placed bloc
 move to its device; a block mapped to the CPU while a GPU computes is *offloaded*: its weights
 stay in host memory and visit the GPU for each forward (its parameters show as ``meta``).
 transformers does this inside ``from_pretrained(device_map=...)``; IAA, whose insertion layers
-must sit with the layers they follow, is planned here over groups of modules that share a device
-(:func:`group_device_map`). Data parallel (torchrun) copies the model on each rank instead: the
-two on the same devices would load several copies of a too-large model, so they are refused.
-"""
+must sit with the layers they follow, is planned here over groups of modules that share a
+device (:func:`group_device_map`; the groups: :mod:`iaa_eval.models.iaa.placement`). Data
+parallel (torchrun) copies the model on each rank instead: the two on the same devices would
+load several copies of a too-large model, so they are refused."""
 
 from __future__ import annotations
 
@@ -151,13 +151,10 @@ class _Group(nn.Module):
     """Modules that must share a device (children named by their dotted names, ``.`` -> ``:``)."""
 
 
-def dispatch(
-    model: nn.Module, device_map: Mapping[str, int | str], force_hooks: bool = False
-) -> nn.Module:
-    """Place ``model`` by ``device_map`` with accelerate's hooks (inputs follow each block to its
-    device; ``force_hooks``: even when every block is on one device, as tests do to run the hook
-    path on CPU)."""
+def dispatch(model: nn.Module, device_map: Mapping[str, int | str]) -> nn.Module:
+    """Place ``model`` by ``device_map`` with accelerate's hooks: each block's inputs follow it to
+    its device, and the model's outputs come back to where its inputs were."""
     from accelerate import dispatch_model
 
     skip = list(getattr(model, "_skip_keys_device_placement", None) or [])
-    return dispatch_model(model, dict(device_map), skip_keys=skip, force_hooks=force_hooks).eval()
+    return dispatch_model(model, dict(device_map), skip_keys=skip).eval()
