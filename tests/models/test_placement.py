@@ -106,6 +106,9 @@ def test_iaa_split_over_hooks_answers_as_the_whole_model(
 ) -> None:
     folder = str(_iaa_checkpoint(tmp_path / "iaa", seed=fresh_seed))
     whole = IAAModel(ModelSpec("iaa", "iaa", folder, batch_size=2))
+    expected = _outputs(whole)
+    on_cpu_alone = IAAModel(ModelSpec("iaa", "iaa", folder, batch_size=2, device_map="auto"))
+    assert _outputs(on_cpu_alone)[:2] == expected[:2]  # the real dispatch, all on the CPU
     monkeypatch.setattr(iaa_placement, "dispatch", _dispatch_on_cpu(tmp_path))
     budget = _two_gpu_budget(whole.model)
     split = IAAModel(ModelSpec("iaa", "iaa", folder, batch_size=2, device_map="sequential",
@@ -114,7 +117,7 @@ def test_iaa_split_over_hooks_answers_as_the_whole_model(
     offloaded = [n for n, p in split.model.named_parameters() if p.device.type == "meta"]
     assert any(".condition_layers" in n for n in offloaded)  # insertion layers went with anchors
     assert any(n.startswith("model.layers.") for n in offloaded)
-    (answers, scores, logits, prints), expected = _outputs(split), _outputs(whole)
+    answers, scores, logits, prints = _outputs(split)
     assert answers == expected[0] and scores == expected[1] and prints == expected[3]
     assert torch.equal(logits, expected[2])
 
