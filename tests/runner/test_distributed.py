@@ -99,13 +99,14 @@ def test_a_non_writer_rank_writes_nothing(tmp_path: Path, tiny_llava_dir: Path) 
 
 
 def test_device_map_under_several_ranks_is_refused(tmp_path: Path, tiny_llama_dir: Path) -> None:
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    argv = ["run", "--model", f"base=hf:{tiny_llama_dir}", "--tasks", "mmlu", "--device-map", "auto",
-            "--output-path", str(tmp_path / "runs"), "--threads", "1"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2"]
+    argv = ["run", "--model", f"base=hf:{tiny_llama_dir}", "--tasks", "mmlu",
+            "--device-map", "auto", "--output-path", str(tmp_path / "runs"), "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
-    done = subprocess.run([*torchrun, "-m", "iaa_eval", *argv], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=300, check=False)
+    done = subprocess.run([*torchrun, "-m", "iaa_eval", *argv], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300, check=False)
     assert done.returncode != 0
-    refusal = "iaa-eval: error: --device-map with 2 data-parallel processes (WORLD_SIZE=2): each would "
+    refusal = "iaa-eval: error: --device-map with 2 data-parallel processes (WORLD_SIZE=2): "
     assert done.stderr.count(refusal) == 2, done.stderr[-3000:]  # one line from each rank
     assert not (tmp_path / "runs").exists()
