@@ -36,6 +36,11 @@ def placement_groups(model: IAAForCausalLM) -> list[list[str]]:
 def split(
     model: IAAForCausalLM, strategy: str, max_memory: Mapping[str, str] | None = None
 ) -> IAAForCausalLM:
-    """``model`` (loaded on the CPU) placed by ``strategy`` within ``max_memory``."""
+    """``model`` (loaded on the CPU) placed by ``strategy`` within ``max_memory``; its map is
+    kept as ``hf_device_map`` (on the base LM too), where transformers' ``generate`` looks for
+    it (it compiles no step of a model offloaded in part, for one)."""
     plan = group_device_map(model, placement_groups(model), strategy, max_memory)
+    model.hf_device_map = plan
+    base = dict(model.base_lm.named_modules())
+    model.base_lm.hf_device_map = {name: plan[name] for name in plan if name in base}
     return dispatch(model, plan)
