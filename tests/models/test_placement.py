@@ -75,7 +75,7 @@ def test_iaa_map_keeps_insertion_layers_with_their_anchors(tmp_path: Path, strat
             assert plan[f"model.condition_layers{suffix}.{k}"] == plan[f"model.layers.{after}"]
         assert plan[f"model.embed_tokens_condition{suffix}"] == plan["model.embed_tokens"]
         assert plan[f"model.norm_condition{suffix}"] == plan["lm_head"] == plan["model.norm"]
-    assert plan[f"lm_head_condtion{suffix}"] == plan["lm_head_condtion"] == plan["lm_head"]
+        assert plan[f"lm_head_condtion{suffix}"] == plan["lm_head"]
     order = [0, 1, "cpu"]
     layers = [order.index(plan[f"model.layers.{i}"]) for i in range(4)]
     assert layers == sorted(layers)  # hidden states only move forward
