@@ -194,3 +194,20 @@ def test_iaa_split_between_gpu_and_cpu_answers_as_on_the_gpu(
     got, expected = _outputs(split), _outputs(whole)
     assert got[0] == expected[0] and got[3] == expected[3]
     assert torch.allclose(got[2].cpu(), expected[2].cpu(), atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a split between GPU 0 and the CPU")
+def test_hf_split_between_gpu_and_cpu_answers_as_on_the_gpu(
+    tmp_path: Path, fresh_seed: int
+) -> None:
+    folder = str(save_tiny_llama(tmp_path / "base", seed=fresh_seed))
+    whole = HFCausalModel(ModelSpec("base", "hf", folder, device="cuda", dtype="float32"))
+    total = compute_module_sizes(whole.model)[""]
+    split = HFCausalModel(ModelSpec("base", "hf", folder, dtype="float32", device_map="sequential",
+                                    max_memory={"0": f"{total // 2000}KB", "cpu": "1GB"}))
+    assert {p.device.type for p in split.model.parameters()} == {"cuda", "meta"}
+    requests = [MMRequest("What is two plus two?", max_new_tokens=6)]
+    scored = [MMRequest("Name a colour.", options=("red", "blue"))]
+    assert split.generate(requests) == whole.generate(requests)
+    assert split.fingerprint("text") == whole.fingerprint("text")
+    assert split.score(scored) == pytest.approx(whole.score(scored), abs=1e-5)
