@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--formulation", choices=["letter", "cloze"], help="text tasks: answer letters or option text")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    run.add_argument("--device-map", help="split models over GPUs: auto|balanced|sequential|...")
+    run.add_argument("--max-memory", metavar="DEV=SIZE,..", help="per device: 0=70GiB,cpu=200GiB")
     run.add_argument("--batch-size", type=_batch_size, default=8, help="N or auto (sized from free memory)")
     run.add_argument("--log-samples", action="store_true", help="write samples/<model>/<task>.jsonl (suites always do)")
     run.add_argument("--output-path", type=Path, default=Path("runs"), help="where run directories go")
@@ -204,6 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from iaa_eval.evaluate import RunConfig, run
+    from iaa_eval.models.placement import parse_placement
     from iaa_eval.pairing import pair_vlm
     from iaa_eval.runner.distributed import joined_shards
 
@@ -213,6 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if world_size > 1 and args.device == "cuda":
         args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     torch.set_num_threads(args.threads or max(1, free_cores() // world_size))
+    memory = parse_placement(args.device_map, args.max_memory, world_size)
     user_models = _model_specs(args)
     suite_models, tasks = _task_specs(args, bool(user_models))
     models = user_models or [
@@ -220,6 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     if not models:
         raise UsageError("no models: pass --model NAME=KIND:PATH (or --base/--llava/--iaa), or a suite with defaults")
+    models = [dataclasses.replace(m, device_map=args.device_map, max_memory=memory) for m in models]
     models, pairing = pair_vlm(models, "vlm" if args.vlm else None, tasks, args.pairs,
                                args.allow_tokenizer_mismatch)
     run_id = args.run_id or _run_id(Path(args.suite).stem if args.suite else "run", models, tasks)

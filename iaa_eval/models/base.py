@@ -38,6 +38,11 @@ class ModelSpec:
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         batch_size: a positive int, or ``"auto"`` to size from free memory.
         trust_remote_code: passed to every ``from_pretrained``; off unless the user asks.
+        device_map: ``auto``, ``balanced``, ``balanced_low_0`` or ``sequential``: split the model
+            over every visible GPU (then the CPU) through accelerate, for a model larger than one
+            GPU (:mod:`~iaa_eval.models.placement`); ``device`` then places nothing.
+        max_memory: with ``device_map``, the most each device may hold, e.g.
+            ``{"0": "70GiB", "cpu": "200GiB"}`` (GPU indices as strings).
     """
 
     name: str
@@ -47,6 +52,8 @@ class ModelSpec:
     dtype: str = "auto"
     batch_size: int | str = 8
     trust_remote_code: bool = False
+    device_map: str | None = None
+    max_memory: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         path_name(self.name, "model name")
@@ -146,6 +153,25 @@ def fingerprint_weights(
     return digest.hexdigest()[:16]
 
 
+def resident_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer by name, wherever accelerate put it: one offloaded by a device
+    map (``meta`` in the model, its weights kept elsewhere until a forward) is read from the store
+    its hook fetches it from, so a fingerprint sees the weights the model computes with."""
+    from accelerate.utils import has_offloaded_params
+
+    tensors = dict(model.state_dict(keep_vars=True))
+    for prefix, module in model.named_modules():
+        if not has_offloaded_params(module):
+            continue
+        store = module._hf_hook.weights_map
+        own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for name, tensor in own:
+            full = f"{prefix}.{name}" if prefix else name
+            if tensor.device.type == "meta" and full in tensors:
+                tensors[full] = store[name]
+    return tensors
+
+
 _ARCHITECTURE_FIELDS = (
     "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta", "rope_parameters",
@@ -171,4 +197,4 @@ def text_model_fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenize
     full = model.config.to_dict()
     config = {k: full.get(k) for k in _ARCHITECTURE_FIELDS}
     config["tokenizer"] = tokenizer_digest(tokenizer)
-    return fingerprint_weights(config, dict(model.state_dict(keep_vars=True)), "text")
+    return fingerprint_weights(config, resident_tensors(model), "text")

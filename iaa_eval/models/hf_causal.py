@@ -16,9 +16,9 @@ from iaa_eval.models.loading import (
     check_vocabulary,
     load_pretrained,
     load_weights,
-    place,
     resolve_dtype,
 )
+from iaa_eval.models.placement import dtype_device, placed, placement_kwargs
 from iaa_eval.models.templates import build_prompt
 
 
@@ -29,12 +29,12 @@ class HFCausalModel:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        dtype = resolve_dtype(spec.dtype, spec.device)
+        dtype = resolve_dtype(spec.dtype, dtype_device(spec))
         remote = spec.trust_remote_code
         self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, spec.path, "tokenizer", trust_remote_code=remote)
         model = load_weights(AutoModelForCausalLM.from_pretrained, spec.path, "model", dtype=dtype,
-                             trust_remote_code=remote)
-        self.model = place(model, spec.device)
+                             trust_remote_code=remote, **placement_kwargs(spec))
+        self.model = placed(model, spec)
         check_vocabulary(self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path)
         ensure_pad_token(self.tokenizer)
         self.batcher = GenerationBatcher(spec.batch_size, self.model)

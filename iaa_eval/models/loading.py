@@ -141,10 +141,15 @@ def check_model_type(model: Any, path: str, what: str, trust_remote_code: bool =
 
 
 def _shares_loaded_storage(model: Any, missing: set[str]) -> set[str]:
-    """Missing names whose tensor is the very tensor of a loaded one (tied embeddings)."""
+    """Missing names whose tensor is the very tensor of a loaded one (tied embeddings). A tensor
+    offloaded by a device map is on ``meta`` without storage: there only identity ties."""
     tensors = dict(model.state_dict(keep_vars=True))
-    loaded = {tensors[k].data_ptr() for k in tensors if k not in missing}
-    return {k for k in missing if k in tensors and tensors[k].data_ptr() in loaded}
+
+    def storage(t: torch.Tensor) -> int:
+        return id(t) if t.device.type == "meta" else t.data_ptr()
+
+    loaded = {storage(tensors[k]) for k in tensors if k not in missing}
+    return {k for k in missing if k in tensors and storage(tensors[k]) in loaded}
 
 
 def check_loading_info(model: Any, info: dict[str, Any], path: str, what: str) -> None:

@@ -31,6 +31,7 @@ from iaa_eval.models.base import (
     ModelSpec,
     TextView,
     fingerprint_weights,
+    resident_tensors,
     text_model_fingerprint,
 )
 from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
@@ -38,9 +39,9 @@ from iaa_eval.models.loading import (
     check_vocabulary,
     load_pretrained,
     load_weights,
-    place,
     resolve_dtype,
 )
+from iaa_eval.models.placement import dtype_device, placed, placement_kwargs
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
 from iaa_eval.models.vision import FeatureCache
 from iaa_eval.models.vlm_families import VLMFamily, require_family
@@ -147,10 +148,11 @@ class VLMModel:
             AutoModelForImageTextToText.from_pretrained,
             spec.path,
             "model",
-            dtype=resolve_dtype(spec.dtype, spec.device),
+            dtype=resolve_dtype(spec.dtype, dtype_device(spec)),
             trust_remote_code=remote,
+            **placement_kwargs(spec),
         )
-        self.model = place(model, spec.device)
+        self.model = placed(model, spec)
         self.tokenizer = self.processor.tokenizer
         check_vocabulary(
             self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path
@@ -244,7 +246,7 @@ class VLMModel:
             else:
                 config = self.model.config.to_dict()
                 value = fingerprint_weights(
-                    config, dict(self.model.state_dict(keep_vars=True)), workflow
+                    config, resident_tensors(self.model), workflow
                 )
             self._fingerprints[workflow] = value
         return self._fingerprints[workflow]

@@ -29,13 +29,17 @@ class Shards:
         """Only rank 0 writes files."""
         return self.rank == 0
 
+    def mine(self, count: int) -> range:
+        """The positions among ``count`` items that this rank computes (dealt round-robin)."""
+        return range(self.rank, count, self.world_size)
+
     def map(self, items: Sequence[T], compute: Callable[[list[T]], list[R]]) -> list[R]:
         """``compute`` over ``items``, split across ranks; every rank returns all results in order."""
         if self.world_size == 1:
             return compute(list(items))
         import torch.distributed as dist
 
-        mine = list(range(self.rank, len(items), self.world_size))
+        mine = list(self.mine(len(items)))
         local = compute([items[i] for i in mine]) if mine else []
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, list(zip(mine, local, strict=True)))

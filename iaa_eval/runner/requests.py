@@ -14,6 +14,10 @@ Text requests (lm-eval's log-likelihoods, rolling log-likelihoods and ``generate
    transaction per chunk) and keep them;
 4. return every answer in the order asked.
 
+Each rank logs the requests it holds (how many, the first and last by position and cache key):
+ranks of one run show disjoint shares, and processes that a stale launcher started apart (each
+rank 0 of 1, each computing everything) show at once.
+
 A killed run keeps every finished chunk, and a rerun's chunks line up with the first attempt's
 (the cached requests are taken out before chunking), so resumed numbers are bit-identical to
 uninterrupted ones.
@@ -21,6 +25,7 @@ uninterrupted ones.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -30,6 +35,7 @@ from iaa_eval.runner.cache import RequestCache
 from iaa_eval.runner.distributed import Shards
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class RequestPath:
@@ -88,7 +94,9 @@ class RequestPath:
             todo = sorted({keys[i]: i for i in todo}.values())
         units = _units(todo, [args[i] for i in todo], unit)
         bar = self._progress(len(todo)) if progress else None
-        for chunk in _chunks(units, commit * self.shards.world_size):
+        chunks = _chunks(units, commit * self.shards.world_size)
+        self._log_share(keys, chunks, len(todo))
+        for chunk in chunks:
             answered = self.shards.map(
                 chunk, lambda part: _split(compute([args[i] for u in part for i in u]), part)
             )
@@ -103,6 +111,18 @@ class RequestPath:
             if bar is not None:
                 bar.update(sum(len(u) for u in chunk))
         return [found[key] for key in keys]
+
+    def _log_share(self, keys: Sequence[str], chunks: list[list[list[int]]], todo: int) -> None:
+        """Log which of the ``todo`` requests left this rank computes (nothing when none are)."""
+        if not todo:
+            return
+        held = [i for chunk in chunks for j in self.shards.mine(len(chunk)) for i in chunk[j]]
+        where = (
+            f"#{held[0]} (key {keys[held[0]][:12]}) to #{held[-1]} (key {keys[held[-1]][:12]})"
+            if held else "none"
+        )
+        log.info("%s: rank %d of %d holds %d of %d requests to compute: %s", self.label,
+                 self.shards.rank, self.shards.world_size, len(held), todo, where)
 
     def _progress(self, more: int) -> tqdm:
         """One bar per path, however many calls it serves; it grows as requests arrive."""

@@ -52,6 +52,7 @@ class Case:
     samples: str | None = None  # a valid input: this samples file (in the run folder) holds message
     during: Callable[[Path], AbstractContextManager[object]] | None = None  # the world meanwhile
     keeps: str | None = None  # finished work kept: {d}/runs/r/results.json still holds this task
+    env: dict[str, str] | None = None  # environment variables set for the run (as torchrun's)
 
 
 # ---------------------------------------------------------------- helpers
@@ -589,6 +590,24 @@ CASES: list[Case] = [
          "model 'base' (hf:{d}/model) on task 'mmlu': the model's logits are"),
     Case("bad-dtype", "--dtype that torch does not have",
          lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--dtype", "float8"), 2, "--dtype 'float8': expected one of auto, float32, bfloat16, float16"),
+    Case("device-map-unknown", "--device-map that is no placement strategy",
+         lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--device-map", "cuda:0"), 2,
+         "--device-map 'cuda:0': expected one of auto, balanced, balanced_low_0, sequential"),
+    Case("max-memory-size", "--max-memory with a size that is not one",
+         lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--device-map", "auto",
+                          "--max-memory", "cpu=lots"), 2,
+         "--max-memory 'cpu=lots': size 'lots' is not a size like 70GiB or 500MB"),
+    Case("max-memory-no-such-gpu", "--max-memory naming a GPU this machine does not have",
+         lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--device-map", "auto",
+                          "--max-memory", "99=8GiB"), 2,
+         "--max-memory 99=...: no GPU 99 on this machine"),
+    Case("max-memory-alone", "--max-memory without --device-map",
+         lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--max-memory", "cpu=8GiB"), 2,
+         "--max-memory needs --device-map"),
+    Case("device-map-data-parallel", "--device-map in one of 2 torchrun ranks (WORLD_SIZE=2)",
+         lambda m, d: run(llama(m), "mmlu", mmlu(d), d, "--device-map", "auto"), 2,
+         "--device-map with 2 data-parallel processes (WORLD_SIZE=2): each would load the whole "
+         "model across the same devices", env={"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}),
     # ---- text data
     Case("csv-column-count", "MMLU CSV row with 5 columns",
          lambda m, d: run(llama(m), "mmlu", mmlu_row(d, ["q", "a", "b", "c", "A"]), d), 2, "{d}/mmlu/test/s_test.csv:2: expected 6 columns (question,A,B,C,D,answer), found 5"),

@@ -34,7 +34,10 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, models: Models, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input(case: Case, models: Models, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (case.env or {}).items():
+        monkeypatch.setenv(name, value)
     if case.needs_non_root and os.geteuid() == 0:
         pytest.skip("running as root, whom a read-only mode does not stop; run-dir-is-a-file checks the same path")
     argv = case.build(models, tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -62,6 +63,10 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path, tiny_llava_dir: Path) 
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("results: ") == 1  # rank 0 alone reports (and writes)
+    shares = re.findall(r"rank (\d) of 2 holds (\d+) of (\d+) requests", done.stderr)
+    held = {rank: sum(int(n) for r, n, _ in shares if r == rank) for rank in "01"}
+    asked = {rank: sum(int(t) for r, _, t in shares if r == rank) for rank in "01"}
+    assert asked["0"] == asked["1"] == held["0"] + held["1"] == 44 + 12 and min(held.values()) > 0
     single, dp = tmp_path / "runs" / "single", tmp_path / "runs" / "dp"
     assert _outcome(dp) == _outcome(single)
     assert _rows(dp) == _rows(single) == 44 + 12  # 11 questions x 4 options + 12 MME questions
@@ -91,3 +96,17 @@ def test_a_non_writer_rank_writes_nothing(tmp_path: Path, tiny_llava_dir: Path) 
     run_dir = run(config, _Rank1())
     assert not (run_dir / "results.json").exists() and not (run_dir / "samples").exists()
     assert _rows(run_dir) == 0
+
+
+def test_device_map_under_several_ranks_is_refused(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2"]
+    argv = ["run", "--model", f"base=hf:{tiny_llama_dir}", "--tasks", "mmlu",
+            "--device-map", "auto", "--output-path", str(tmp_path / "runs"), "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+    done = subprocess.run([*torchrun, "-m", "iaa_eval", *argv], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300, check=False)
+    assert done.returncode != 0
+    refusal = "iaa-eval: error: --device-map with 2 data-parallel processes (WORLD_SIZE=2): "
+    assert done.stderr.count(refusal) == 2, done.stderr[-3000:]  # one line from each rank
+    assert not (tmp_path / "runs").exists()

@@ -108,3 +108,23 @@ def test_only_the_writer_stores_and_chunks_grow_with_the_ranks(tmp_path: Path) -
     assert path.answer("fp", keys, args, model, commit=2) == [f"q{i}|" for i in range(10)]
     assert cache.count() == 0
     assert [len(call) for call in model.calls] == [4, 4, 2]  # commit x world size per chunk
+
+
+def test_each_rank_logs_the_requests_it_holds(caplog: pytest.LogCaptureFixture) -> None:
+    seed = random.randrange(1 << 30)
+    log.warning("seed=%d", seed)
+    args = _requests(seed)
+    keys = [request_key(list(a)) for a in args]
+    todo = len(set(keys))
+    caplog.set_level(logging.INFO, logger="iaa_eval.runner.requests")
+    shares = []
+    for shards in (Shards(), _Rank1(rank=0), _Rank1()):
+        caplog.clear()
+        path = RequestPath(None, shards, "mmlu")
+        path.answer("fp", keys, args, Model(), commit=3, unit=lambda a: a[0], distinct=True)
+        (line,) = [r.getMessage() for r in caplog.records]
+        assert line.startswith(f"mmlu: rank {shards.rank} of {shards.world_size} holds ")
+        assert f" of {todo} requests to compute: #" in line
+        shares.append(int(line.split(" holds ")[1].split(" ")[0]))
+    assert shares[0] == todo  # alone: everything
+    assert shares[1] + shares[2] == todo and 0 < shares[1] and 0 < shares[2]  # two ranks: disjoint

@@ -21,6 +21,7 @@ from iaa_eval.models.base import (
     ModelSpec,
     TextView,
     fingerprint_weights,
+    resident_tensors,
     text_model_fingerprint,
     tokenizer_digest,
 )
@@ -35,8 +36,10 @@ from iaa_eval.models.generation import (
 from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID
 from iaa_eval.models.iaa.convert import load_image_processor
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
+from iaa_eval.models.iaa.placement import split
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, resolve_dtype
+from iaa_eval.models.placement import dtype_device
 from iaa_eval.models.vision import FeatureCache
 
 
@@ -60,8 +63,11 @@ class IAAModel:
         if not Path(folder).expanduser().is_dir():
             raise ModelError(f"IAA checkpoint {folder!r}: no such directory (hub ids are not fetched; pass a local "
                              "download of the checkpoint)")
-        dtype = resolve_dtype(spec.dtype, spec.device)
-        self.model = IAAForCausalLM.from_pretrained(folder, dtype=dtype, device=spec.device)
+        dtype = resolve_dtype(spec.dtype, dtype_device(spec))
+        device = "cpu" if spec.device_map else spec.device  # a device map places it from there
+        self.model = IAAForCausalLM.from_pretrained(folder, dtype=dtype, device=device)
+        if spec.device_map:
+            self.model = split(self.model, spec.device_map, spec.max_memory)
         self.model.branch(self.workflow)  # raises early if the checkpoint lacks the G branch
         # The base's config stands in for config.json, whose official model_type ("IAA") transformers
         # does not know: reading it again only draws warnings.
@@ -135,6 +141,6 @@ class IAAModel:
                 config = self.model.config.to_dict()
                 config.pop("vision_tower_path", None)  # where it was loaded from does not change answers
                 config["tokenizer"] = tokenizer_digest(self.tokenizer)
-                value = fingerprint_weights(config, dict(self.model.state_dict(keep_vars=True)), f"iaa:{key}")
+                value = fingerprint_weights(config, resident_tensors(self.model), f"iaa:{key}")
             self._fingerprints[key] = value
         return self._fingerprints[key]

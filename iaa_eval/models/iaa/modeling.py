@@ -269,7 +269,7 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         logits = branch.head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden).float()
         loss = None
         if labels is not None:
-            shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+            shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
             loss = nn.functional.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]), shift_labels.reshape(-1),
                                                ignore_index=IGNORE_INDEX)
         full_mask = mask if mask is not None else torch.ones(hidden.shape[0], past + length, dtype=torch.long,
