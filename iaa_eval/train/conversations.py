@@ -67,7 +67,8 @@ def read_records(path: Path) -> list[Any]:
         with path.open(encoding="utf-8") as handle:
             records = json.load(handle)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from exc
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno} "
+                        f"({exc.msg})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
     if not isinstance(records, list):
