@@ -179,7 +179,7 @@ def pretrain_vision(
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         out = tower(pixel_values=pixels[idx].to(device), output_hidden_states=True)
-        # (B, 2*width)
+        # pooled and mean patch features: (B, 2*width)
         feats = torch.cat([out.pooler_output, out.hidden_states[-2][:, 1:].mean(1)], dim=-1)
         target = labels[idx].to(device)  # (B, n_heads)
         logits = [head(feats) for head in heads]
