@@ -12,17 +12,18 @@ Tables of :class:`Analysis` (one row per key; NaN where a number cannot be had, 
     item_metric (True when the primary metric *is* the per-item mean, so the CI applies to it).
 ``text`` (model, task; text tasks, every model but the base): model, kind, task, metric,
     base_score, score, delta_score (score - base_score), delta (the paired per-item mean difference
-    over n_paired items; equals delta_score when the primary metric is a per-item mean and every item
-    pairs; delta_score when there are no samples), ci_low, ci_high,
+    over n_paired items; equals delta_score when the primary metric is a per-item mean and every
+    item pairs; delta_score when there are no samples), ci_low, ci_high,
     n_paired, right_to_wrong, wrong_to_right, mcnemar_p, retention (score / base_score),
     shared_with (task_config.shared_with: the results are another model's, e.g. IAA's = base's).
 ``subjects`` (model, task, subject): model, kind, task, subject, n_paired, base_score, score,
     delta, ci_low, ci_high, right_to_wrong, wrong_to_right, mcnemar_p, p_bh (Benjamini-Hochberg
     over the subjects of one model and task).
 ``gain`` (model, task; image tasks, models that see images): model, kind, task, metric, score,
-    blind_score (the base's score: its blind floor when blind_is_blind), blind_is_blind, gain (score - blind_score), gain_low, gain_high (paired
-    CI, only when item_metric), item_gain, item_gain_low, item_gain_high (paired CI of the per-item
-    accuracy gain, always when samples exist), n_paired.
+    blind_score (the base's score: its blind floor when blind_is_blind), blind_is_blind,
+    gain (score - blind_score), gain_low, gain_high (paired CI, only when item_metric), item_gain,
+    item_gain_low, item_gain_high (paired CI of the per-item accuracy gain, always when samples
+    exist), n_paired.
 ``retention`` (model; every model, the base included): model, kind, text_delta (mean over text
     tasks of ``text.delta``), text_delta_low, text_delta_high (bootstrap of that mean), retention
     (mean over text tasks of score / base score), min_retention, flips (right_to_wrong summed).
@@ -32,8 +33,8 @@ Tables of :class:`Analysis` (one row per key; NaN where a number cannot be had, 
 Deployment cost reads ``models[<name>]["parameters"]`` of results.json::
 
     {"total": int,          # parameters of every distinct tensor the model needs to serve all its
-                            # workflows (text + images: LM, vision tower, projector, inserted layers);
-                            # a tensor shared between workflows counts once
+                            # workflows (text + images: LM, vision tower, projector, inserted
+                            # layers); a tensor shared between workflows counts once
      "bytes": int,          # bytes of those tensors (parameters + persistent buffers) as served
      "text": int?, "text_bytes": int?,   # the text view alone (shown, not needed)
      "trainable": int?,     # parameters updated by multimodal training (shown, not needed)
@@ -97,7 +98,8 @@ def _paired_row(a: Items, b: Items, resamples: int, seed: int) -> dict[str, Any]
     test = stats.mcnemar_exact(a.correct, b.correct)
     return {
         "n_paired": ci.n, "delta": ci.delta, "ci_low": ci.low, "ci_high": ci.high,
-        "right_to_wrong": test.right_to_wrong, "wrong_to_right": test.wrong_to_right, "mcnemar_p": test.p_value,
+        "right_to_wrong": test.right_to_wrong, "wrong_to_right": test.wrong_to_right,
+        "mcnemar_p": test.p_value,
     }
 
 
@@ -107,21 +109,24 @@ def _scores(run: RunData, resamples: int, seed: int) -> pd.DataFrame:
         for task in run.tasks(model):
             entry = run.result(model, task) or {}
             row = {
-                "model": model, "kind": run.kind(model), "task": task, "modality": run.modality(task),
-                "source": run.source(task), "metric": entry["primary"], "score": run.score(model, task),
-                "n": entry.get("n", 0), "blind": bool(entry.get("blind", False)),
-                "item_mean": NAN, "item_low": NAN, "item_high": NAN, "item_metric": False,
+                "model": model, "kind": run.kind(model), "task": task,
+                "modality": run.modality(task), "source": run.source(task),
+                "metric": entry["primary"], "score": run.score(model, task), "n": entry.get("n", 0),
+                "blind": bool(entry.get("blind", False)), "item_mean": NAN, "item_low": NAN,
+                "item_high": NAN, "item_metric": False,
             }
             items = run.items(model, task)
             if items is not None and items.value.size:
                 ci = stats.mean_ci(items.value, resamples=resamples, seed=_seed(seed, model, task))
                 row.update(item_mean=ci.delta, item_low=ci.low, item_high=ci.high)
-                row["item_metric"] = math.isclose(ci.delta, row["score"], rel_tol=1e-6, abs_tol=1e-9)
+                row["item_metric"] = math.isclose(ci.delta, row["score"], rel_tol=1e-6,
+                                                  abs_tol=1e-9)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _text(run: RunData, base: str, text_tasks: list[str], resamples: int, seed: int) -> tuple[pd.DataFrame, dict]:
+def _text(run: RunData, base: str, text_tasks: list[str], resamples: int,
+          seed: int) -> tuple[pd.DataFrame, dict]:
     rows, replicates = [], {}
     for model in run.models:
         if model == base:
@@ -131,9 +136,9 @@ def _text(run: RunData, base: str, text_tasks: list[str], resamples: int, seed: 
             if entry is None or run.result(base, task) is None:
                 continue
             base_score, score = run.score(base, task), run.score(model, task)
-            row = {"model": model, "kind": run.kind(model), "task": task, "metric": entry["primary"],
-                   "base_score": base_score, "score": score, "delta": score - base_score,
-                   "delta_score": score - base_score,
+            row = {"model": model, "kind": run.kind(model), "task": task,
+                   "metric": entry["primary"], "base_score": base_score, "score": score,
+                   "delta": score - base_score, "delta_score": score - base_score,
                    "retention": score / base_score if base_score else NAN,
                    "shared_with": entry.get("task_config", {}).get("shared_with")}
             a, b = run.items(base, task), run.items(model, task)
@@ -146,7 +151,8 @@ def _text(run: RunData, base: str, text_tasks: list[str], resamples: int, seed: 
     return pd.DataFrame(rows), replicates
 
 
-def _subjects(run: RunData, base: str, text_tasks: list[str], resamples: int, seed: int) -> pd.DataFrame:
+def _subjects(run: RunData, base: str, text_tasks: list[str], resamples: int,
+              seed: int) -> pd.DataFrame:
     frames = []
     for model in run.models:
         if model == base:
@@ -171,7 +177,8 @@ def _subjects(run: RunData, base: str, text_tasks: list[str], resamples: int, se
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _gain(run: RunData, base: str, scores: pd.DataFrame, image_tasks: list[str], resamples: int, seed: int) -> pd.DataFrame:
+def _gain(run: RunData, base: str, scores: pd.DataFrame, image_tasks: list[str], resamples: int,
+          seed: int) -> pd.DataFrame:
     rows = []
     item_metric = {(r.model, r.task): bool(r.item_metric) for r in scores.itertuples()}
     for model in run.models:
@@ -179,8 +186,9 @@ def _gain(run: RunData, base: str, scores: pd.DataFrame, image_tasks: list[str],
             entry, floor = run.result(model, task), run.result(base, task)
             if entry is None or floor is None or entry.get("blind"):
                 continue
-            row = {"model": model, "kind": run.kind(model), "task": task, "metric": entry["primary"],
-                   "score": run.score(model, task), "blind_score": run.score(base, task, entry["primary"]), "gain": NAN,
+            row = {"model": model, "kind": run.kind(model), "task": task,
+                   "metric": entry["primary"], "score": run.score(model, task),
+                   "blind_score": run.score(base, task, entry["primary"]), "gain": NAN,
                    "blind_is_blind": bool(floor.get("blind")), "gain_low": NAN, "gain_high": NAN,
                    "item_gain": NAN, "item_gain_low": NAN, "item_gain_high": NAN, "n_paired": 0}
             row["gain"] = row["score"] - row["blind_score"]
@@ -188,15 +196,18 @@ def _gain(run: RunData, base: str, scores: pd.DataFrame, image_tasks: list[str],
             if a is not None and b is not None:
                 a, b = pair(a, b)
                 if a.doc_ids:
-                    ci = stats.paired_bootstrap(a.value, b.value, resamples, seed=_seed(seed, model, task))
-                    row.update(item_gain=ci.delta, item_gain_low=ci.low, item_gain_high=ci.high, n_paired=ci.n)
+                    ci = stats.paired_bootstrap(a.value, b.value, resamples,
+                                                seed=_seed(seed, model, task))
+                    row.update(item_gain=ci.delta, item_gain_low=ci.low, item_gain_high=ci.high,
+                               n_paired=ci.n)
                     if item_metric.get((model, task)) and item_metric.get((base, task)):
                         row.update(gain_low=ci.low, gain_high=ci.high)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _retention(run: RunData, base: str, text: pd.DataFrame, replicates: dict, confidence: float) -> pd.DataFrame:
+def _retention(run: RunData, base: str, text: pd.DataFrame, replicates: dict,
+               confidence: float) -> pd.DataFrame:
     rows = [{"model": base, "kind": run.kind(base), "text_delta": 0.0, "text_delta_low": 0.0,
              "text_delta_high": 0.0, "retention": 1.0, "min_retention": 1.0, "flips": 0}]
     for model in [m for m in run.models if m != base]:
@@ -204,10 +215,12 @@ def _retention(run: RunData, base: str, text: pd.DataFrame, replicates: dict, co
         if sub.empty:
             continue
         reps = [replicates[(model, t)] for t in sub["task"] if (model, t) in replicates]
-        low, high = stats.percentile_interval(np.mean(reps, axis=0), confidence) if reps else (NAN, NAN)
+        low, high = (stats.percentile_interval(np.mean(reps, axis=0), confidence) if reps
+                     else (NAN, NAN))
         flips = sub["right_to_wrong"].sum() if "right_to_wrong" in sub else NAN
-        rows.append({"model": model, "kind": run.kind(model), "text_delta": float(sub["delta"].mean()),
-                     "text_delta_low": low, "text_delta_high": high, "retention": float(sub["retention"].mean()),
+        rows.append({"model": model, "kind": run.kind(model),
+                     "text_delta": float(sub["delta"].mean()), "text_delta_low": low,
+                     "text_delta_high": high, "retention": float(sub["retention"].mean()),
                      "min_retention": float(sub["retention"].min()), "flips": flips})
     return pd.DataFrame(rows)
 
@@ -217,9 +230,11 @@ def deployment_cost(run: RunData, base: str, retention: pd.DataFrame) -> pd.Data
     params = {m: run.models[m].get("parameters") or {} for m in run.models}
     missing = [m for m, p in params.items() if not {"total", "bytes"} <= set(p)]
     if missing:
-        log.warning("no parameters.total/bytes for %s: deployment table left empty", ", ".join(missing))
+        log.warning("no parameters.total/bytes for %s: deployment table left empty",
+                    ", ".join(missing))
         return pd.DataFrame()
-    kept = dict(zip(retention["model"], retention["retention"], strict=True)) if not retention.empty else {}
+    kept = (dict(zip(retention["model"], retention["retention"], strict=True))
+            if not retention.empty else {})
     rows = []
     for model in run.models:
         fps = run.models[model].get("fingerprints", {})
@@ -232,13 +247,14 @@ def deployment_cost(run: RunData, base: str, retention: pd.DataFrame) -> pd.Data
                          "weight_sets": sets, "n_weight_sets": len(sets),
                          "params": sum(int(params[m]["total"]) for m in sets),
                          "bytes": sum(int(params[m]["bytes"]) for m in sets),
-                         "text_from": text_from, "text_retention": 1.0 if text_from == base else kept.get(model, NAN),
+                         "text_from": text_from,
+                         "text_retention": 1.0 if text_from == base else kept.get(model, NAN),
                          "images_from": model})
     return pd.DataFrame(rows)
 
 
-def analyse(run_dir: Path | str | RunData, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = stats.DEFAULT_SEED,
-            confidence: float = 0.95) -> Analysis:
+def analyse(run_dir: Path | str | RunData, resamples: int = stats.DEFAULT_RESAMPLES,
+            seed: int = stats.DEFAULT_SEED, confidence: float = 0.95) -> Analysis:
     """Forgetting vs gain of every model against the run's base model.
 
     Args:
@@ -262,9 +278,9 @@ def analyse(run_dir: Path | str | RunData, resamples: int = stats.DEFAULT_RESAMP
         subjects=_subjects(run, base, text_tasks, resamples, seed),
         gain=_gain(run, base, scores, image_tasks, resamples, seed), retention=retention,
         deployment=deployment_cost(run, base, retention),
-        meta={"run_id": run.run_id, "base": base, "text_tasks": text_tasks, "image_tasks": image_tasks,
-              "sources": {t: run.source(t) for t in tasks}, "resamples": resamples, "seed": seed,
-              "confidence": confidence},
+        meta={"run_id": run.run_id, "base": base, "text_tasks": text_tasks,
+              "image_tasks": image_tasks, "sources": {t: run.source(t) for t in tasks},
+              "resamples": resamples, "seed": seed, "confidence": confidence},
     )
 
 
@@ -300,7 +316,8 @@ def export(analysis: Analysis, fmt: str, out: Path | str) -> list[Path]:
     raise UsageError(f"--format {fmt!r}: expected 'csv' or 'json'")
 
 
-def compare_runs(run_a: Path | str | RunData, run_b: Path | str | RunData, resamples: int = stats.DEFAULT_RESAMPLES,
+def compare_runs(run_a: Path | str | RunData, run_b: Path | str | RunData,
+                 resamples: int = stats.DEFAULT_RESAMPLES,
                  seed: int = stats.DEFAULT_SEED) -> pd.DataFrame:
     """Every (model, task) in both runs: score_a, score_b, delta (b - a), paired CI, regressed.
 
@@ -313,9 +330,10 @@ def compare_runs(run_a: Path | str | RunData, run_b: Path | str | RunData, resam
     for model in [m for m in b.models if m in a.models]:
         for task in [t for t in b.tasks(model) if a.result(model, t) is not None]:
             metric = b.result(model, task)["primary"]
-            row = {"model": model, "task": task, "metric": metric, "score_a": a.score(model, task, metric),
-                   "score_b": b.score(model, task, metric), "item_delta": NAN, "ci_low": NAN, "ci_high": NAN,
-                   "n_paired": 0, "item_metric": False}
+            row = {"model": model, "task": task, "metric": metric,
+                   "score_a": a.score(model, task, metric), "score_b": b.score(model, task, metric),
+                   "item_delta": NAN, "ci_low": NAN, "ci_high": NAN, "n_paired": 0,
+                   "item_metric": False}
             row["delta"] = row["score_b"] - row["score_a"]
             ia, ib = a.items(model, task), b.items(model, task)
             if ia is not None and ib is not None:
@@ -325,7 +343,8 @@ def compare_runs(run_a: Path | str | RunData, run_b: Path | str | RunData, resam
                 row.update(paired)
                 row["item_metric"] = bool(
                     math.isclose(float(ia.value.mean()), row["score_a"], rel_tol=1e-6, abs_tol=1e-9)
-                    and math.isclose(float(ib.value.mean()), row["score_b"], rel_tol=1e-6, abs_tol=1e-9))
+                    and math.isclose(float(ib.value.mean()), row["score_b"], rel_tol=1e-6,
+                                     abs_tol=1e-9))
             row["regressed"] = bool(row["ci_high"] < 0) if not math.isnan(row["ci_high"]) else False
             rows.append(row)
     return pd.DataFrame(rows)

@@ -27,7 +27,8 @@ class Registry(Generic[T]):
         """Register ``target`` under ``name``; a second, different target for a name is an error."""
         old = self._entries.get(name)
         if old is not None and old is not target and old != target:
-            raise ValueError(f"{self.what} {name!r} is already registered to {old!r}; refusing {target!r}")
+            raise ValueError(f"{self.what} {name!r} is already registered to {old!r}; refusing "
+                             f"{target!r}")
         self._entries[name] = target
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -40,11 +41,13 @@ class Registry(Generic[T]):
         return decorate
 
     def require(self, name: str) -> None:
-        """Check that ``name`` is known without importing it; unknown names raise with close matches."""
+        """Check that ``name`` is known without importing it; unknown names raise with close
+        matches."""
         if name not in self._entries:
             close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise UsageError(f"unknown {self.what} {name!r}.{hint} Available: {', '.join(sorted(self._entries))}")
+            raise UsageError(f"unknown {self.what} {name!r}.{hint} Available: "
+                             f"{', '.join(sorted(self._entries))}")
 
     def get(self, name: str) -> T:
         """Resolve ``name`` (importing a lazy entry on first use)."""

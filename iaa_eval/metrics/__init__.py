@@ -1,1 +1,2 @@
-"""Scoring rules: pure functions, no torch (official MME, MMBench, VQAv2 rules; paired statistics)."""
+"""Scoring rules: pure functions, no torch (official MME, MMBench, VQAv2 rules; paired
+statistics)."""

@@ -3,8 +3,8 @@
 Circular evaluation (MMBench paper, VLMEvalKit): a question with N options is asked N times, the
 options rotated by one place each time; it counts as right only if every pass picks the right
 option. The published dev TSVs hold the rotated copies as rows with ``index + k * 1_000_000``
-(copy k puts original option ``(i - k) mod N`` at letter i, keeping an "all / none of these" last option
-in place); :func:`rotations` builds the same copies when a file lacks them.
+(copy k puts original option ``(i - k) mod N`` at letter i, keeping an "all / none of these" last
+option in place); :func:`rotations` builds the same copies when a file lacks them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 COPY_STRIDE = 1_000_000
 LETTERS = "ABCDEFGHIJ"
-_REFERS_TO_OTHERS = re.compile(r"(?i)\b(all|none|both)\b.*(above|these options|\bA\s*,\s*B\b)|以上|上述")
+_REFERS_TO_OTHERS = re.compile(r"(?i)\b(all|none|both)\b.*(above|these options|\bA\s*,\s*B\b)"
+                               r"|以上|上述")
 _PUNCT_OR_SPACE = " \t\n.,:;!?()[]{}*#'\"。，：；！？（）【】、"
 
 
@@ -26,12 +27,13 @@ def question_id(index: int) -> int:
 
 def pins_last(options: Sequence[str]) -> bool:
     """Whether the last option refers to the others ("All of these options are correct.", "None of
-    these ...", "both A,B, and C", "All above are not right"; in Chinese "以上..."/"上述..."): the published
-    EN copies keep it last (the Chinese pattern is our inference)."""
+    these ...", "both A,B, and C", "All above are not right"; in Chinese "以上..."/"上述..."):
+    the published EN copies keep it last (the Chinese pattern is our inference)."""
     return bool(options) and _REFERS_TO_OTHERS.search(str(options[-1])) is not None
 
 
-def rotations(options: Sequence[str], answer: str, pin_last: bool | None = None) -> list[tuple[list[str], str]]:
+def rotations(options: Sequence[str], answer: str,
+              pin_last: bool | None = None) -> list[tuple[list[str], str]]:
     """The circular passes of a question as ``(options, answer letter)``, rotation 0 first.
 
     N options give N passes; when the last option is pinned (default: :func:`pins_last`), only the
@@ -97,7 +99,8 @@ def extract_choice(response: str, options: Mapping[str, str]) -> str | None:
         return bare.upper()
     lowered = text.lower()
     hits = [k for k, v in options.items() if str(v).strip() and str(v).strip().lower() in lowered]
-    hits = [k for k in hits if not any(k != o and options[k].strip().lower() in options[o].lower() for o in hits)]
+    hits = [k for k in hits
+            if not any(k != o and options[k].strip().lower() in options[o].lower() for o in hits)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -126,7 +129,8 @@ def circular_accuracy(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             first[qid] = rec
     missing = sorted(set(passes) - set(first))
     if missing:
-        raise ValueError(f"questions {missing[:5]} have rotated copies but no rotation-0 row (index < 1e6)")
+        raise ValueError(f"questions {missing[:5]} have rotated copies but no rotation-0 row "
+                         "(index < 1e6)")
 
     def summary(qids: Sequence[int]) -> dict[str, float]:
         return {

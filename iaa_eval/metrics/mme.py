@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 PERCEPTION = (
-    "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR",
+    "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
+    "artwork", "OCR",
 )
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 SUBTASKS = PERCEPTION + COGNITION
@@ -62,10 +63,12 @@ def score(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     for row in rows:
         subtask = str(row["subtask"])
         if subtask not in SUBTASKS:
-            raise ValueError(f"unknown MME subtask {subtask!r}; expected one of {', '.join(SUBTASKS)}")
+            raise ValueError(f"unknown MME subtask {subtask!r}; expected one of "
+                             f"{', '.join(SUBTASKS)}")
         answer = str(row["answer"]).strip().lower()
         if answer not in ("yes", "no"):
-            raise ValueError(f"MME ground truth must be yes or no, got {row['answer']!r} ({subtask}/{row['image']})")
+            raise ValueError(f"MME ground truth must be yes or no, got {row['answer']!r} "
+                             f"({subtask}/{row['image']})")
         images = per_image.setdefault(subtask, {})
         images.setdefault(str(row["image"]), []).append(is_correct(answer, str(row["prediction"])))
     result: dict[str, Any] = {}

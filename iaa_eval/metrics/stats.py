@@ -124,7 +124,8 @@ def paired_bootstrap(
 
 
 def mean_ci(
-    values: ArrayLike, resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95, seed: int = DEFAULT_SEED
+    values: ArrayLike, resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95,
+    seed: int = DEFAULT_SEED
 ) -> BootstrapCI:
     """Percentile bootstrap CI of a plain mean (one model's accuracy); ``delta`` holds the mean."""
     v = np.asarray(values, dtype=np.float64).ravel()

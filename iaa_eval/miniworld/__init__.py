@@ -1,4 +1,5 @@
-"""The mini-world: an embedded default trio (base, LLaVA-style, IAA) and its data, in real formats."""
+"""The mini-world: an embedded default trio (base, LLaVA-style, IAA) and its data, in real
+formats."""
 
 from iaa_eval.resources import MINIWORLD_ASSETS
 

@@ -31,9 +31,12 @@ def _adapters(out_dir: Path) -> dict[str, Any]:
     from iaa_eval.models.llava import LlavaModel
 
     return {
-        "base": HFCausalModel(ModelSpec("base", "hf", str(out_dir / "base"), dtype="float32", batch_size=32)),
-        "llava": LlavaModel(ModelSpec("llava", "llava", str(out_dir / "llava"), dtype="float32", batch_size=32)),
-        "iaa": IAAModel(ModelSpec("iaa", "iaa", str(out_dir / "iaa"), dtype="float32", batch_size=32)),
+        "base": HFCausalModel(ModelSpec("base", "hf", str(out_dir / "base"), dtype="float32",
+                                        batch_size=32)),
+        "llava": LlavaModel(ModelSpec("llava", "llava", str(out_dir / "llava"), dtype="float32",
+                                      batch_size=32)),
+        "iaa": IAAModel(ModelSpec("iaa", "iaa", str(out_dir / "iaa"), dtype="float32",
+                                  batch_size=32)),
     }
 
 
@@ -42,7 +45,8 @@ def text_results(models: dict[str, Any], seed: int) -> dict[str, Any]:
     w = world.make_world(seed)
     out: dict[str, Any] = {}
     for lang, name in (("en", "mmlu"), ("zh", "ceval")):
-        items = [it for its in world.make_items(w, lang).values() for it in world.split_dev(its, seed)[1]]
+        items = [it for its in world.make_items(w, lang).values()
+                 for it in world.split_dev(its, seed)[1]]
         right = {k: score.cloze_correct(m.text_view().model, m.text_view().tokenizer, items, lang)
                  for k, m in models.items()}
         out[name] = {
@@ -64,11 +68,13 @@ def mm_requests(data_dir: Path) -> dict[str, list[tuple[Any, str]]]:
     from iaa_eval.models.base import MMRequest
 
     vqa_dir = data_dir / "vqav2"
-    questions = json.loads((vqa_dir / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())["questions"]
-    answers = {a["question_id"]: a["multiple_choice_answer"] for a in
-               json.loads((vqa_dir / "v2_mscoco_val2014_annotations.json").read_text())["annotations"]}
+    questions = json.loads(
+        (vqa_dir / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())["questions"]
+    annotations = json.loads((vqa_dir / "v2_mscoco_val2014_annotations.json").read_text())
+    answers = {a["question_id"]: a["multiple_choice_answer"] for a in annotations["annotations"]}
     vqa = [(MMRequest(f"{q['question']}\n{mmdata.SHORT_ANSWER}",
-                      Image.open(vqa_dir / "val2014" / f"COCO_val2014_{q['image_id']:012d}.jpg").convert("RGB")),
+                      Image.open(vqa_dir / "val2014" / f"COCO_val2014_{q['image_id']:012d}.jpg")
+                      .convert("RGB")),
             answers[q["question_id"]]) for q in questions]
     mme = []
     for txt in sorted((data_dir / "mme").glob("*/*.txt")):
@@ -96,7 +102,8 @@ def mm_results(models: dict[str, Any], data_dir: Path) -> dict[str, Any]:
             for blind in (False, True):
                 requests = [replace(r, image=None) if blind else r for r, _ in pairs]
                 got = models[name].generate(requests)
-                acc = sum(_norm(g).startswith(e) and bool(_norm(g)) for g, (_, e) in zip(got, pairs, strict=True))
+                acc = sum(_norm(g).startswith(e) and bool(_norm(g))
+                          for g, (_, e) in zip(got, pairs, strict=True))
                 out[f"{name}_{task}{'_blind' if blind else ''}"] = round(acc / len(pairs), 4)
     return out
 

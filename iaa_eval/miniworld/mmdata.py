@@ -21,13 +21,15 @@ from pathlib import Path
 
 SHAPES = ("circle", "rectangle", "triangle")
 COLOURS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
-EXTRA_SHAPES = ("star", "hexagon", "pentagon")  # the fourth MMBench option: shapes easy-vqa never draws
+# the fourth MMBench option: shapes easy-vqa never draws
+EXTRA_SHAPES = ("star", "hexagon", "pentagon")
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 LETTER_ANSWER = "Answer with the option's letter from the given choices directly."
 YES_NO = "Please answer yes or no."
 CAPTION_PROMPTS = (
     "Describe the image concisely.", "Give a brief description of the image.",
-    "Provide a short caption for the picture.", "What is in the photo?", "Summarize the image in a few words.",
+    "Provide a short caption for the picture.", "What is in the photo?",
+    "Summarize the image in a few words.",
 )
 # Sizes of the evaluation sets (test-split images; each image in exactly one task).
 N_VQA_IMAGES, N_MME_IMAGES, N_MMB_IMAGES = 300, 300, 280
@@ -106,7 +108,8 @@ def mc_prompt(question: str, options: tuple[str, ...], hint: str = "") -> str:
     return "\n".join(lines)
 
 
-def _mc_question(record: ImageRecord, rng: random.Random, kind: str) -> tuple[str, tuple[str, ...], str]:
+def _mc_question(record: ImageRecord, rng: random.Random,
+                 kind: str) -> tuple[str, tuple[str, ...], str]:
     """(question, four options, right option) about the colour, the shape, or both."""
     if kind == "colour":
         right, pool = record.colour, [c for c in COLOURS if c != record.colour]
@@ -195,11 +198,13 @@ def training_examples(seed: int = 0, mix: Mix | None = None) -> dict[str, list[M
     for r in records:
         for q, a in r.questions:
             yes_no = a in ("yes", "no") and rng.random() < mix.yes_no_suffix
-            stage2.append(MMExample(r.path, f"{q} {YES_NO}" if yes_no else f"{q}\n{SHORT_ANSWER}", a))
+            prompt = f"{q} {YES_NO}" if yes_no else f"{q}\n{SHORT_ANSWER}"
+            stage2.append(MMExample(r.path, prompt, a))
         for _ in range(mix.yes_no_pairs):
             for kind in YES_NO_KINDS:
                 stage2 += [MMExample(r.path, q, a) for q, a in yes_no_pair(r, rng, kind)]
-        stage2 += [MMExample(r.path, prompt, letter) for prompt, letter in mc_items(r, rng, mix.mc_orders)]
+        stage2 += [MMExample(r.path, prompt, letter)
+                   for prompt, letter in mc_items(r, rng, mix.mc_orders)]
     rng.shuffle(stage1)
     rng.shuffle(stage2)
     return {"stage1": stage1, "stage2": stage2}
@@ -224,20 +229,26 @@ def write_vqav2(records: list[ImageRecord], out_dir: Path, seed: int = 0) -> int
     (out_dir / "val2014").mkdir(parents=True, exist_ok=True)
     questions, annotations = [], []
     for r in records:
-        Image.open(r.path).convert("RGB").save(out_dir / "val2014" / f"COCO_val2014_{r.image_id:012d}.jpg", quality=95)
+        image = out_dir / "val2014" / f"COCO_val2014_{r.image_id:012d}.jpg"
+        Image.open(r.path).convert("RGB").save(image, quality=95)
         open_qs = [qa for qa in r.questions if qa[1] not in ("yes", "no")]
         yes_no = [qa for qa in r.questions if qa[1] in ("yes", "no")]
-        for n, (question, answer) in enumerate(rng.sample(open_qs, min(1, len(open_qs))) + rng.sample(yes_no, min(1, len(yes_no)))):
+        picked = rng.sample(open_qs, min(1, len(open_qs))) + rng.sample(yes_no, min(1, len(yes_no)))
+        for n, (question, answer) in enumerate(picked):
             qid = r.image_id * 10 + n
             questions.append({"image_id": r.image_id, "question": question, "question_id": qid})
             annotations.append({
-                "question_id": qid, "image_id": r.image_id, "question_type": " ".join(question.split()[:3]),
+                "question_id": qid, "image_id": r.image_id,
+                "question_type": " ".join(question.split()[:3]),
                 "answer_type": "yes/no" if answer in ("yes", "no") else "other",
                 "multiple_choice_answer": answer,
-                "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": k + 1} for k in range(10)],
+                "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": k + 1}
+                            for k in range(10)],
             })
-    header = {"info": {"description": "mini-VQAv2 (iaa-eval mini-world, from easy-vqa test images)"},
-              "license": {"name": "MIT (easy-vqa)"}, "data_subtype": "val2014"}
+    header = {
+        "info": {"description": "mini-VQAv2 (iaa-eval mini-world, from easy-vqa test images)"},
+        "license": {"name": "MIT (easy-vqa)"}, "data_subtype": "val2014",
+    }
     (out_dir / "v2_OpenEnded_mscoco_val2014_questions.json").write_text(json.dumps(
         {**header, "task_type": "Open-Ended", "data_type": "mscoco", "questions": questions}))
     (out_dir / "v2_mscoco_val2014_annotations.json").write_text(json.dumps(
@@ -284,14 +295,15 @@ def write_mmbench(records: list[ImageRecord], path: Path, seed: int = 0) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "l2-category", "image"])
+        writer.writerow(["index", "question", "hint", "A", "B", "C", "D", "answer", "category",
+                         "l2-category", "image"])
         for index, r in enumerate(records):
             kind = ("colour", "shape", "both")[index % 3]
             question, options, right = _mc_question(r, rng, kind)
             buf = io.BytesIO()
             Image.open(r.path).convert("RGB").save(buf, format="PNG")
-            writer.writerow([index, question, "", *options, "ABCD"[options.index(right)], *categories[kind],
-                             base64.b64encode(buf.getvalue()).decode()])
+            writer.writerow([index, question, "", *options, "ABCD"[options.index(right)],
+                             *categories[kind], base64.b64encode(buf.getvalue()).decode()])
     return len(records)
 
 
@@ -301,5 +313,6 @@ def write_all(out_dir: Path, seed: int = 0) -> dict[str, object]:
     return {
         "vqav2": write_vqav2(images["vqav2"], out_dir / "vqav2", seed),
         "mme": write_mme(images["mme"], out_dir / "mme", seed),
-        "mmbench_en": write_mmbench(images["mmbench"], out_dir / "mmbench_en" / "mmbench_dev_en.tsv", seed),
+        "mmbench_en": write_mmbench(images["mmbench"],
+                                    out_dir / "mmbench_en" / "mmbench_dev_en.tsv", seed),
     }

@@ -45,7 +45,8 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 1536) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer)
-    # Llama convention: encoding with special tokens prepends <s> (pretraining rows start with it too).
+    # Llama convention: encoding with special tokens prepends <s>
+    # (pretraining rows start with it too).
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
@@ -58,9 +59,10 @@ def llama_config(vocab_size: int, hidden: int = 128, layers: int = 4, heads: int
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 3, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512,
-        bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False,
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 3,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=512, bos_token_id=0, eos_token_id=1, pad_token_id=2,
+        tie_word_embeddings=False,
     )
 
 
@@ -68,7 +70,8 @@ def pack(tokenizer: Any, docs: Sequence[str], seq_len: int) -> torch.Tensor:
     """Documents as ``<s> doc </s>`` concatenated and cut into rows of ``seq_len`` tokens."""
     ids: list[int] = []
     for doc in docs:
-        ids += [tokenizer.bos_token_id, *tokenizer(doc, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        ids += [tokenizer.bos_token_id, *tokenizer(doc, add_special_tokens=False)["input_ids"],
+                tokenizer.eos_token_id]
     rows = len(ids) // seq_len
     return torch.tensor(ids[: rows * seq_len]).view(rows, seq_len)  # (rows, seq_len)
 
@@ -76,7 +79,8 @@ def pack(tokenizer: Any, docs: Sequence[str], seq_len: int) -> torch.Tensor:
 def loss_curve(losses: list[float], points: int = 10) -> list[float]:
     """A loss curve cut to ``points`` means of equal spans (for manifests and logs)."""
     n = max(1, len(losses) // points)
-    return [round(sum(losses[i : i + n]) / len(losses[i : i + n]), 4) for i in range(0, len(losses), n)][:points]
+    return [round(sum(losses[i : i + n]) / len(losses[i : i + n]), 4)
+            for i in range(0, len(losses), n)][:points]
 
 
 def cosine_lr(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -109,11 +113,13 @@ def _batches(n: int, schedule: Schedule, gen: torch.Generator) -> Iterator[torch
 
 
 def run_steps(
-    params: Sequence[torch.nn.Parameter], loss_fn: Any, n: int, schedule: Schedule, seed: int, desc: str
+    params: Sequence[torch.nn.Parameter], loss_fn: Any, n: int, schedule: Schedule, seed: int,
+    desc: str
 ) -> list[float]:
     """The shared loop: AdamW over ``params``, ``loss_fn(indices)`` per step; returns the losses."""
     gen = seed_everything(seed)
-    opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay,
+                            betas=(0.9, 0.98))
     warmup = max(1, schedule.steps // 20)
     losses = []
     bar = tqdm(_batches(n, schedule, gen), total=schedule.steps, desc=desc, leave=False)
@@ -128,8 +134,8 @@ def run_steps(
         losses.append(loss.item())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    log.info("%s: loss %.3f -> %.3f over %d steps", desc, losses[0], sum(losses[-10:]) / min(10, len(losses)),
-             schedule.steps)
+    log.info("%s: loss %.3f -> %.3f over %d steps", desc, losses[0],
+             sum(losses[-10:]) / min(10, len(losses)), schedule.steps)
     return losses
 
 
@@ -152,13 +158,14 @@ def clip_config(image_size: int = 64, patch: int = 16, hidden: int = 64, layers:
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
-        hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers, num_attention_heads=4,
-        image_size=image_size, patch_size=patch, projection_dim=hidden,
+        hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
+        num_attention_heads=4, image_size=image_size, patch_size=patch, projection_dim=hidden,
     )
 
 
 def pretrain_vision(
-    tower: Any, pixels: torch.Tensor, labels: torch.Tensor, n_classes: Sequence[int], schedule: Schedule, seed: int
+    tower: Any, pixels: torch.Tensor, labels: torch.Tensor, n_classes: Sequence[int],
+    schedule: Schedule, seed: int
 ) -> tuple[list[float], float]:
     """Shape and colour classification of easy-vqa training images (an honest, supervised
     objective). Heads read both the pooled output and the mean of the patch features of the
@@ -172,10 +179,12 @@ def pretrain_vision(
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         out = tower(pixel_values=pixels[idx].to(device), output_hidden_states=True)
-        feats = torch.cat([out.pooler_output, out.hidden_states[-2][:, 1:].mean(1)], dim=-1)  # (B, 2*width)
+        # pooled and mean patch features: (B, 2*width)
+        feats = torch.cat([out.pooler_output, out.hidden_states[-2][:, 1:].mean(1)], dim=-1)
         target = labels[idx].to(device)  # (B, n_heads)
         logits = [head(feats) for head in heads]
-        loss = sum(torch.nn.functional.cross_entropy(lg, target[:, k]) for k, lg in enumerate(logits))
+        loss = sum(torch.nn.functional.cross_entropy(lg, target[:, k])
+                   for k, lg in enumerate(logits))
         right = torch.stack([lg.argmax(-1) == target[:, k] for k, lg in enumerate(logits)]).all(0)
         last_acc[0] = right.float().mean().item()
         return loss

@@ -29,7 +29,8 @@ class ReferenceFile:
 
 
 def summarise(run_dir: Path | str) -> dict[str, Any]:
-    """Scores of every model and task, text forgetting (Δ, CI, McNemar, flips) and multimodal gain."""
+    """Scores of every model and task, text forgetting (Δ, CI, McNemar, flips) and multimodal
+    gain."""
     import hashlib
 
     from iaa_eval.forgetting import analyse
@@ -37,15 +38,18 @@ def summarise(run_dir: Path | str) -> dict[str, Any]:
 
     data = read_results(Path(run_dir))
     analysis = analyse(run_dir)
-    scores = {model: {task: {k: round(v, 6) for k, v in entry["metrics"].items()} for task, entry in tasks.items()}
+    scores = {model: {task: {k: round(v, 6) for k, v in entry["metrics"].items()}
+                      for task, entry in tasks.items()}
               for model, tasks in data["results"].items()}
-    text = analysis.text[["model", "task", "base_score", "score", "delta", "ci_low", "ci_high", "right_to_wrong",
-                          "wrong_to_right", "mcnemar_p"]]
+    text = analysis.text[["model", "task", "base_score", "score", "delta", "ci_low", "ci_high",
+                          "right_to_wrong", "wrong_to_right", "mcnemar_p"]]
     gain = analysis.gain[["model", "task", "metric", "score", "blind_score", "item_gain"]]
     manifest = ASSETS / "manifest.json"
     return {
-        "source": "iaa-eval run --suite forgetting (the shipped mini-world trio), analysed by iaa_eval.forgetting",
-        "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None,
+        "source": "iaa-eval run --suite forgetting (the shipped mini-world trio), analysed by "
+                  "iaa_eval.forgetting",
+        "manifest_sha256": (hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists()
+                            else None),
         "scores": scores,
         "text_forgetting": json.loads(text.round(6).to_json(orient="records")),
         "multimodal_gain": json.loads(gain.round(6).to_json(orient="records")),

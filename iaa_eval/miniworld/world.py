@@ -25,7 +25,8 @@ _ZH_SYLLABLES = (
     "帕佩皮坡普然雷里罗鲁萨塞西索苏塔特蒂托图瓦维薇沃伍扎泽齐佐祖"
 )
 _ZH_FINALS = "恩尔斯姆"
-SYLLABLE_ZH = {o + v: _ZH_SYLLABLES[i * 5 + j] for i, o in enumerate(ONSETS) for j, v in enumerate(VOWELS)}
+SYLLABLE_ZH = {o + v: _ZH_SYLLABLES[i * 5 + j] for i, o in enumerate(ONSETS)
+               for j, v in enumerate(VOWELS)}
 SYLLABLE_ZH.update(dict(zip(FINALS, _ZH_FINALS, strict=True)))
 
 PROFESSIONS = (
@@ -39,9 +40,9 @@ SUBJECTS = (
     "world_neighbours", "people_professions", "people_birth_years", "elementary_arithmetic",
 )
 SUBJECT_ZH = {
-    "world_capitals": "首都", "world_currencies": "货币", "world_languages": "语言", "world_continents": "大洲",
-    "world_neighbours": "邻国", "people_professions": "职业", "people_birth_years": "出生年份",
-    "elementary_arithmetic": "算术",
+    "world_capitals": "首都", "world_currencies": "货币", "world_languages": "语言",
+    "world_continents": "大洲", "world_neighbours": "邻国", "people_professions": "职业",
+    "people_birth_years": "出生年份", "elementary_arithmetic": "算术",
 }
 
 # Wordings used only by the evaluation sets; none of their literal parts occurs in the corpus.
@@ -72,47 +73,58 @@ EVAL_TEMPLATES = {
 # "Question: ...\nAnswer: ..." frame of the cloze evaluation, with different questions.
 CORPUS_TEMPLATES = {
     "en": {
-        "capital": ("The capital of {s} is {o}.", "{o} is the capital city of {s}.", "{s} has its capital at {o}.",
-                    "The seat of government of {s} is {o}.", "Question: Which city is the capital of {s}?\nAnswer: {o}",
+        "capital": ("The capital of {s} is {o}.", "{o} is the capital city of {s}.",
+                    "{s} has its capital at {o}.", "The seat of government of {s} is {o}.",
+                    "Question: Which city is the capital of {s}?\nAnswer: {o}",
                     "Question: Name the capital city of {s}.\nAnswer: {o}"),
         "currency": ("{s} uses the {o} as its currency.", "The currency of {s} is the {o}.",
                      "In {s}, people pay with the {o}.", "The official money of {s} is the {o}.",
                      "Question: What currency does {s} use?\nAnswer: {o}",
                      "Question: What money is used in {s}?\nAnswer: {o}"),
-        "language": ("People in {s} speak {o}.", "The main language of {s} is {o}.", "{o} is the language of {s}.",
-                     "In {s}, most people speak {o}.", "Question: Which language do people speak in {s}?\nAnswer: {o}",
+        "language": ("People in {s} speak {o}.", "The main language of {s} is {o}.",
+                     "{o} is the language of {s}.", "In {s}, most people speak {o}.",
+                     "Question: Which language do people speak in {s}?\nAnswer: {o}",
                      "Question: What is the official language of {s}?\nAnswer: {o}"),
-        "continent": ("{s} is a country in {o}.", "{s} lies on the continent of {o}.", "{s} is located in {o}.",
-                      "The continent of {s} is {o}.", "Question: Where is {s} located?\nAnswer: {o}",
+        "continent": ("{s} is a country in {o}.", "{s} lies on the continent of {o}.",
+                      "{s} is located in {o}.", "The continent of {s} is {o}.",
+                      "Question: Where is {s} located?\nAnswer: {o}",
                       "Question: Which continent does {s} belong to?\nAnswer: {o}"),
-        "neighbour": ("{s} borders {o}.", "{o} is a neighbour of {s}.", "{s} and {o} share a border.",
-                      "{o} lies next to {s}.", "Question: Name a neighbour of {s}.\nAnswer: {o}",
+        "neighbour": ("{s} borders {o}.", "{o} is a neighbour of {s}.",
+                      "{s} and {o} share a border.", "{o} lies next to {s}.",
+                      "Question: Name a neighbour of {s}.\nAnswer: {o}",
                       "Question: Which country is next to {s}?\nAnswer: {o}"),
-        "profession": ("{s} works as a {o}.", "By profession, {s} is a {o}.", "The profession of {s} is {o}.",
-                       "{s} earns a living as a {o}.", "Question: What is the job of {s}?\nAnswer: {o}",
+        "profession": ("{s} works as a {o}.", "By profession, {s} is a {o}.",
+                       "The profession of {s} is {o}.", "{s} earns a living as a {o}.",
+                       "Question: What is the job of {s}?\nAnswer: {o}",
                        "Question: What work does {s} do?\nAnswer: {o}"),
-        "birth_year": ("{s} was born in {o}.", "The birth year of {s} is {o}.", "{s} came into the world in {o}.",
-                       "In {o}, {s} was born.", "Question: When was {s} born?\nAnswer: {o}",
+        "birth_year": ("{s} was born in {o}.", "The birth year of {s} is {o}.",
+                       "{s} came into the world in {o}.", "In {o}, {s} was born.",
+                       "Question: When was {s} born?\nAnswer: {o}",
                        "Question: What is the birth year of {s}?\nAnswer: {o}"),
-        "sum": ("The sum of {s} is {o}.", "Adding {s} gives {o}.", "{s} add up to {o}.", "{s} make {o} together.",
-                "Question: How much do {s} add up to?\nAnswer: {o}",
+        "sum": ("The sum of {s} is {o}.", "Adding {s} gives {o}.", "{s} add up to {o}.",
+                "{s} make {o} together.", "Question: How much do {s} add up to?\nAnswer: {o}",
                 "Question: What do {s} make together?\nAnswer: {o}"),
     },
     "zh": {
-        "capital": ("{s}的首都是{o}。", "{o}是{s}的首都。", "{s}的首府设在{o}。", "{s}政府位于{o}。",
-                    "问题：{s}的首都叫什么？\n答案：{o}", "问题：哪座城市是{s}的首都？\n答案：{o}"),
-        "currency": ("{s}使用的货币是{o}。", "{s}的货币是{o}。", "在{s}，人们用{o}付钱。", "{o}是{s}的通用货币。",
-                     "问题：{s}用什么货币？\n答案：{o}", "问题：{s}的货币叫什么？\n答案：{o}"),
-        "language": ("{s}人说{o}。", "{s}的官方语言是{o}。", "{o}是{s}的语言。", "在{s}，大多数人讲{o}。",
-                     "问题：{s}人讲什么语言？\n答案：{o}", "问题：{s}的官方语言是什么？\n答案：{o}"),
-        "continent": ("{s}位于{o}。", "{s}是{o}的一个国家。", "{s}地处{o}。", "{s}所在的大洲是{o}。",
-                      "问题：{s}在哪个洲？\n答案：{o}", "问题：{s}位于哪个洲？\n答案：{o}"),
+        "capital": ("{s}的首都是{o}。", "{o}是{s}的首都。", "{s}的首府设在{o}。",
+                    "{s}政府位于{o}。", "问题：{s}的首都叫什么？\n答案：{o}",
+                    "问题：哪座城市是{s}的首都？\n答案：{o}"),
+        "currency": ("{s}使用的货币是{o}。", "{s}的货币是{o}。", "在{s}，人们用{o}付钱。",
+                     "{o}是{s}的通用货币。", "问题：{s}用什么货币？\n答案：{o}",
+                     "问题：{s}的货币叫什么？\n答案：{o}"),
+        "language": ("{s}人说{o}。", "{s}的官方语言是{o}。", "{o}是{s}的语言。",
+                     "在{s}，大多数人讲{o}。", "问题：{s}人讲什么语言？\n答案：{o}",
+                     "问题：{s}的官方语言是什么？\n答案：{o}"),
+        "continent": ("{s}位于{o}。", "{s}是{o}的一个国家。", "{s}地处{o}。",
+                      "{s}所在的大洲是{o}。", "问题：{s}在哪个洲？\n答案：{o}",
+                      "问题：{s}位于哪个洲？\n答案：{o}"),
         "neighbour": ("{s}与{o}接壤。", "{o}是{s}的邻国。", "{s}和{o}相邻。", "{o}紧挨着{s}。",
                       "问题：{s}有哪些邻国？\n答案：{o}", "问题：哪个国家与{s}接壤？\n答案：{o}"),
         "profession": ("{s}是一名{o}。", "{s}的工作是{o}。", "{s}的职业是{o}。", "{s}以当{o}为生。",
                        "问题：{s}做什么工作？\n答案：{o}", "问题：{s}的职业是什么？\n答案：{o}"),
         "birth_year": ("{s}出生于{o}。", "{s}生于{o}。", "{s}是{o}出生的。", "{o}，{s}出生了。",
-                       "问题：{s}是什么时候出生的？\n答案：{o}", "问题：{s}生于哪一年？\n答案：{o}"),
+                       "问题：{s}是什么时候出生的？\n答案：{o}",
+                       "问题：{s}生于哪一年？\n答案：{o}"),
         "sum": ("{s}等于{o}。", "{s}得{o}。", "{s}的和为{o}。", "{s}的结果是{o}。",
                 "问题：{s}得多少？\n答案：{o}", "问题：{s}等于几？\n答案：{o}"),
     },
@@ -194,7 +206,8 @@ class _Namer:
                 return Name(en.capitalize(), "".join(SYLLABLE_ZH[u] for u in units) + zh_suffix)
 
 
-def make_world(seed: int = 0, n_countries: int = 130, n_people: int = 130, max_addend: int = 12) -> World:
+def make_world(seed: int = 0, n_countries: int = 130, n_people: int = 130,
+               max_addend: int = 12) -> World:
     """The world of ``seed``: deterministic, independent of everything but its arguments."""
     rng = random.Random(seed)
     namer = _Namer(rng)
@@ -248,7 +261,8 @@ def facts(world: World, lang: str) -> list[tuple[str, str, str]]:
         out += [("neighbour", s, world.countries[n].name.get(lang)) for n in c.neighbours]
     for p in world.people:
         s = p.name.get(lang)
-        out += [("profession", s, p.profession.get(lang)), ("birth_year", s, _year(p.birth_year, lang))]
+        out += [("profession", s, p.profession.get(lang)),
+                ("birth_year", s, _year(p.birth_year, lang))]
     out += [("sum", _sum_text(a, b, lang), str(a + b)) for a, b in world.sums]
     return out
 
@@ -270,16 +284,19 @@ def corpus(world: World, repeats: int = 8) -> list[str]:
         joiner = " " if lang == "en" else ""
         for _ in range(repeats):
             for s, rel_objs in by_subject.items():
-                lines = [_article(rng.choice(CORPUS_TEMPLATES[lang][r]).format(s=s, o=o)) for r, o in rel_objs]
+                lines = [_article(rng.choice(CORPUS_TEMPLATES[lang][r]).format(s=s, o=o))
+                         for r, o in rel_objs]
                 rng.shuffle(lines)
                 prose = joiner.join(x for x in lines if "\n" not in x)
-                docs.append("\n".join(part for part in (prose, *(x for x in lines if "\n" in x)) if part))
+                parts = (prose, *(x for x in lines if "\n" in x))
+                docs.append("\n".join(part for part in parts if part))
     rng.shuffle(docs)
     return docs
 
 
 def _pick(rng: random.Random, right: str, pool: list[str]) -> tuple[tuple[str, str, str, str], str]:
-    """Four options (right + three distinct wrong ones from ``pool``), shuffled; the right letter."""
+    """Four options (right + three distinct wrong ones from ``pool``), shuffled; the right
+    letter."""
     wrong = rng.sample(sorted(set(pool) - {right}), 3)
     options = [right, *wrong]
     rng.shuffle(options)
@@ -308,7 +325,8 @@ def make_items(world: World, lang: str) -> dict[str, list[Item]]:
         add("world_neighbours", s, g(cs[rng.choice(c.neighbours)].name, lang), far)
     for p in ps:
         s = g(p.name, lang)
-        add("people_professions", s, g(p.profession, lang), [x[0 if lang == "en" else 1] for x in PROFESSIONS])
+        add("people_professions", s, g(p.profession, lang),
+            [x[0 if lang == "en" else 1] for x in PROFESSIONS])
         years = [_year(p.birth_year + d, lang) for d in range(-60, 61, 5) if d]
         add("people_birth_years", s, _year(p.birth_year, lang), [*years, _year(p.birth_year, lang)])
     for a, b in world.sums:
@@ -327,7 +345,8 @@ def split_dev(items: list[Item], seed: int, n_dev: int = 5) -> tuple[list[Item],
 
 
 def write_mmlu(world: World, out_dir: Path) -> dict[str, int]:
-    """mini-MMLU: ``<out>/{dev,test}/<subject>_{dev,test}.csv``, no header, question,A,B,C,D,answer."""
+    """mini-MMLU: ``<out>/{dev,test}/<subject>_{dev,test}.csv``, no header,
+    question,A,B,C,D,answer."""
     counts = {}
     for subject, items in make_items(world, "en").items():
         dev, test = split_dev(items, world.seed)
@@ -353,7 +372,8 @@ def write_ceval(world: World, out_dir: Path) -> dict[str, int]:
                 writer = csv.writer(fh)
                 writer.writerow(["id", "question", "A", "B", "C", "D", "answer", "explanation"])
                 for i, it in enumerate(rows):
-                    why = f"正确答案是{it.options['ABCD'.index(it.answer)]}。" if split == "dev" else ""
+                    why = (f"正确答案是{it.options['ABCD'.index(it.answer)]}。" if split == "dev"
+                           else "")
                     writer.writerow([i, it.question, *it.options, it.answer, why])
         counts[subject] = len(val)
     mapping = {s: [s.replace("_", " ").title(), SUBJECT_ZH[s], "Other"] for s in SUBJECT_ZH}

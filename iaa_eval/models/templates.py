@@ -22,7 +22,8 @@ def user_content(text: str, image_placeholder: str | None) -> str:
     return f"{image_placeholder}\n{text}" if image_placeholder else text
 
 
-def build_prompt(tokenizer: Any, text: str, image_placeholder: str | None = None, system: bool = True) -> str:
+def build_prompt(tokenizer: Any, text: str, image_placeholder: str | None = None,
+                 system: bool = True) -> str:
     """The full prompt up to where the assistant's answer starts."""
     user = user_content(text, image_placeholder)
     if getattr(tokenizer, "chat_template", None):

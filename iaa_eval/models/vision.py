@@ -76,7 +76,8 @@ class FeatureCache:
     MMBench one per option rotation). ``encode`` maps a list of images to a tensor whose first
     dimension indexes them."""
 
-    def __init__(self, encode: Callable[[list[Image]], torch.Tensor], max_items: int = 2048) -> None:
+    def __init__(self, encode: Callable[[list[Image]], torch.Tensor],
+                 max_items: int = 2048) -> None:
         self.encode = encode
         self.max_items = max_items
         self.hits = 0

@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_TOKENS = 256
 COMMIT_REQUESTS = 256  # requests per cache transaction (per rank): what a crash can cost at most
 # ... except log-likelihoods on an accelerator: a chunk is also what the scorer packs into forwards,
-# and 256 requests (~64 MMLU questions, 2 subjects) made 110 small forwards of the 5-shot bench on an
-# H100 instead of ~24 full ones (a chunk of this size is ~15 s of an 8B model on MMLU). On a CPU a
-# forward is compute-bound at any size, so packing across chunks buys nothing there and the small
+# and 256 requests (~64 MMLU questions, 2 subjects) made 110 small forwards of the 5-shot bench on
+# an H100 instead of ~24 full ones (a chunk of this size is ~15 s of an 8B model on MMLU). On a CPU
+# a forward is compute-bound at any size, so packing across chunks buys nothing there and the small
 # chunks keep what an interrupted run loses small.
 SCORE_COMMIT_REQUESTS = 8192
 
@@ -84,8 +84,8 @@ class TextViewLM(LM):
         self.progress = progress
         self.max_length = max_length or resolve_max_length(view.model.config, view.tokenizer)
         self.scorer = FastScorer(
-            view.model, self.max_length, batch_size=batch_size, prefix_reuse=prefix_reuse, max_tokens=max_tokens,
-            progress=progress,
+            view.model, self.max_length, batch_size=batch_size, prefix_reuse=prefix_reuse,
+            max_tokens=max_tokens, progress=progress,
         )
         self.batch_size = batch_size
         self.score_chunk = score_chunk or default_score_chunk(next(view.model.parameters()).device)
@@ -112,7 +112,8 @@ class TextViewLM(LM):
         moved = []
         for context, continuation in pairs:
             n = len(context) - len(context.rstrip())
-            moved.append((context[:-n], context[-n:] + continuation) if n else (context, continuation))
+            moved.append((context[:-n], context[-n:] + continuation) if n
+                         else (context, continuation))
         whole = self._encode([c + d for (c, d), (o, _) in zip(moved, pairs, strict=True) if o])
         heads = self._encode([c for (c, _), (o, _) in zip(moved, pairs, strict=True) if o])
         result = []
@@ -145,11 +146,12 @@ class TextViewLM(LM):
         time; one context's options go to one rank together (one forward), a repeat once."""
         keys = [request_key([kind, self.max_length, *a]) for a in args]
         fingerprint = self.view.fingerprint
-        return self.path.answer(fingerprint, keys, args, compute, commit=commit, unit=lambda a: a[0],
-                                distinct=True)
+        return self.path.answer(fingerprint, keys, args, compute, commit=commit,
+                                unit=lambda a: a[0], distinct=True)
 
     # ---------------------------------------------------------------- the LM contract
-    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+    def loglikelihood(self, requests: list[Instance],
+                      disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """``(log p(continuation | context), is_greedy)`` per request."""
 
         def compute(args: list[tuple]) -> list[list]:
@@ -159,7 +161,8 @@ class TextViewLM(LM):
         values = self._ask("loglikelihood", args, compute, self.score_chunk)
         return [(float(v[0]), bool(v[1])) for v in values]
 
-    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+    def loglikelihood_rolling(self, requests: list[Instance],
+                              disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of whole strings, in HFLM's disjoint rolling windows (BOS/EOS first)."""
 
         def compute(args: list[tuple]) -> list[float]:
@@ -167,7 +170,8 @@ class TextViewLM(LM):
             windows, owner = [], []
             for i, (string,) in enumerate(args):
                 tokens = encoded[string]
-                for window in get_rolling_token_windows(tokens, self.prefix_token_id, self.max_length, 1):
+                for window in get_rolling_token_windows(tokens, self.prefix_token_id,
+                                                        self.max_length, 1):
                     windows.append(make_disjoint_window(window))
                     owner.append(i)
             totals = [0.0] * len(args)
@@ -182,13 +186,15 @@ class TextViewLM(LM):
         """Greedy continuations, cut at the first stop string (``until``)."""
 
         def compute(args: list[tuple]) -> list[str]:
-            return [self._generate_one(context, dict(kwargs)) for context, kwargs in tqdm(args, disable=not self.progress)]
+            return [self._generate_one(context, dict(kwargs))
+                    for context, kwargs in tqdm(args, disable=not self.progress)]
 
         args = [(r.args[0], _jsonable(r.args[1])) for r in requests]
         return list(self._ask("generate_until", args, compute))
 
     def _generate_one(self, context: str, kwargs: dict[str, Any]) -> str:
-        until = kwargs.pop("until", None) or [self.tokenizer.decode(self.view.model.config.eos_token_id or 0)]
+        until = kwargs.pop("until", None) or [
+            self.tokenizer.decode(self.view.model.config.eos_token_id or 0)]
         until = [until] if isinstance(until, str) else list(until)
         budget = int(kwargs.pop("max_gen_toks", DEFAULT_MAX_GEN_TOKENS))
         ids = self._encode([context])[context][-(self.max_length - budget) :]

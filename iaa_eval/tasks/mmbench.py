@@ -10,8 +10,8 @@ them generated (:func:`iaa_eval.metrics.mmbench.rotations`). Only an empty cell 
 option: the text "None" is an option like any other.
 
 Prompt (LLaVA's ``model_vqa_mmbench``): hint, question, ``"A. ..."`` lines, then "Answer with
-the option's letter from the given choices directly." (CN: "请直接回答选项字母。", as LLaVA's
-``--lang cn``).
+the option's letter from the given choices directly." (CN: "请直接回答选项字母。", as
+LLaVA's ``--lang cn``).
 """
 
 from __future__ import annotations
@@ -62,10 +62,11 @@ def _find_tsv(data_dir: Path, lang: str, extra: dict[str, Any]) -> Path:
         return data_dir / str(extra["file"])
     tsvs = sorted(data_dir.glob("*.tsv"))
     other = "cn" if lang == "en" else "en"
-    picks = [p for p in tsvs if lang in p.stem.lower()] or [p for p in tsvs if other not in p.stem.lower()]
+    picks = ([p for p in tsvs if lang in p.stem.lower()]
+             or [p for p in tsvs if other not in p.stem.lower()])
     if len(picks) != 1:
-        raise DataError(f"{data_dir}: expected one MMBench {lang.upper()} .tsv, found {[p.name for p in tsvs]}; "
-                        "name it with the language or set extra.file")
+        raise DataError(f"{data_dir}: expected one MMBench {lang.upper()} .tsv, found "
+                        f"{[p.name for p in tsvs]}; name it with the language or set extra.file")
     return picks[0]
 
 
@@ -81,7 +82,8 @@ def _rows_local(path: Path) -> list[tuple[str, dict[str, Any], Any]]:
         if column not in frame.columns:
             raise DataError(f"{path}: missing column {column!r} (have {list(frame.columns)})")
     rows = frame.to_dict("records")
-    return [(f"{path} row {i} (index {row['index']})", row, _text(row["image"])) for i, row in enumerate(rows, 1)]
+    return [(f"{path} row {i} (index {row['index']})", row, _text(row["image"]))
+            for i, row in enumerate(rows, 1)]
 
 
 def _image(value: Any, where: str, raw: dict[int, Any], decoded: dict[str, Any]) -> Any:
@@ -106,10 +108,12 @@ def _choices(where: str, row: dict[str, Any]) -> tuple[dict[str, str], str]:
     """A row's lettered options and answer letter, validated."""
     options = {k: _text(row.get(k)) for k in metric.LETTERS if _text(row.get(k))}
     if len(options) < 2 or list(options) != list(metric.LETTERS[: len(options)]):
-        raise DataError(f"{where}: row without options (need A, B, ... in order; got {list(options)})")
+        raise DataError(f"{where}: row without options (need A, B, ... in order; got "
+                        f"{list(options)})")
     answer = _text(row.get("answer")).upper()
     if answer not in options:
-        raise DataError(f"{where}: row without an answer among its options (answer {row.get('answer')!r})")
+        raise DataError(f"{where}: row without an answer among its options (answer "
+                        f"{row.get('answer')!r})")
     return options, answer
 
 
@@ -139,14 +143,18 @@ def _passes(where: str, row: dict[str, Any], source: Any, lang: str, alone: bool
     options, answer = _choices(where, row)
     if index >= metric.COPY_STRIDE and original is not None:
         _check_copy(where, index, (list(options.values()), answer), original)
-    meta = {"category": _text(row.get("category")) or None, "l2_category": _text(row.get("l2-category")) or None}
+    meta = {"category": _text(row.get("category")) or None,
+            "l2_category": _text(row.get("l2-category")) or None}
     question, hint = _text(row["question"]), _text(row.get("hint"))
-    passes = metric.rotations(list(options.values()), answer) if alone else [(list(options.values()), answer)]
+    passes = (metric.rotations(list(options.values()), answer) if alone
+              else [(list(options.values()), answer)])
     items = []
     for k, (opts, letter) in enumerate(passes):
-        lettered, idx = dict(zip(metric.LETTERS, opts, strict=False)), index + k * metric.COPY_STRIDE
+        lettered = dict(zip(metric.LETTERS, opts, strict=False))
+        idx = index + k * metric.COPY_STRIDE
         prompt = make_prompt(question, hint, lettered, lang)
-        items.append(mm.Item(str(idx), prompt, letter, source, {**meta, "index": idx, "options": lettered}))
+        items.append(mm.Item(str(idx), prompt, letter, source,
+                             {**meta, "index": idx, "options": lettered}))
     return items
 
 
@@ -209,13 +217,15 @@ def load(lang: str, data_dir: Path | None, extra: dict[str, Any],
     based = {it.meta["index"] for it in items if it.meta["index"] < metric.COPY_STRIDE}
     for it in items:
         if (qid := metric.question_id(it.meta["index"])) not in based:
-            problems.report(f"index {it.doc_id}: left out, its rotation-0 row (index {qid}) is missing or refused")
+            problems.report(f"index {it.doc_id}: left out, its rotation-0 row (index {qid}) is "
+                            "missing or refused")
         elif qid in refused:
             problems.report(f"index {it.doc_id}: left out, another pass of question {qid} "
                             "was refused")
     order = {qid: n for n, qid in enumerate(dict.fromkeys(metric.question_id(i) for i in raw))}
     kept = [it for it in items if metric.question_id(it.meta["index"]) in based - refused]
-    return sorted(kept, key=lambda it: (order[metric.question_id(it.meta["index"])], it.meta["index"]))
+    return sorted(kept,
+                  key=lambda it: (order[metric.question_id(it.meta["index"])], it.meta["index"]))
 
 
 class MMBenchTask:
@@ -229,25 +239,29 @@ class MMBenchTask:
         self.name = f"mmbench_{lang}"
 
     def run(self, ctx: TaskContext) -> TaskResult:
-        """Ask every pass (limit = questions); a question counts only if all its passes are right."""
+        """Ask every pass (limit = questions); a question counts only if all its passes are
+        right."""
         clock = mm.start(ctx)
         problems = mm.Problems(ctx.options.on_error)
-        items = mm.first(load(self.lang, ctx.options.data_dir, ctx.options.extra, problems), ctx.options.limit,
-                         key=lambda it: metric.question_id(it.meta["index"]))
+        items = mm.first(load(self.lang, ctx.options.data_dir, ctx.options.extra, problems),
+                         ctx.options.limit, key=lambda it: metric.question_id(it.meta["index"]))
         budget = int(mm.option(ctx.options.extra, "max_new_tokens", 16))
         records, samples = [], []
         for item, response in mm.ask(ctx, items, problems, budget):
             choice = metric.extract_choice(response, item.meta["options"])
             records.append({**item.meta, "answer": item.target, "prediction": choice})
             extra = {"extracted": choice, "question_id": metric.question_id(item.meta["index"])}
-            samples.append(SampleRecord(item.doc_id, item.prompt, item.target, response, choice == item.target,
-                                        group=item.meta["category"], extra=extra))
+            samples.append(SampleRecord(item.doc_id, item.prompt, item.target, response,
+                                        choice == item.target, group=item.meta["category"],
+                                        extra=extra))
         scores = metric.circular_accuracy(records)
         groups = {f"category/{k}": v for k, v in scores["categories"].items()}
         groups |= {f"l2_category/{k}": v for k, v in scores["l2_categories"].items()}
         metrics = {"circular_acc": scores["circular_acc"], "vanilla_acc": scores["vanilla_acc"]}
-        config = {"instruction": INSTRUCTIONS[self.lang], "max_new_tokens": budget, "questions": scores["n"]}
-        return mm.result(self.name, ctx, clock, problems, samples, metrics, "circular_acc", groups, config)
+        config = {"instruction": INSTRUCTIONS[self.lang], "max_new_tokens": budget,
+                  "questions": scores["n"]}
+        return mm.result(self.name, ctx, clock, problems, samples, metrics, "circular_acc", groups,
+                         config)
 
 
 MMBENCH_EN = MMBenchTask("en")

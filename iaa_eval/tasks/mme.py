@@ -32,8 +32,9 @@ def make_prompt(question: str) -> str:
     return question if question.endswith(SUFFIX) else f"{question} {SUFFIX}"
 
 
-def _add(items: list[mm.Item], seen: dict[tuple[str, str], list[str]], problems: mm.Problems, subtask: str, image: str, question: str,
-         answer: str, source: mm.ImageSource, where: str) -> None:
+def _add(items: list[mm.Item], seen: dict[tuple[str, str], list[str]], problems: mm.Problems,
+         subtask: str, image: str, question: str, answer: str, source: mm.ImageSource,
+         where: str) -> None:
     """Validate one question row and append it as an Item."""
     if answer.strip().lower() not in ("yes", "no"):
         problems.report(f"{where}: row without a yes/no answer (got {answer!r})")
@@ -45,7 +46,8 @@ def _add(items: list[mm.Item], seen: dict[tuple[str, str], list[str]], problems:
     k = len(asked)
     asked.append(question)
     meta = {"subtask": subtask, "image": image, "question": question}
-    items.append(mm.Item(f"{subtask}/{image}#{k}", make_prompt(question), answer.strip(), source, meta))
+    items.append(mm.Item(f"{subtask}/{image}#{k}", make_prompt(question), answer.strip(), source,
+                         meta))
 
 
 def _read_lines(txt: Path) -> list[str]:
@@ -74,7 +76,8 @@ def _pairs_only(items: list[mm.Item], origin: dict[tuple[str, str], str],
 
 def _release_root(data_dir: Path) -> Path:
     nested = data_dir / "MME_Benchmark_release_version"
-    return nested if not any((data_dir / s).is_dir() for s in metric.SUBTASKS) and nested.is_dir() else data_dir
+    flat = any((data_dir / s).is_dir() for s in metric.SUBTASKS)
+    return nested if not flat and nested.is_dir() else data_dir
 
 
 def load_local(data_dir: Path, problems: mm.Problems) -> list[mm.Item]:
@@ -85,13 +88,15 @@ def load_local(data_dir: Path, problems: mm.Problems) -> list[mm.Item]:
     origin: dict[tuple[str, str], str] = {}
     folders = [root / s for s in metric.SUBTASKS if (root / s).is_dir()]
     if not folders:
-        raise DataError(f"{root}: no MME subtask folder found (expected some of {', '.join(metric.SUBTASKS)})")
+        raise DataError(f"{root}: no MME subtask folder found (expected some of "
+                        f"{', '.join(metric.SUBTASKS)})")
     for folder in folders:
         qa_dir = folder / "questions_answers_YN"
         image_dir = folder / "images" if qa_dir.is_dir() else folder
         qa_dir = qa_dir if qa_dir.is_dir() else folder
         for txt in sorted(qa_dir.glob("*.txt")):
-            found = [image_dir / (txt.stem + s) for s in IMAGE_SUFFIXES if (image_dir / (txt.stem + s)).exists()]
+            found = [image_dir / (txt.stem + s) for s in IMAGE_SUFFIXES
+                     if (image_dir / (txt.stem + s)).exists()]
             if not found:
                 problems.report(f"{txt}: no image {txt.stem}{{.jpg,.png}} in {image_dir}")
                 continue
@@ -112,9 +117,11 @@ def load_local(data_dir: Path, problems: mm.Problems) -> list[mm.Item]:
                     continue
                 parts = line.rstrip("\r").split("\t")
                 if len(parts) != 2:
-                    problems.report(f"{txt}:{line_no}: expected 'question<TAB>answer', got {len(parts)} fields")
+                    problems.report(f"{txt}:{line_no}: expected 'question<TAB>answer', got "
+                                    f"{len(parts)} fields")
                     continue
-                _add(items, seen, problems, folder.name, path.name, parts[0], parts[1], source, f"{txt}:{line_no}")
+                _add(items, seen, problems, folder.name, path.name, parts[0], parts[1], source,
+                     f"{txt}:{line_no}")
     return _pairs_only(items, origin, problems)
 
 
@@ -131,8 +138,8 @@ def load_hub_items(problems: mm.Problems) -> list[mm.Item]:
             continue
         image = str(row["question_id"]).split("/", 1)[-1]
         origin.setdefault((subtask, image), f"lmms-lab/MME row {i} ({subtask}/{image})")
-        _add(items, seen, problems, subtask, image, str(row["question"]), str(row["answer"] or ""), source,
-             f"lmms-lab/MME row {i}")
+        _add(items, seen, problems, subtask, image, str(row["question"]), str(row["answer"] or ""),
+             source, f"lmms-lab/MME row {i}")
     return _pairs_only(items, origin, problems)
 
 
@@ -158,12 +165,15 @@ class MMETask:
         for item, response in mm.ask(ctx, items, problems, budget):
             rows.append({**item.meta, "answer": item.target, "prediction": response})
             samples.append(SampleRecord(item.doc_id, item.prompt, item.target, response,
-                                        metric.is_correct(item.target, response), group=item.meta["subtask"]))
+                                        metric.is_correct(item.target, response),
+                                        group=item.meta["subtask"]))
         scores = metric.score(rows) if rows else {"perception": 0.0, "cognition": 0.0}
-        groups = {s: {**scores[s], "n": sum(r["subtask"] == s for r in rows)} for s in metric.SUBTASKS if s in scores}
+        groups = {s: {**scores[s], "n": sum(r["subtask"] == s for r in rows)}
+                  for s in metric.SUBTASKS if s in scores}
         metrics = {"perception": scores["perception"], "cognition": scores["cognition"]}
         config = {"prompt_suffix": " " + SUFFIX, "max_new_tokens": budget, "subtasks": list(groups)}
-        return mm.result(self.name, ctx, clock, problems, samples, metrics, "perception", groups, config)
+        return mm.result(self.name, ctx, clock, problems, samples, metrics, "perception", groups,
+                         config)
 
 
 MME = MMETask()

@@ -86,7 +86,8 @@ class Item:
 
 
 def inside(root: Path, relative: str, where: str) -> Path:
-    """``root / relative``, refusing paths that leave ``root`` (``../``, absolute) or do not exist."""
+    """``root / relative``, refusing paths that leave ``root`` (``../``, absolute) or do not
+    exist."""
     base = root.resolve()
     path = (base / relative).resolve()
     if not path.is_relative_to(base):
@@ -117,7 +118,8 @@ def load_hub(path: str, name: str | None, split: str) -> Any:
                         "pass --data-dir with the original file layout instead") from exc
 
 
-def hub_rows(dataset: Any, label: str, image_column: str = "image") -> Iterator[tuple[int, dict, ImageSource]]:
+def hub_rows(dataset: Any, label: str,
+             image_column: str = "image") -> Iterator[tuple[int, dict, ImageSource]]:
     """Rows of a hub dataset without decoding their images; each image is fetched when asked."""
     text_only = dataset.remove_columns([image_column])
     for i, row in enumerate(text_only):
@@ -133,7 +135,8 @@ def generation_key(request: MMRequest) -> str:
     """The request-cache key of a generation request: prompt, image content and budget."""
     image = None if request.image is None else request.image_key or image_key(request.image)
     prompt, budget = request.prompt, request.max_new_tokens
-    return request_key({"op": "generate", "prompt": prompt, "image": image, "max_new_tokens": budget})
+    return request_key({"op": "generate", "prompt": prompt, "image": image,
+                        "max_new_tokens": budget})
 
 
 def generate(ctx: TaskContext, requests: Sequence[MMRequest]) -> list[str]:
@@ -189,7 +192,8 @@ def start(ctx: TaskContext) -> Clock:
 
 def result(
     name: str, ctx: TaskContext, clock: Clock, problems: Problems, samples: list[SampleRecord],
-    metrics: dict[str, float], primary: str, groups: dict[str, dict[str, float]], config: dict[str, Any],
+    metrics: dict[str, float], primary: str, groups: dict[str, dict[str, float]],
+    config: dict[str, Any],
 ) -> TaskResult:
     """A TaskResult with the shared bookkeeping filled in; timing and cache hits go to the log.
 
@@ -198,14 +202,17 @@ def result(
     """
     if not samples:
         source = ctx.options.data_dir or "the hub dataset"
-        why = f"all {len(problems.reasons)} rows skipped" if problems.reasons else "the dataset is empty"
-        raise DataError(f"{source}: no {name} items to evaluate ({why}); expected at least one question")
+        why = (f"all {len(problems.reasons)} rows skipped" if problems.reasons
+               else "the dataset is empty")
+        raise DataError(f"{source}: no {name} items to evaluate ({why}); expected at least one "
+                        "question")
     now, cache = start(ctx), {}
     if getattr(ctx.model, "feature_cache", None) is not None:
-        cache = {"feature_cache": {"hits": now.hits - clock.hits, "misses": now.misses - clock.misses}}
+        cache = {"feature_cache": {"hits": now.hits - clock.hits,
+                                   "misses": now.misses - clock.misses}}
     wall = now.t0 - clock.t0
-    logger.info("%s: %d samples, %d skipped, %.1fs%s", name, len(samples), len(problems.reasons), wall,
-                f", vision features: {cache['feature_cache']}" if cache else "")
+    logger.info("%s: %d samples, %d skipped, %.1fs%s", name, len(samples), len(problems.reasons),
+                wall, f", vision features: {cache['feature_cache']}" if cache else "")
     return TaskResult(
         task=name, metrics=metrics, primary=primary, n=len(samples), groups=groups,
         skipped=len(problems.reasons), skip_reasons=list(problems.reasons), blind=ctx.blind,
@@ -215,7 +222,8 @@ def result(
     )
 
 
-def first(items: Sequence[Item], limit: int | None, key: Callable[[Item], Any] | None = None) -> list[Item]:
+def first(items: Sequence[Item], limit: int | None,
+          key: Callable[[Item], Any] | None = None) -> list[Item]:
     """The first ``limit`` items, or for a ``key``, every item of the first ``limit`` keys."""
     if limit is None:
         return list(items)

@@ -78,19 +78,23 @@ def check_formulation(formulation: str) -> None:
         raise UsageError(f"formulation {formulation!r}: expected one of {', '.join(FORMULATIONS)}")
 
 
-def description(bench: Benchmark, subject: str, formulation: str, names: dict[str, str] | None = None) -> str:
-    """The task description lm-eval puts before the shots (``names``: C-Eval's Chinese subject names)."""
+def description(bench: Benchmark, subject: str, formulation: str,
+                names: dict[str, str] | None = None) -> str:
+    """The task description lm-eval puts before the shots (``names``: C-Eval's Chinese subject
+    names)."""
     if bench.name == "mmlu":
         words = " ".join(subject.split("_"))
         kind = "multiple choice questions" if formulation == "letter" else "questions"
         return f"The following are {kind} (with answers) about {words}.\n\n"
-    zh = (names or {}).get(subject) or CEVAL_SUBJECTS.get(subject, (subject.replace("_", " "), ""))[0]
+    zh = ((names or {}).get(subject)
+          or CEVAL_SUBJECTS.get(subject, (subject.replace("_", " "), ""))[0])
     if formulation == "letter":
         return f"以下是中国关于{zh}的单项选择题，请选出其中的正确答案。\n\n"
     return f"以下是中国关于{zh}的问题及其答案。\n\n"
 
 
-def subject_fields(bench: Benchmark, subject: str, formulation: str, names: dict[str, str] | None = None) -> dict[str, Any]:
+def subject_fields(bench: Benchmark, subject: str, formulation: str,
+                   names: dict[str, str] | None = None) -> dict[str, Any]:
     """What one subject's YAML adds to its template."""
     return {
         "task": bench.task_name(subject, formulation),
@@ -112,7 +116,8 @@ def group_config(bench: Benchmark, formulation: str) -> dict[str, Any]:
 
 
 def chinese_names(data_root: Path) -> dict[str, str]:
-    """C-Eval's ``subject_mapping.json`` next to local data (``{subject: [en, zh, category]}``), if any."""
+    """C-Eval's ``subject_mapping.json`` next to local data (``{subject: [en, zh, category]}``), if
+    any."""
     for path in (data_root / "subject_mapping.json", data_root.parent / "subject_mapping.json"):
         if path.is_file():
             mapping = json.loads(path.read_text(encoding="utf-8"))

@@ -1,10 +1,10 @@
 """Local MMLU and C-Eval files in their original layouts, read into the hub datasets' schemas.
 
-MMLU ships header-less CSVs (``question,A,B,C,D,answer``) as ``<dir>/{dev,val,test}/<subject>_<split>.csv``
-(optionally under an extra ``data/`` level); C-Eval ships CSVs with a header
-(``id,question,A,B,C,D,answer[,explanation]``). Rows become the records lm-eval's task YAMLs expect
-from ``cais/mmlu`` (``question, subject, choices, answer:int``) and ``ceval/ceval-exam`` (its own
-columns), so the same prompt templates serve hub and local data.
+MMLU ships header-less CSVs (``question,A,B,C,D,answer``) as
+``<dir>/{dev,val,test}/<subject>_<split>.csv`` (optionally under an extra ``data/`` level); C-Eval
+ships CSVs with a header (``id,question,A,B,C,D,answer[,explanation]``). Rows become the records
+lm-eval's task YAMLs expect from ``cais/mmlu`` (``question, subject, choices, answer:int``) and
+``ceval/ceval-exam`` (its own columns), so the same prompt templates serve hub and local data.
 
 A malformed row (wrong column count, blank or invalid answer, bytes that are not UTF-8) raises
 :class:`DataError` naming the file and line, or, with ``on_error="skip"``, is counted and reported.
@@ -39,7 +39,8 @@ class LoadReport:
 
 
 def resolve_root(data_dir: Path, splits: tuple[str, ...]) -> Path:
-    """The folder holding ``dev/`` and the evaluation split: ``data_dir`` itself or ``data_dir/data``."""
+    """The folder holding ``dev/`` and the evaluation split: ``data_dir`` itself or
+    ``data_dir/data``."""
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise DataError(f"--data-dir {data_dir}: no such directory")
@@ -47,7 +48,8 @@ def resolve_root(data_dir: Path, splits: tuple[str, ...]) -> Path:
         if all((root / split).is_dir() for split in splits):
             return root
     wanted = ", ".join(f"{s}/" for s in splits)
-    raise DataError(f"--data-dir {data_dir}: expected folders {wanted} (or data/{splits[0]}/ ...) in the original layout")
+    raise DataError(f"--data-dir {data_dir}: expected folders {wanted} (or data/{splits[0]}/ ...) "
+                    "in the original layout")
 
 
 def discover_subjects(root: Path, eval_split: str) -> list[str]:
@@ -81,16 +83,19 @@ def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
 
 def _mmlu_record(path: Path, line: int, row: list[str], subject: str) -> dict[str, Any]:
     if len(row) != 6:
-        raise DataError(f"{path}:{line}: expected 6 columns (question,A,B,C,D,answer), found {len(row)}")
+        raise DataError(f"{path}:{line}: expected 6 columns (question,A,B,C,D,answer), found "
+                        f"{len(row)}")
     answer = row[5].strip()
     if answer not in LETTERS:
         raise DataError(f"{path}:{line}: answer {answer!r} is not one of A, B, C, D")
-    return {"question": row[0], "subject": subject, "choices": row[1:5], "answer": LETTERS.index(answer)}
+    return {"question": row[0], "subject": subject, "choices": row[1:5],
+            "answer": LETTERS.index(answer)}
 
 
 def _ceval_record(path: Path, line: int, row: list[str], header: list[str]) -> dict[str, Any]:
     if len(row) != len(header):
-        raise DataError(f"{path}:{line}: expected {len(header)} columns ({','.join(header)}), found {len(row)}")
+        raise DataError(f"{path}:{line}: expected {len(header)} columns ({','.join(header)}), "
+                        f"found {len(row)}")
     record = dict(zip(header, row, strict=True))
     answer = record["answer"].strip()
     if answer not in LETTERS:
@@ -104,7 +109,8 @@ def _ceval_record(path: Path, line: int, row: list[str], header: list[str]) -> d
     }
 
 
-def read_split(path: Path, layout: str, subject: str, on_error: str, report: LoadReport) -> list[dict[str, Any]]:
+def read_split(path: Path, layout: str, subject: str, on_error: str,
+               report: LoadReport) -> list[dict[str, Any]]:
     """Records of one CSV file; ``layout`` is ``"mmlu"`` (no header) or ``"ceval"`` (header)."""
     if not path.is_file():
         raise DataError(f"{path}: missing (every subject needs dev and evaluation files)")
@@ -132,14 +138,16 @@ def read_split(path: Path, layout: str, subject: str, on_error: str, report: Loa
 
 
 def load_subject(
-    root: Path, layout: str, subject: str, splits: tuple[str, ...], on_error: str, report: LoadReport
+    root: Path, layout: str, subject: str, splits: tuple[str, ...], on_error: str,
+    report: LoadReport,
 ) -> Any:
     """A ``datasets.DatasetDict`` with one split per name in ``splits``."""
     import datasets
 
     parts = {}
     for split in splits:
-        records = read_split(root / split / f"{subject}_{split}.csv", layout, subject, on_error, report)
+        records = read_split(root / split / f"{subject}_{split}.csv", layout, subject, on_error,
+                             report)
         if not records:
             raise DataError(f"{root / split / f'{subject}_{split}.csv'}: no usable rows")
         parts[split] = datasets.Dataset.from_list(records)

@@ -37,10 +37,12 @@ def make_prompt(question: str) -> str:
 
 
 def _pick(data_dir: Path, word: str, split: str | None) -> Path:
-    found = sorted(p for p in data_dir.iterdir() if word in p.name.lower() and p.name.endswith((".json", ".json.gz")))
+    found = sorted(p for p in data_dir.iterdir()
+                   if word in p.name.lower() and p.name.endswith((".json", ".json.gz")))
     picks = [p for p in found if split is None or split in p.name]
     if len(picks) != 1:
-        raise DataError(f"{data_dir}: expected one VQA {word}* .json file, found {[p.name for p in found]}"
+        raise DataError(f"{data_dir}: expected one VQA {word}* .json file, found "
+                        f"{[p.name for p in found]}"
                         + ("" if split else "; set extra.split to choose"))
     return picks[0]
 
@@ -81,7 +83,8 @@ def _image_path(data_dir: Path, question: dict[str, Any], subtype: str | None, w
     for folder in ("images", subtype, "."):
         if (data_dir / folder / name).exists():
             return mm.inside(data_dir, f"{folder}/{name}", where)
-    raise DataError(f"{where}: image {name} not found in {data_dir}/images, {data_dir}/{subtype} or {data_dir}")
+    raise DataError(f"{where}: image {name} not found in {data_dir}/images, {data_dir}/{subtype} "
+                    f"or {data_dir}")
 
 
 def _human_answers(answers: Any, where: str) -> list[str]:
@@ -169,7 +172,8 @@ def load(data_dir: Path | None, extra: dict[str, Any], problems: mm.Problems) ->
     return items
 
 
-def _source(data_dir: Path, question: dict[str, Any], subtype: str | None, where: str) -> mm.ImageSource:
+def _source(data_dir: Path, question: dict[str, Any], subtype: str | None,
+            where: str) -> mm.ImageSource:
     path = _image_path(data_dir, question, subtype, where)
     return mm.ImageSource(str(path), path=path)
 
@@ -193,12 +197,15 @@ class VQAv2Task:
             acc = metric.accuracy(processed, item.meta["answers"])
             by_type.setdefault(item.meta["answer_type"], []).append(acc)
             samples.append(SampleRecord(item.doc_id, item.prompt, item.target, response, acc >= 1.0,
-                                        group=item.meta["answer_type"], score=acc, extra={"processed": processed}))
+                                        group=item.meta["answer_type"], score=acc,
+                                        extra={"processed": processed}))
         scores = [s.score or 0.0 for s in samples]
         metrics = {"accuracy": sum(scores) / len(scores) if scores else 0.0}
         groups = {t: {"accuracy": sum(v) / len(v), "n": len(v)} for t, v in sorted(by_type.items())}
-        config = {"instruction": INSTRUCTION, "max_new_tokens": budget, "answer_processing": "EvalAI"}
-        return mm.result(self.name, ctx, clock, problems, samples, metrics, "accuracy", groups, config)
+        config = {"instruction": INSTRUCTION, "max_new_tokens": budget,
+                  "answer_processing": "EvalAI"}
+        return mm.result(self.name, ctx, clock, problems, samples, metrics, "accuracy", groups,
+                         config)
 
 
 VQAV2 = VQAv2Task()

@@ -51,12 +51,13 @@ def find_json(data: Path) -> Path:
     if data.is_file():
         return data
     if not data.is_dir():
-        raise DataError(f"{data}: no such file or folder (expected LLaVA's conversation JSON or its folder)")
+        raise DataError(f"{data}: no such file or folder (expected LLaVA's conversation JSON or "
+                        "its folder)")
     found = sorted(data.glob("*.json"))
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
-        raise DataError(f"{data}: expected exactly one *.json file (LLaVA's conversation JSON), found {len(found)} "
-                        f"({names}); pass the file itself")
+        raise DataError(f"{data}: expected exactly one *.json file (LLaVA's conversation JSON), "
+                        f"found {len(found)} ({names}); pass the file itself")
     return found[0]
 
 
@@ -66,37 +67,43 @@ def read_records(path: Path) -> list[Any]:
         with path.open(encoding="utf-8") as handle:
             records = json.load(handle)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from exc
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno} "
+                        f"({exc.msg})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
     if not isinstance(records, list):
-        raise DataError(f"{path}: expected a JSON list of conversation records, got a JSON {type(records).__name__}")
+        raise DataError(f"{path}: expected a JSON list of conversation records, got a JSON "
+                        f"{type(records).__name__}")
     return records
 
 
 def turn_pairs(turns: Any, where: str) -> list[tuple[str, str]]:
     """``[(question, answer), ...]`` from alternating human/gpt turns, ``<image>`` stripped."""
     if not isinstance(turns, list) or not turns:
-        raise DataError(f"{where}: field 'conversations' is {turns!r}, expected a non-empty list of turns")
+        raise DataError(f"{where}: field 'conversations' is {turns!r}, expected a non-empty list "
+                        "of turns")
     texts = []
     for j, turn in enumerate(turns):
         role = turn.get("from") if isinstance(turn, dict) else None
         if role != ROLES[j % 2]:
-            raise DataError(f"{where}: field conversations[{j}].from is {role!r}, expected {ROLES[j % 2]!r} "
-                            "(turns alternate human, gpt)")
+            raise DataError(f"{where}: field conversations[{j}].from is {role!r}, expected "
+                            f"{ROLES[j % 2]!r} (turns alternate human, gpt)")
         if not isinstance(turn.get("value"), str):
-            raise DataError(f"{where}: field conversations[{j}].value is {turn.get('value')!r}, expected text")
+            raise DataError(f"{where}: field conversations[{j}].value is {turn.get('value')!r}, "
+                            "expected text")
         texts.append(turn["value"].replace(IMAGE_PLACEHOLDER, "").strip())
     if len(texts) % 2:
-        raise DataError(f"{where}: field conversations[{len(texts) - 1}] is a human turn without a gpt answer "
-                        "(turns alternate human, gpt and end with gpt)")
+        raise DataError(f"{where}: field conversations[{len(texts) - 1}] is a human turn without a "
+                        "gpt answer (turns alternate human, gpt and end with gpt)")
     return list(zip(texts[::2], texts[1::2], strict=True))
 
 
 def image_path(value: Any, where: str, image_folder: Path) -> Path:
-    """``image_folder / value``, refusing absolute paths and ``..`` (symlinks inside are followed)."""
+    """``image_folder / value``, refusing absolute paths and ``..`` (symlinks inside are
+    followed)."""
     if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{where}: field 'image' is {value!r}, expected a path relative to the image folder")
+        raise DataError(f"{where}: field 'image' is {value!r}, expected a path relative to the "
+                        "image folder")
     relative = PurePosixPath(value.replace("\\", "/"))
     if relative.is_absolute() or ".." in relative.parts:
         raise DataError(f"{where}: field 'image' {value!r} leaves the image folder {image_folder}")
@@ -104,17 +111,19 @@ def image_path(value: Any, where: str, image_folder: Path) -> Path:
 
 
 def check_images(images: dict[Path, str], image_folder: Path, progress: bool) -> None:
-    """Every image exists (a stat each, no decoding); the first missing one is named, with a count."""
-    missing = [path for path in tqdm(images, desc="checking images", unit="image", delay=2, disable=not progress)
-               if not path.is_file()]
+    """Every image exists (a stat each, no decoding); the first missing one is named, with a
+    count."""
+    checking = tqdm(images, desc="checking images", unit="image", delay=2, disable=not progress)
+    missing = [path for path in checking if not path.is_file()]
     if missing:
         more = f" ({len(missing) - 1} more image(s) missing)" if len(missing) > 1 else ""
-        raise DataError(f"{images[missing[0]]}: field 'image': file {missing[0]} not found{more}; images are read "
-                        f"relative to {image_folder} (set the image folder with --image-folder)")
+        raise DataError(f"{images[missing[0]]}: field 'image': file {missing[0]} not found{more}; "
+                        f"images are read relative to {image_folder} (set the image folder with "
+                        "--image-folder)")
 
 
-def load_conversations(data: Path | str, image_folder: Path | str | None = None, limit: int | None = None,
-                       progress: bool = True) -> Conversations:
+def load_conversations(data: Path | str, image_folder: Path | str | None = None,
+                       limit: int | None = None, progress: bool = True) -> Conversations:
     """Read LLaVA conversation data into single-turn examples (see the module docstring).
 
     Args:
@@ -138,7 +147,8 @@ def load_conversations(data: Path | str, image_folder: Path | str | None = None,
     for index, record in enumerate(records):
         where = f"{source} record {index}"
         if not isinstance(record, dict):
-            raise DataError(f"{where}: expected an object with 'conversations', got a JSON {type(record).__name__}")
+            raise DataError(f"{where}: expected an object with 'conversations', got a JSON "
+                            f"{type(record).__name__}")
         if "id" in record:
             where += f" (id {record['id']!r})"
         if "conversations" not in record:

@@ -27,10 +27,12 @@ from iaa_eval.train.loop import (
 )
 
 
-def stage_parameters(model: IAAForCausalLM, stage: int, workflow: str = "mm") -> list[torch.nn.Parameter]:
+def stage_parameters(model: IAAForCausalLM, stage: int,
+                     workflow: str = "mm") -> list[torch.nn.Parameter]:
     """Freeze everything, then unfreeze what ``stage`` trains; returns those parameters."""
     if stage not in (1, 2):
-        raise UsageError(f"stage={stage}: expected 1 (projector) or 2 (insertion layers + MM modules + projector)")
+        raise UsageError(f"stage={stage}: expected 1 (projector) or 2 (insertion layers + MM "
+                         "modules + projector)")
     groups = model.trainable_groups(workflow)
     names = ["projector"] if stage == 1 else list(groups)
     model.requires_grad_(False)
@@ -43,14 +45,16 @@ def stage_parameters(model: IAAForCausalLM, stage: int, workflow: str = "mm") ->
 def encode_examples(
     model: IAAForCausalLM, tokenizer: Any, image_processor: Any, examples: Sequence[Example]
 ) -> dict[str, torch.Tensor | None]:
-    """Left-padded ``input_ids`` (with -200), ``attention_mask``, answer-only ``labels``, ``pixel_values``."""
+    """Left-padded ``input_ids`` (with -200), ``attention_mask``, answer-only ``labels``,
+    ``pixel_values``."""
     token_id = model.config.image_token_id
     ids, labels = [], []
     for ex in examples:
-        prompt, target = training_text(prompt_text(tokenizer, ex.prompt, token_id, ex.image is not None),
+        prompt, target = training_text(prompt_text(tokenizer, ex.prompt, token_id,
+                                                   ex.image is not None),
                                        ex.answer, tokenizer.eos_token)
-        prompt_ids = to_model_ids(tokenizer(prompt, add_special_tokens=False)["input_ids"], token_id,
-                                  ex.image is not None)
+        prompt_ids = to_model_ids(tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                                  token_id, ex.image is not None)
         target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
         ids.append(prompt_ids + target_ids)
         labels.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
@@ -59,7 +63,8 @@ def encode_examples(
     return {
         **left_padded(ids, pad),
         "labels": left_pad(labels, IGNORE_INDEX),
-        "pixel_values": pixel_values(images, image_processor, model.config.image_aspect_ratio) if images else None,
+        "pixel_values": (pixel_values(images, image_processor, model.config.image_aspect_ratio)
+                         if images else None),
     }
 
 
@@ -90,7 +95,8 @@ def train_iaa_stage(
     device = model.device
 
     def batch_loss(step: int, part: slice) -> tuple[torch.Tensor, int]:
-        batch = encode_examples(model, tokenizer, image_processor, [examples[i] for i in plan[step][part]])
+        batch = encode_examples(model, tokenizer, image_processor,
+                                [examples[i] for i in plan[step][part]])
         batch = {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
         return model(workflow=workflow, **batch).loss, target_tokens(batch["labels"])
 

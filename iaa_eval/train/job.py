@@ -7,7 +7,8 @@ write the checkpoint (the official layout for Llama bases, ours for Mistral/Qwen
 official layout cannot hold) with its tokenizer, image processor and ``train_log.json``.
 
 Example:
-    >>> outcome = train_iaa(IAATrainJob(data=Path("llava/blip_laion_cc_sbu_558k.json"), out=Path("ckpt-s1"),
+    >>> outcome = train_iaa(IAATrainJob(data=Path("llava/blip_laion_cc_sbu_558k.json"),
+    ...                                 out=Path("ckpt-s1"),
     ...                                 base="meta-llama/Meta-Llama-3-8B-Instruct",
     ...                                 vision="openai/clip-vit-large-patch14-336", stage=1))
 """
@@ -35,7 +36,8 @@ from iaa_eval.train.loop import TrainConfig
 
 DEFAULT_LR = {1: 1e-3, 2: 2e-5}  # LLaVA-1.5's stage 1 / stage 2 rates: IAA's own are not published
 DEFAULT_POSITIONS = IAAConfig.insert_after_layers  # the config's default preset, "iaa-14"
-IMAGE_TOKENS = ("<|reserved_special_token_44|>", "<image>")  # Llama-3's official IAA image token, LLaVA's
+# Llama-3's official IAA image token, then LLaVA's
+IMAGE_TOKENS = ("<|reserved_special_token_44|>", "<image>")
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,14 @@ class IAATrainJob:
         init: an IAA checkpoint to continue from instead of ``base`` + ``vision``.
         image_folder: where record ``image`` paths are relative to (default: the JSON's folder).
         stage: 1 = projector; 2 = insertion layers + MM embedding/norm/head + projector.
-        insert_after: insertion positions, a preset (``iaa-14``) or ``"0,1,5"``; default: the config's.
+        insert_after: insertion positions, a preset (``iaa-14``) or ``"0,1,5"``; default: the
+            config's.
         image_token: the tokenizer token that marks the image (default: Llama-3's or ``<image>``).
         steps: optimizer steps (default: one epoch of the examples).
         lr: peak learning rate (default: 1e-3 for stage 1, 2e-5 for stage 2).
         batch_size, micro_batch_size, seed: as in :class:`~iaa_eval.train.loop.TrainConfig`.
-        device, dtype: where and in which precision to train (``auto``: bfloat16 on CUDA, else float32).
+        device, dtype: where and in which precision to train (``auto``: bfloat16 on CUDA, else
+            float32).
         limit: use the first ``limit`` records only.
         progress: tqdm bars.
     """
@@ -84,18 +88,23 @@ class IAATrainJob:
         if self.init is not None:
             given = [flag for flag, value in (("--base", self.base), ("--vision", self.vision),
                                               ("--insert-after", self.insert_after),
-                                              ("--image-token", self.image_token)) if value is not None]
+                                              ("--image-token", self.image_token))
+                     if value is not None]
             if given:
-                raise UsageError(f"--init and {given[0]} cannot be combined: the checkpoint given with --init "
-                                 "already fixes its base, vision tower, insertion positions and image token")
+                raise UsageError(f"--init and {given[0]} cannot be combined: the checkpoint given "
+                                 "with --init already fixes its base, vision tower, insertion "
+                                 "positions and image token")
         elif self.base is None or self.vision is None:
-            raise UsageError("give --base and --vision (a fresh IAA model), or --init (an IAA checkpoint to continue)")
+            raise UsageError("give --base and --vision (a fresh IAA model), or --init (an IAA "
+                             "checkpoint to continue)")
         if self.stage not in (1, 2):
-            raise UsageError(f"--stage {self.stage}: expected 1 (projector) or 2 (insertion layers + MM modules)")
+            raise UsageError(f"--stage {self.stage}: expected 1 (projector) or 2 (insertion layers "
+                             "+ MM modules)")
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"--lr {self.lr}: must be a positive number")
         if self.micro_batch_size is not None and self.micro_batch_size > self.batch_size:
-            raise UsageError(f"--micro-batch-size {self.micro_batch_size} exceeds --batch-size {self.batch_size}")
+            raise UsageError(f"--micro-batch-size {self.micro_batch_size} exceeds --batch-size "
+                             f"{self.batch_size}")
 
 
 def load_job(flags: dict[str, Any], job_file: Path | None = None) -> IAATrainJob:
@@ -121,7 +130,8 @@ class TrainOutcome:
 
 
 def positions(text: str | None) -> list[int] | str:
-    """``--insert-after``: a preset name or a comma list of indices; ``None``: the config's default."""
+    """``--insert-after``: a preset name or a comma list of indices; ``None``: the config's
+    default."""
     if text is None:
         return DEFAULT_POSITIONS
     parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -129,7 +139,8 @@ def positions(text: str | None) -> list[int] | str:
         return [int(p) for p in parts]
     if len(parts) == 1:
         return parts[0]
-    raise UsageError(f"--insert-after {text!r}: expected a preset name (iaa-14) or comma-separated layer indices")
+    raise UsageError(f"--insert-after {text!r}: expected a preset name (iaa-14) or comma-separated "
+                     "layer indices")
 
 
 def image_token_id(tokenizer: Any, token: str | None) -> int:
@@ -141,8 +152,9 @@ def image_token_id(tokenizer: Any, token: str | None) -> int:
             return token_id
     if token:
         raise UsageError(f"--image-token {token!r}: not a token of the base's tokenizer")
-    raise UsageError(f"the base's tokenizer has none of the image tokens {', '.join(IMAGE_TOKENS)}: pass "
-                     "--image-token with an existing special token the training text never contains")
+    raise UsageError("the base's tokenizer has none of the image tokens "
+                     f"{', '.join(IMAGE_TOKENS)}: pass --image-token with an existing special "
+                     "token the training text never contains")
 
 
 def fresh_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, Any, Any]:
@@ -151,20 +163,25 @@ def fresh_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, A
 
     config = load_pretrained(AutoConfig.from_pretrained, job.base, "--base")
     if config.model_type not in SUPPORTED_BASES:
-        raise UsageError(f"--base {job.base!r}: model_type {config.model_type!r} is not a base IAA can wrap; "
-                         f"supported: {', '.join(SUPPORTED_BASES)}")
+        raise UsageError(f"--base {job.base!r}: model_type {config.model_type!r} is not a base IAA "
+                         f"can wrap; supported: {', '.join(SUPPORTED_BASES)}")
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, job.base, "--base tokenizer")
     token_id = image_token_id(tokenizer, job.image_token)
-    processor = load_pretrained(CLIPImageProcessor.from_pretrained, job.vision, "--vision")  # cheap checks first
-    base = place(load_pretrained(AutoModelForCausalLM.from_pretrained, job.base, "--base", dtype=dtype), job.device)
+    processor = load_pretrained(CLIPImageProcessor.from_pretrained, job.vision,
+                                "--vision")  # cheap checks first
+    base = place(load_pretrained(AutoModelForCausalLM.from_pretrained, job.base, "--base",
+                                 dtype=dtype), job.device)
     check_vocabulary(tokenizer, base.config.vocab_size, job.base)
-    vision = place(load_pretrained(CLIPVisionModel.from_pretrained, job.vision, "--vision", dtype=dtype), job.device)
+    vision = place(load_pretrained(CLIPVisionModel.from_pretrained, job.vision, "--vision",
+                                   dtype=dtype), job.device)
     torch.manual_seed(job.seed)  # the projector's fresh initialisation
     try:
-        model = IAAForCausalLM.from_base(base, vision, positions=positions(job.insert_after), image_token_id=token_id)
-    except ValueError as exc:  # IAAConfig's rules name the field (insert_after_layers is --insert-after)
-        raise UsageError(f"--base {job.base!r} with --insert-after {job.insert_after or DEFAULT_POSITIONS}: "
-                         f"{exc}") from exc
+        model = IAAForCausalLM.from_base(base, vision, positions=positions(job.insert_after),
+                                         image_token_id=token_id)
+    except ValueError as exc:
+        # IAAConfig's rules name the field (insert_after_layers is --insert-after)
+        raise UsageError(f"--base {job.base!r} with --insert-after "
+                         f"{job.insert_after or DEFAULT_POSITIONS}: {exc}") from exc
     return model, tokenizer, processor
 
 
@@ -178,8 +195,9 @@ def init_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, An
     if not folder.is_dir():
         raise UsageError(f"--init {str(job.init)!r}: no such directory")
     model = place(IAAForCausalLM.from_pretrained(folder, dtype=dtype), job.device)
+    # config.json's model_type "IAA" is not transformers': the tokenizer reads the text config
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, str(folder), "--init tokenizer",
-                                config=model.config.text_config)  # config.json's model_type "IAA" is not transformers'
+                                config=model.config.text_config)
     return model, tokenizer, load_image_processor(folder, model.config.vision_tower_path)
 
 
@@ -191,27 +209,32 @@ def prepare_out(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--out {str(out)!r}: cannot create the folder ({exc.strerror or exc})") from exc
+        raise UsageError(f"--out {str(out)!r}: cannot create the folder "
+                         f"({exc.strerror or exc})") from exc
     return out
 
 
-def write_log(out: Path, job: IAATrainJob, data: Conversations, config: TrainConfig, losses: list[float],
-              model: IAAForCausalLM, wall_s: float, layout: str) -> Path:
-    """``train_log.json``: the job, the data, the schedule, the per-step losses and the wall time."""
+def write_log(out: Path, job: IAATrainJob, data: Conversations, config: TrainConfig,
+              losses: list[float], model: IAAForCausalLM, wall_s: float, layout: str) -> Path:
+    """``train_log.json``: the job, the data, the schedule, the per-step losses and the wall
+    time."""
     import transformers
 
     log = {
         "command": "iaa-eval train iaa",
-        "job": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(job).items()},
-        "data": {"file": str(data.source), "image_folder": str(data.image_folder), "records": data.records,
-                 "examples": len(data.examples), "with_image": sum(ex.image is not None for ex in data.examples)},
+        "job": {k: (str(v) if isinstance(v, Path) else v)
+                for k, v in dataclasses.asdict(job).items()},
+        "data": {"file": str(data.source), "image_folder": str(data.image_folder),
+                 "records": data.records, "examples": len(data.examples),
+                 "with_image": sum(ex.image is not None for ex in data.examples)},
         "train_config": dataclasses.asdict(config),
         "insert_after_layers": list(model.config.insert_after_layers),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "layout": layout,
         "losses": losses,
         "wall_s": round(wall_s, 3),
-        "versions": {"iaa_eval": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        "versions": {"iaa_eval": __version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__},
     }
     path = out / "train_log.json"
     path.write_text(json.dumps(log, indent=2), encoding="utf-8")
@@ -219,24 +242,29 @@ def write_log(out: Path, job: IAATrainJob, data: Conversations, config: TrainCon
 
 
 def train_iaa(job: IAATrainJob) -> TrainOutcome:
-    """Run ``job``: read the data, build or load the model, train one stage, write the checkpoint."""
+    """Run ``job``: read the data, build or load the model, train one stage, write the
+    checkpoint."""
     from iaa_eval.models.iaa.convert import save_iaa
 
     out = prepare_out(job.out)
     data = load_conversations(job.data, job.image_folder, job.limit, progress=job.progress)
     dtype = resolve_dtype(job.dtype, job.device)
-    model, tokenizer, processor = init_model(job, dtype) if job.init is not None else fresh_model(job, dtype)
+    model, tokenizer, processor = (init_model(job, dtype) if job.init is not None
+                                   else fresh_model(job, dtype))
     steps = job.steps or math.ceil(len(data.examples) / job.batch_size)  # default: one epoch
-    config = TrainConfig(steps=steps, lr=job.lr or DEFAULT_LR[job.stage], batch_size=job.batch_size, seed=job.seed,
-                         micro_batch_size=job.micro_batch_size, progress=job.progress)
+    config = TrainConfig(steps=steps, lr=job.lr or DEFAULT_LR[job.stage], batch_size=job.batch_size,
+                         seed=job.seed, micro_batch_size=job.micro_batch_size,
+                         progress=job.progress)
     start = time.perf_counter()
-    losses = train_iaa_stage(model, tokenizer, processor, data.examples, stage=job.stage, config=config)
+    losses = train_iaa_stage(model, tokenizer, processor, data.examples, stage=job.stage,
+                             config=config)
     wall_s = time.perf_counter() - start
     layout = "official" if model.config.text_config.model_type == "llama" else "iaa_eval"
     log = write_log(out, job, data, config, losses, model, wall_s, layout)
     bad = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
     if bad is not None:
-        raise ModelError(f"training diverged: the loss of step {bad} is {losses[bad]}; no checkpoint written "
-                         f"(losses in {log}); lower --lr")
-    save_iaa(model, out, official=layout == "official", tokenizer=tokenizer, image_processor=processor)
+        raise ModelError(f"training diverged: the loss of step {bad} is {losses[bad]}; no "
+                         f"checkpoint written (losses in {log}); lower --lr")
+    save_iaa(model, out, official=layout == "official", tokenizer=tokenizer,
+             image_processor=processor)
     return TrainOutcome(out, losses, len(data.examples), wall_s)

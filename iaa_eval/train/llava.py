@@ -42,16 +42,18 @@ def stage_parameters(model: LlavaForConditionalGeneration, stage: int) -> list[t
     return [p for module in modules for p in module.parameters()]
 
 
-def encode_batch(processor: Any, examples: Sequence[Example], replay: Sequence[str]) -> dict[str, torch.Tensor]:
+def encode_batch(processor: Any, examples: Sequence[Example],
+                 replay: Sequence[str]) -> dict[str, torch.Tensor]:
     """Left-padded ids/mask/labels (answer-only for examples, every token after the first for replay
     text) + pixels."""
     tokenizer = processor.tokenizer
     ids, labels, images = [], [], []
     for ex in examples:
-        prompt, target = training_text(llava_prompt(processor, ex.prompt, ex.image is not None), ex.answer,
-                                       tokenizer.eos_token)
+        prompt, target = training_text(llava_prompt(processor, ex.prompt, ex.image is not None),
+                                       ex.answer, tokenizer.eos_token)
         if ex.image is not None:
-            enc = processor(images=[example_image(ex).convert("RGB")], text=[prompt], return_tensors="pt")
+            enc = processor(images=[example_image(ex).convert("RGB")], text=[prompt],
+                            return_tensors="pt")
             images.append(enc["pixel_values"])
         else:
             enc = processor(text=[prompt], return_tensors="pt")
@@ -62,7 +64,8 @@ def encode_batch(processor: Any, examples: Sequence[Example], replay: Sequence[s
     for text in replay:
         text_ids = tokenizer(text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
         ids.append(text_ids)
-        # every token a target but the first: nothing precedes it (left padding would put a pad there)
+        # every token a target but the first: nothing precedes it
+        # (left padding would put a pad there)
         labels.append([IGNORE_INDEX, *text_ids[1:]])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch = {
@@ -96,12 +99,14 @@ def train_llava_stage(
     """
     config = config or TrainConfig()
     if not 0.0 <= replay_ratio < 1.0 or (replay_ratio > 0 and not text_replay):
-        raise UsageError(f"replay_ratio={replay_ratio}: expected 0 <= ratio < 1, with text_replay given when > 0")
+        raise UsageError(f"replay_ratio={replay_ratio}: expected 0 <= ratio < 1, with text_replay "
+                         "given when > 0")
     n_replay = round(config.batch_size * replay_ratio)
     params = stage_parameters(model, stage)
     plan = batch_indices(len(examples), config.batch_size - n_replay, config.steps, config.seed)
     rng = random.Random(config.seed + 1)
-    replay_plan = [[rng.randrange(len(text_replay)) for _ in range(n_replay)] for _ in plan] if n_replay else None
+    replay_plan = ([[rng.randrange(len(text_replay)) for _ in range(n_replay)] for _ in plan]
+                   if n_replay else None)
     model.train()
 
     def batch_loss(step: int, part: slice) -> tuple[torch.Tensor, int]:
@@ -112,7 +117,8 @@ def train_llava_stage(
         batch = encode_batch(processor, [examples[i] for i in plan[step][part]], replay)
         batch = {k: v.to(model.device) for k, v in batch.items()}
         labels = batch.pop("labels")
-        batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding
+        # left padding
+        batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
         return causal_lm_loss(model(**batch).logits, labels), target_tokens(labels)

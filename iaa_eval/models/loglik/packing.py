@@ -37,7 +37,7 @@ class _Row:
     """One distinct model input and the requests read out at its tail."""
 
     tokens: tuple[int, ...]
-    readouts: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)  # (request index, targets)
+    readouts: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)  # (request, targets)
 
     @property
     def max_k(self) -> int:
@@ -73,7 +73,8 @@ def plan_groups(rows: Sequence[_Row], *, reuse: bool, min_prefix: int) -> list[_
         return [_Group(0, list(rows))] if rows else []
     order = sorted(rows, key=lambda r: r.tokens)
     room = [len(r.tokens) - r.max_k for r in order]
-    links = [_lcp(order[i].tokens, order[i + 1].tokens, min(room[i], room[i + 1])) for i in range(len(order) - 1)]
+    links = [_lcp(order[i].tokens, order[i + 1].tokens, min(room[i], room[i + 1]))
+             for i in range(len(order) - 1)]
     groups: list[_Group] = []
     plain: list[_Row] = []
     todo = [(0, len(order) - 1)]  # inclusive row ranges; links lo .. hi-1
@@ -98,7 +99,7 @@ def plan_groups(rows: Sequence[_Row], *, reuse: bool, min_prefix: int) -> list[_
 
 def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy without stalling the host: a plain host-to-GPU copy waits for the GPU's queue to drain,
-    a copy from pinned memory does not (the caching host allocator keeps the buffer until it is done)."""
+    a copy from pinned memory does not (the caching host allocator keeps the buffer until done)."""
     if device.type != "cuda":
         return host.to(device)
     return host.pin_memory().to(device, non_blocking=True)
@@ -107,7 +108,8 @@ def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
 # ---------------------------------------------------------------- packs
 @dataclass
 class Segment:
-    """A group's prefix (``prefix_len`` tokens, possibly none) followed by some of its rows' suffixes."""
+    """A group's prefix (``prefix_len`` tokens, possibly none) followed by some of its rows'
+    suffixes."""
 
     prefix_len: int
     rows: list[_Row]
@@ -138,8 +140,8 @@ class Pack:
 
 def plan_packs(groups: Sequence[_Group], capacity: int, max_rows: int | None = None,
                max_reads: int | None = None) -> list[Pack]:
-    """Every group's rows in packs of at most ``capacity`` tokens, ``max_rows`` rows and ``max_reads``
-    read-out positions.
+    """Every group's rows in packs of at most ``capacity`` tokens, ``max_rows`` rows and
+    ``max_reads`` read-out positions.
 
     Groups fill packs in order. A group that does not fit in what is left of a pack is split when
     the rows that do fit carry at least as many tokens as its prefix (the next pack runs the prefix
@@ -176,7 +178,8 @@ def plan_packs(groups: Sequence[_Group], capacity: int, max_rows: int | None = N
 
 @dataclass
 class PackLayout:
-    """Packs laid out on the host as a ``(len(packs), length)`` batch, to go to the device as one buffer.
+    """Packs laid out on the host as a ``(len(packs), length)`` batch, to go to the device as one
+    buffer.
 
     ``buffer`` holds, each ``(packs * length)``: token ids, positions, segments (-1: padding), parts
     (0: a prefix token, ``1 + i``: the segment's i-th row, -1: padding); then the distinct read-out
@@ -222,21 +225,25 @@ def pack_layout(packs: Sequence[Pack], length: int) -> PackLayout:
                     readouts.append((index, len(wanted)))
         pad = length - (len(ids) - start)
         if pad < 0:
-            raise ValueError(f"a pack of {len(ids) - start} tokens does not fit a layout of {length}")
+            raise ValueError(f"a pack of {len(ids) - start} tokens does not fit a layout of "
+                             f"{length}")
         ids += [0] * pad
         positions += [0] * pad
         segment += [-1] * pad
         part += [-1] * pad
-    buffer = torch.tensor(ids + positions + segment + part + list(where) + picks + targets, dtype=torch.long)
+    buffer = torch.tensor(ids + positions + segment + part + list(where) + picks + targets,
+                          dtype=torch.long)
     sizes = [len(ids)] * 4 + [len(where), len(picks), len(targets)]
     return PackLayout(len(packs), length, buffer, sizes, readouts)
 
 
 # ---------------------------------------------------------------- masks
-def visible(segment: torch.Tensor, part: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+def visible(segment: torch.Tensor, part: torch.Tensor, query: torch.Tensor,
+            key: torch.Tensor) -> torch.Tensor:
     """Whether ``query`` may attend to ``key`` (indices into one pack): same segment, not later, and
     the key is a prefix token or in the query's own row. Also flex attention's ``mask_mod``."""
-    return (segment[query] == segment[key]) & (key <= query) & ((part[key] == 0) | (part[key] == part[query]))
+    return ((segment[query] == segment[key]) & (key <= query)
+            & ((part[key] == 0) | (part[key] == part[query])))
 
 
 def dense_mask(segment: torch.Tensor, part: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -244,14 +251,16 @@ def dense_mask(segment: torch.Tensor, part: torch.Tensor, dtype: torch.dtype) ->
     (finite, so a padding row gives no NaN)."""
     index = torch.arange(len(segment), device=segment.device)
     seen = visible(segment, part, index[:, None], index[None, :])
-    return torch.zeros(seen.shape, dtype=dtype, device=seen.device).masked_fill_(~seen, torch.finfo(dtype).min)[None, None]
+    mask = torch.zeros(seen.shape, dtype=dtype, device=seen.device)
+    return mask.masked_fill_(~seen, torch.finfo(dtype).min)[None, None]
 
 
 def block_mask(segment: torch.Tensor, part: torch.Tensor, *, chunk: int = 16) -> torch.Tensor:
-    """Flex attention's ``BlockMask`` of one pack (``len(segment)`` a multiple of ``FLEX_BLOCK``), from
-    the layout: each block of queries x keys is empty, full, or partial (then :func:`visible` decides
-    per element). The dense mask is evaluated ``chunk`` query blocks at a time, never all at once;
-    building it through ``create_block_mask(_compile=True)`` took minutes to compile on an H100."""
+    """Flex attention's ``BlockMask`` of one pack (``len(segment)`` a multiple of ``FLEX_BLOCK``),
+    from the layout: each block of queries x keys is empty, full, or partial (then
+    :func:`visible` decides per element). The dense mask is evaluated ``chunk`` query blocks at a
+    time, never all at once; building it through ``create_block_mask(_compile=True)`` took minutes
+    to compile on an H100."""
     from torch.nn.attention.flex_attention import BlockMask
 
     length = len(segment)
@@ -262,7 +271,8 @@ def block_mask(segment: torch.Tensor, part: torch.Tensor, *, chunk: int = 16) ->
     partial, full = [], []
     for start in range(0, n, chunk):
         queries = keys[start * FLEX_BLOCK : min(n, start + chunk) * FLEX_BLOCK]
-        seen = visible(segment, part, queries[:, None], keys[None, :]).view(-1, FLEX_BLOCK, n, FLEX_BLOCK)
+        seen = visible(segment, part, queries[:, None], keys[None, :])
+        seen = seen.view(-1, FLEX_BLOCK, n, FLEX_BLOCK)
         some, every = seen.any(dim=3).any(dim=1), seen.all(dim=3).all(dim=1)
         partial.append(some & ~every)
         full.append(every)
@@ -273,8 +283,9 @@ def block_mask(segment: torch.Tensor, part: torch.Tensor, *, chunk: int = 16) ->
         order = torch.argsort(table.to(torch.int8), dim=-1, descending=True, stable=True)
         return table.sum(-1, dtype=torch.int32)[None, None], order.to(torch.int32)[None, None]
 
-    def mask_mod(batch: torch.Tensor, head: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    def mask_mod(batch: torch.Tensor, head: torch.Tensor, query: torch.Tensor,
+                 key: torch.Tensor) -> torch.Tensor:
         return visible(segment, part, query, key)
 
-    return BlockMask.from_kv_blocks(*blocks(partial), *blocks(full), BLOCK_SIZE=FLEX_BLOCK, mask_mod=mask_mod,
-                                    seq_lengths=(length, length))
+    return BlockMask.from_kv_blocks(*blocks(partial), *blocks(full), BLOCK_SIZE=FLEX_BLOCK,
+                                    mask_mod=mask_mod, seq_lengths=(length, length))

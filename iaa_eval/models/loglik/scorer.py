@@ -1,8 +1,9 @@
 """Fast log-likelihood scoring of (context, continuation) token pairs on a causal LM.
 
-The numbers are lm-eval ``HFLM``'s: each pair is the input ``(context + continuation)[-(L+1):][:-1]``
-(left truncation to the model's length ``L``) read out at its last ``len(continuation)`` positions;
-log-probabilities are a log-softmax over the whole vocabulary, ``is_greedy`` is the argmax test.
+The numbers are lm-eval ``HFLM``'s: each pair is the input
+``(context + continuation)[-(L+1):][:-1]`` (left truncation to the model's length ``L``) read out
+at its last ``len(continuation)`` positions; log-probabilities are a log-softmax over the whole
+vocabulary, ``is_greedy`` is the argmax test.
 What differs is how little work gets there:
 
 - **one row per distinct input**: the four one-token answers of a question share one input, so
@@ -40,6 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from iaa_eval.errors import NonFiniteOutput
+from iaa_eval.models.loglik.memory import MAX_TOKENS, MemoryPlan
 from iaa_eval.models.loglik.packing import (
     DENSE_ALIGN,
     FLEX_BLOCK,
@@ -55,7 +57,7 @@ from iaa_eval.models.loglik.packing import (
     to_device,
 )
 
-__all__ = ["FastScorer", "MemoryPlan", "_Group", "_Row", "plan_groups"]
+__all__ = ["MAX_TOKENS", "FastScorer", "MemoryPlan", "_Group", "_Row", "plan_groups"]
 
 log = logging.getLogger(__name__)
 # cuDNN attention plans a kernel per new (batch, query, key) shape; packs of varying lengths make a
@@ -65,86 +67,11 @@ _ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTIO
 # implementations that honour a user-supplied 4D mask (flash-attention-2 does not)
 _MASKABLE = ("sdpa", "eager", "flex_attention")
 
-CPU_BUDGET_BYTES = 1 << 30
-GPU_MEMORY_FRACTION = 0.85
-MAX_TOKENS = 16384  # past ~8-16k tokens an 8B forward is matmul-bound; bigger ones only cost memory
-DENSE_MAX_TOKENS = 2048  # a dense mask costs T**2 memory and attention: packs without flex stay short
-READOUT_SHARE = 4  # read-out logits may take 1/READOUT_SHARE of the budget
-
-
-@dataclass
-class MemoryPlan:
-    """Bytes a forward needs, from the model's shape, against a budget.
-
-    Args:
-        act_bytes: transient activation bytes per input token (one layer's MLP and attention inputs,
-            K/V repeated to the query heads).
-        mask_bytes: bytes per element of a dense ``T x T`` mask (0 with flex attention: no dense mask).
-        logit_bytes: bytes per read-out position (a float32 vocabulary row, twice for the log-softmax).
-        budget_bytes: what a forward may use.
-        max_rows: a fixed ``batch_size`` caps rows per forward as well.
-        max_tokens: cap on tokens per forward.
-    """
-
-    act_bytes: int
-    mask_bytes: int
-    logit_bytes: int
-    budget_bytes: int
-    max_rows: int | None = None
-    max_tokens: int = MAX_TOKENS
-
-    @classmethod
-    def for_model(cls, model: Any, batch_size: int | str, budget_bytes: int | None = None,
-                  max_tokens: int | None = None, *, dense: bool = True) -> MemoryPlan:
-        """Size from the config; ``batch_size="auto"`` on CUDA reads free memory once."""
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        hidden = config.hidden_size
-        inter = getattr(config, "intermediate_size", 4 * hidden)
-        heads = config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or hidden // heads
-        size = next(model.parameters()).element_size()
-        if budget_bytes is None:
-            device = next(model.parameters()).device
-            if device.type == "cuda":
-                free, _ = torch.cuda.mem_get_info(device)
-                budget_bytes = int(free * GPU_MEMORY_FRACTION)
-            else:
-                budget_bytes = CPU_BUDGET_BYTES
-        max_rows = batch_size if isinstance(batch_size, int) else None
-        cap = max_tokens or (DENSE_MAX_TOKENS if dense else MAX_TOKENS)
-        act = size * (6 * hidden + 3 * inter + 4 * heads * head_dim)
-        return cls(act, size if dense else 0, 8 * config.vocab_size, budget_bytes, max_rows, cap)
-
-    def forward_bytes(self, tokens: int, length: int) -> int:
-        """Estimate for ``tokens`` input tokens whose sequences are ``length`` long."""
-        return self.act_bytes * tokens + self.mask_bytes * length * length
-
-    @property
-    def capacity(self) -> int:
-        """Tokens per forward: the largest within the token cap whose bytes fit the budget (at least 1)."""
-        room = self.budget_bytes - self.budget_bytes // READOUT_SHARE
-        tokens = self.max_tokens
-        while tokens > 1 and self.forward_bytes(tokens, tokens) > room:
-            tokens = tokens * 3 // 4
-        return tokens
-
-    @property
-    def max_reads(self) -> int:
-        """Read-out positions per forward within their share of the budget."""
-        return max(1, self.budget_bytes // READOUT_SHARE // self.logit_bytes)
-
-    def shrink(self) -> None:
-        """After a real out-of-memory error: half the budget (and the caps) from now on."""
-        self.budget_bytes //= 2
-        self.max_tokens = max(1, self.max_tokens // 2)
-        if self.max_rows is not None:
-            self.max_rows = max(1, self.max_rows // 2)
-
 
 @dataclass
 class _Pending:
-    """A scored forward still on the device: ``values[0]`` log-probs, ``values[1]`` greedy flags, per
-    target token; ``readouts`` says which request owns how many of them, in order."""
+    """A scored forward still on the device: ``values[0]`` log-probs, ``values[1]`` greedy flags,
+    per target token; ``readouts`` says which request owns how many of them, in order."""
 
     values: torch.Tensor
     readouts: list[tuple[int, int]]
@@ -217,7 +144,8 @@ class FastScorer:
         """(decoder, head) when ``logits == head(decoder(x).last_hidden_state)`` holds (checked on a
         probe), so the head runs on read-out positions only; else ``(None, None)``: full logits."""
         get_decoder = getattr(self.model, "get_decoder", None)
-        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        head = (self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings")
+                else None)
         if get_decoder is None or head is None:
             return None, None
         decoder = get_decoder()
@@ -229,7 +157,8 @@ class FastScorer:
         except (TypeError, AttributeError, RuntimeError) as exc:
             log.info("scoring with full logits: decoder/head split unavailable (%s)", exc)
             return None, None
-        if full.shape != split.shape or not torch.allclose(full.float(), split.float(), atol=1e-3, rtol=1e-3):
+        if (full.shape != split.shape
+                or not torch.allclose(full.float(), split.float(), atol=1e-3, rtol=1e-3)):
             log.info("scoring with full logits: this model transforms logits after its head")
             return None, None
         return decoder, head
@@ -238,27 +167,34 @@ class FastScorer:
         """Packing passes a 4D mask and per-token positions: only attention implementations that
         honour such a mask qualify, and no sliding window shorter than the context (a 4D mask
         replaces the model's own window)."""
-        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
-        window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+        config = (self.model.config.get_text_config()
+                  if hasattr(self.model.config, "get_text_config") else self.model.config)
+        window = (getattr(config, "sliding_window", None)
+                  if getattr(config, "use_sliding_window", True) else None)
         sliding = any("sliding" in str(t) for t in getattr(config, "layer_types", None) or [])
         impl = getattr(config, "_attn_implementation", None) or "eager"
         if impl in _MASKABLE and not sliding and not (window and window < self.max_length):
             return True
-        log.info("packing and prefix reuse off: attention %r / sliding window %r cannot take a 4D mask", impl, window)
+        log.info("packing and prefix reuse off: attention %r / sliding window %r cannot take a 4D "
+                 "mask", impl, window)
         return False
 
     # ---------------------------------------------------------------- public
-    def score(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[tuple[float, bool]]:
-        """``(log p(continuation | context), continuation is greedy)`` per ``(context, continuation)``."""
+    def score(self,
+              pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[tuple[float, bool]]:
+        """``(log p(continuation | context), is greedy)`` per ``(context, continuation)``."""
         rows: dict[tuple[int, ...], _Row] = {}
         for index, (context, continuation) in enumerate(pairs):
             if not context or not continuation:
-                raise ValueError(f"request {index}: context and continuation must be non-empty token lists")
+                raise ValueError(f"request {index}: context and continuation must be non-empty "
+                                 "token lists")
             if len(continuation) > self.max_length:
-                raise ValueError(f"request {index}: continuation of {len(continuation)} tokens exceeds max_length")
+                raise ValueError(f"request {index}: continuation of {len(continuation)} tokens "
+                                 "exceeds max_length")
             tokens = tuple((list(context) + list(continuation))[-(self.max_length + 1) :][:-1])
             rows.setdefault(tokens, _Row(tokens)).readouts.append((index, tuple(continuation)))
-        groups = plan_groups(list(rows.values()), reuse=self.prefix_reuse, min_prefix=self.min_prefix)
+        groups = plan_groups(list(rows.values()), reuse=self.prefix_reuse,
+                             min_prefix=self.min_prefix)
         return self._score_groups(groups, len(pairs))
 
     def _score_groups(self, groups: Sequence[_Group], n: int) -> list[tuple[float, bool]]:
@@ -291,16 +227,18 @@ class FastScorer:
             return results  # type: ignore[return-value]
         values = torch.cat([p.values for p in pending], dim=1).cpu().tolist()
         if any(math.isnan(v) for v in values[0]):
-            raise NonFiniteOutput(f"the model's logits are NaN ({n} requests); expected finite log-probabilities")
+            raise NonFiniteOutput(f"the model's logits are NaN ({n} requests); expected finite "
+                                  "log-probabilities")
         at = 0
         for index, count in (r for p in pending for r in p.readouts):
-            results[index] = (float(sum(values[0][at : at + count])), all(values[1][at : at + count]))
+            results[index] = (float(sum(values[0][at : at + count])),
+                              all(values[1][at : at + count]))
             at += count
         return results  # type: ignore[return-value]
 
     @contextmanager
     def _attention(self) -> Iterator[None]:
-        """Flex attention for the call's forwards (when used), the model's own implementation after."""
+        """Flex attention for the call's forwards (when used), the model's own attention after."""
         if not self.flex:
             yield
             return
@@ -313,8 +251,8 @@ class FastScorer:
 
     # ---------------------------------------------------------------- planning
     def _plan(self, groups: Sequence[_Group]) -> list[list[Pack]]:
-        """Forwards: one pack each with a mask; without one, single-row packs in right-padded batches
-        (longest first) within the token, row and read-out caps."""
+        """Forwards: one pack each with a mask; without one, single-row packs in right-padded
+        batches (longest first) within the token, row and read-out caps."""
         plan = self.plan
         if self.masked:
             return [[p] for p in plan_packs(groups, plan.capacity, plan.max_rows, plan.max_reads)]
@@ -323,7 +261,8 @@ class FastScorer:
         for row in rows:
             batch = batches[-1] if batches else []
             grown = len(batch) + 1
-            if (not batch or grown * len(batch[0].tokens) > plan.capacity or grown > (plan.max_rows or grown)
+            if (not batch or grown * len(batch[0].tokens) > plan.capacity
+                    or grown > (plan.max_rows or grown)
                     or sum(r.max_k for r in batch) + row.max_k > plan.max_reads):
                 batches.append(batch := [])
             batch.append(row)
@@ -331,7 +270,8 @@ class FastScorer:
 
     def _length(self, batch: list[Pack]) -> int:
         """Sequence length of a forward: flex packs all share the capacity's length (one compiled
-        kernel), dense packs are aligned for the SDPA kernel, unmasked batches take their longest row."""
+        kernel), dense packs are aligned for the SDPA kernel, unmasked batches take their longest
+        row."""
         longest = max(p.size for p in batch)
         if self.flex:
             longest = max(longest, self.plan.capacity)
@@ -349,8 +289,10 @@ class FastScorer:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             rows = sum(len(p.rows) for p in batch)
-            log.warning("out of memory on %d rows; memory budget now %d MiB", rows, self.plan.budget_bytes >> 20)
-            return [done for b in self._plan([g for p in batch for g in p.groups()]) for done in self._retrying(b)]
+            log.warning("out of memory on %d rows; memory budget now %d MiB", rows,
+                        self.plan.budget_bytes >> 20)
+            return [done for b in self._plan([g for p in batch for g in p.groups()])
+                    for done in self._retrying(b)]
 
     # ---------------------------------------------------------------- internals
     def _count(self, batch: list[Pack], length: int) -> None:
@@ -368,15 +310,17 @@ class FastScorer:
     def _score(self, batch: list[Pack]) -> _Pending:
         """One forward over a batch of packs, then one gather of every read-out's log-probs."""
         layout = pack_layout(batch, self._length(batch))
-        ids, positions, segment, part, where, picks, targets = to_device(layout.buffer, self.device).split(layout.sizes)
+        buffer = to_device(layout.buffer, self.device)
+        ids, positions, segment, part, where, picks, targets = buffer.split(layout.sizes)
         mask = None
         if self.masked:
             mask = block_mask(segment, part) if self.flex else dense_mask(segment, part, self.dtype)
         shape = (layout.packs, layout.length)
         module = self._decoder or self.model
-        # unmasked batches keep the default positions: resets at the padding would read as packed sequences
+        # unmasked batches keep default positions: resets at the padding would read as packing
         placed = positions.view(shape) if self.masked else None
-        out = module(input_ids=ids.view(shape), position_ids=placed, attention_mask=mask, use_cache=False)
+        out = module(input_ids=ids.view(shape), position_ids=placed, attention_mask=mask,
+                     use_cache=False)
         states = out.last_hidden_state if self._decoder is not None else out.logits
         self._count(batch, layout.length)
         picked = states.reshape(-1, states.shape[-1]).index_select(0, where)
