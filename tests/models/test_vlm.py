@@ -3,7 +3,6 @@ VLM (plain and through the packed prefix-reuse scorer), MME / MMBench / VQA-styl
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import random
 from collections.abc import Callable
@@ -18,17 +17,10 @@ from iaa_eval.models import load_model
 from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.models.vlm import DecoderLM
 from iaa_eval.tasks.fast_scoring import FastScorer
-from tests.vlm_checkpoints import FAMILIES, build_model, save_family
+from tests.vlm_checkpoints import FAMILIES, build_model, generation_blocker, save_family
 
 log = logging.getLogger(__name__)
 ALL = list(FAMILIES)
-
-
-def _generation_blocker(model_type: str) -> str | None:
-    """Why this machine cannot build the family's processor (a test skip, not a pass)."""
-    if model_type == "smolvlm" and importlib.util.find_spec("num2words") is None:
-        return "SmolVLMProcessor needs the num2words package"
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +108,7 @@ def test_generate_mme_mmbench_vqa_items(model_type: str, vlm_dir: Callable[[str]
     """One yes/no, one lettered-options and one short-answer question, with images of two shapes
     (tiles/crops/grids differ), and one blind: batched answers equal one-at-a-time answers, and
     option scores are finite; the text view shares the VLM's own modules."""
-    if blocker := _generation_blocker(model_type):
+    if blocker := generation_blocker(model_type):
         pytest.skip(blocker)
     model = load_model(ModelSpec("v", "vlm", str(vlm_dir(model_type)), batch_size=4))
     rng = np.random.default_rng()
@@ -150,7 +142,8 @@ def test_generate_mme_mmbench_vqa_items(model_type: str, vlm_dir: Callable[[str]
         enc = model._encode([model.render_prompt(r) for r in reqs], [r.image for r in reqs])
         with torch.inference_mode():
             pixels = model.model(**enc).logits
-            cached = model.model(**model._with_cached_features(enc, reqs)).logits
+            features = model.feature_cache.get([r.image for r in reqs], [None] * 3)
+            cached = model.model(**model._with_features(enc, features)).logits
         torch.testing.assert_close(cached, pixels, rtol=1e-5, atol=1e-5)
     else:
         assert model.family.no_feature_cache
