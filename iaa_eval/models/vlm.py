@@ -154,8 +154,8 @@ def render_prompt(processor: Any, text: str, has_image: bool, system: bool) -> s
 
 
 class VLMModel:
-    """Adapter for ``--model NAME=vlm:<hub id or dir>``: every family in
-    :mod:`~iaa_eval.models.vlm_families`."""
+    """Adapter for ``--model NAME=vlm:<hub id or dir>`` (and ``llava:``, its alias): every family
+    in :mod:`~iaa_eval.models.vlm_families`."""
 
     supports_images = True
 
@@ -175,6 +175,21 @@ class VLMModel:
             trust_remote_code=remote,
         )
         self.model = place(model, spec.device)
+        self._setup()
+
+    @classmethod
+    def from_model(cls, spec: ModelSpec, model: PreTrainedModel, processor: Any) -> VLMModel:
+        """The adapter around a model and processor built in memory (the GPU benchmarks' random
+        weights of real shapes), placed where they are."""
+        adapter = cls.__new__(cls)
+        adapter.spec, adapter.model, adapter.processor = spec, model.eval(), processor
+        adapter.family = require_family(model.config.model_type, spec.path)
+        adapter._setup()
+        return adapter
+
+    def _setup(self) -> None:
+        """What follows from the model and processor: tokenizer, text view, caches, batching."""
+        spec = self.spec
         self.tokenizer = self.processor.tokenizer
         check_vocabulary(
             self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path
