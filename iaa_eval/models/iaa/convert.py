@@ -25,6 +25,7 @@ from transformers import AutoConfig, CLIPImageProcessor, LlamaConfig
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa.configuration import IAA14_POSITIONS, IAAConfig
+from iaa_eval.models.loading import refuse_unmatched
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +146,11 @@ def _vision_tensors(vision_dir: Path | None, what: Path) -> dict[str, torch.Tens
 
 
 def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
-    """Missing/unexpected keys (listed) and every tensor's shape against the model's."""
+    """Missing/unexpected keys (listed, as every loader lists them) and every tensor's shape
+    against the model's."""
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:12]) + (f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else "")
-
-        raise ModelError(f"{where}: checkpoint does not match the config: {len(missing)} missing key(s) "
-                         f"[{show(missing)}]; {len(unexpected)} unexpected key(s) [{show(unexpected)}]")
+    refuse_unmatched(type(model).__name__, set(expected) - set(tensors), set(tensors) - set(expected),
+                     str(where), "IAA checkpoint")
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != tuple(shape):
             raise ModelError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, the config implies {tuple(shape)}"

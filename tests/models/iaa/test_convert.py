@@ -90,8 +90,10 @@ def edit_weights(folder: Path, change: callable) -> None:
     ("change", "message"),
     [
         (lambda t: t.pop("model.condition_layers.1.mlp.up_proj.weight"),
-         r"1 missing key\(s\) \[model.condition_layers.1.mlp.up_proj.weight\]; 0 unexpected"),
-        (lambda t: t.update({"model.extra.weight": torch.zeros(2)}), r"1 unexpected key\(s\) \[model.extra.weight\]"),
+         r"do not match IAAForCausalLM: 1 weights missing from the checkpoint \(they would be random\): "
+         r"model.condition_layers.1.mlp.up_proj.weight; expected"),
+        (lambda t: t.update({"model.extra.weight": torch.zeros(2)}),
+         r"1 weights in the checkpoint but not used by the model: model.extra.weight; expected"),
         (lambda t: t.update({"model.mm_projector.0.weight": torch.zeros(32, 48)}),
          r"model.mm_projector.0.weight has shape \(32, 48\), the config implies \(32, 32\) \(projector/LM hidden"),
         (lambda t: t.update({"lm_head_condtion.weight": torch.zeros(5, 32)}), r"lm_head_condtion.weight has shape"),
