@@ -21,11 +21,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoConfig, CLIPImageProcessor, LlamaConfig
+from transformers import AutoConfig, CLIPImageProcessor, CLIPVisionModel, LlamaConfig
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa.configuration import IAA14_POSITIONS, IAAConfig
-from iaa_eval.models.loading import refuse_unmatched
+from iaa_eval.models.loading import check_loading_info, load_pretrained, refuse_unmatched
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,21 @@ def load_image_processor(folder: Path, vision_tower_path: str | None) -> Any:
             return CLIPImageProcessor.from_pretrained(candidate, trust_remote_code=False)
     raise ModelError(f"{folder}: no preprocessor_config.json here or in the vision-tower folder "
                      f"({vision_tower_path!r})")
+
+
+# a whole CLIP checkpoint's parts that its vision tower does not use
+CLIP_NON_VISION = ("text_model.", "text_projection.", "visual_projection.", "logit_scale")
+
+
+def load_vision_tower(path: str, what: str, **kwargs: Any) -> CLIPVisionModel:
+    """A CLIP vision tower from a folder holding it alone or a whole CLIP, refused (listing the
+    weights) where it would run with a weight the folder does not hold."""
+    model, info = load_pretrained(
+        CLIPVisionModel.from_pretrained, path, what, output_loading_info=True, **kwargs
+    )
+    unused = [k for k in info.get("unexpected_keys") or () if not k.startswith(CLIP_NON_VISION)]
+    check_loading_info(model, {**info, "unexpected_keys": unused}, path, what)
+    return model
 
 
 def vision_config_from(vision_dir: Path) -> Any:
