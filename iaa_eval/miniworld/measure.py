@@ -31,7 +31,9 @@ def _adapters(out_dir: Path) -> dict[str, Any]:
 
     return {
         "base": HFCausalModel(ModelSpec("base", "hf", str(out_dir / "base"), dtype="float32", batch_size=32)),
-        "llava": VLMModel(ModelSpec("llava", "llava", str(out_dir / "llava"), dtype="float32", batch_size=32)),
+        "llava": VLMModel(
+            ModelSpec("llava", "llava", str(out_dir / "llava"), dtype="float32", batch_size=32)
+        ),
         "iaa": IAAModel(ModelSpec("iaa", "iaa", str(out_dir / "iaa"), dtype="float32", batch_size=32)),
     }
 

@@ -25,6 +25,7 @@ bidirectional image mask), and for a batch that would reach a sliding window.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +61,7 @@ from iaa_eval.models.vision import FeatureCache
 from iaa_eval.models.vlm_families import VLMFamily, require_family
 from iaa_eval.models.vlm_processor import build_processor
 
+log = logging.getLogger(__name__)
 # processor outputs that only the vision tower reads: replaced by cached features
 PIXEL_INPUTS = ("pixel_values", "pixel_attention_mask")
 # device memory the feature cache may hold: an anyres 8B model's image is ~25 MB of features, so a
@@ -203,6 +205,12 @@ class VLMModel:
         )
         self._pooled_list = True  # how the model returns (and takes back) features: list or tensor
         self.share_prefixes = True  # off: every question's whole prompt is run (the reference path)
+        for part, reason in (
+            ("vision-feature cache", self.family.no_feature_cache),
+            ("shared image prefix", self.family.no_shared_prefix),
+        ):
+            if reason:
+                log.info("%s (%s): %s off: %s", spec.path, self.family.label, part, reason)
 
     def text_view(self) -> TextView:
         """The VLM's decoder and head, without the vision tower and projector."""

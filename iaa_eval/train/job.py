@@ -164,7 +164,8 @@ def fresh_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, A
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, job.base, "--base tokenizer")
     token_id = image_token_id(tokenizer, job.image_token)
     processor = load_pretrained(CLIPImageProcessor.from_pretrained, job.vision, "--vision")  # cheap checks first
-    base = place(load_weights(AutoModelForCausalLM.from_pretrained, job.base, "--base", dtype=dtype), job.device)
+    base = load_weights(AutoModelForCausalLM.from_pretrained, job.base, "--base", dtype=dtype)
+    base = place(base, job.device)
     check_vocabulary(tokenizer, base.config.vocab_size, job.base)
     vision = place(load_vision_tower(job.vision, "--vision", dtype=dtype), job.device)
     torch.manual_seed(job.seed)  # the projector's fresh initialisation

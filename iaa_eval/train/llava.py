@@ -49,7 +49,8 @@ def encode_batch(processor: Any, examples: Sequence[Example], replay: Sequence[s
     tokenizer = processor.tokenizer
     ids, labels, images = [], [], []
     for ex in examples:
-        prompt = render_prompt(processor, ex.prompt, ex.image is not None, system=True)  # as evaluated
+        # the prompt the llava kind evaluates with
+        prompt = render_prompt(processor, ex.prompt, ex.image is not None, system=True)
         prompt, target = training_text(prompt, ex.answer, tokenizer.eos_token)
         if ex.image is not None:
             enc = processor(images=[example_image(ex).convert("RGB")], text=[prompt], return_tensors="pt")

@@ -164,8 +164,8 @@ def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], where: 
     """Missing/unexpected keys (listed, as every loader lists them) and every tensor's shape
     against the model's."""
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    refuse_unmatched(type(model).__name__, set(expected) - set(tensors), set(tensors) - set(expected),
-                     str(where), "IAA checkpoint")
+    missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
+    refuse_unmatched(type(model).__name__, missing, unexpected, str(where), "IAA checkpoint")
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != tuple(shape):
             raise ModelError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, the config implies {tuple(shape)}"

@@ -90,7 +90,8 @@ def edit_weights(folder: Path, change: callable) -> None:
     ("change", "message"),
     [
         (lambda t: t.pop("model.condition_layers.1.mlp.up_proj.weight"),
-         r"do not match IAAForCausalLM: 1 weights missing from the checkpoint \(they would be random\): "
+         r"do not match IAAForCausalLM: 1 weights missing from the checkpoint "
+         r"\(they would be random\): "
          r"model.condition_layers.1.mlp.up_proj.weight; expected"),
         (lambda t: t.update({"model.extra.weight": torch.zeros(2)}),
          r"1 weights in the checkpoint but not used by the model: model.extra.weight; expected"),
@@ -148,7 +149,9 @@ def test_official_layout_needs_a_llama_base(tmp_path: Path) -> None:
         model.save_pretrained(tmp_path, official=True)
 
 
-def test_a_whole_clip_serves_as_vision_tower_and_a_missing_weight_is_refused(tmp_path: Path) -> None:
+def test_a_whole_clip_serves_as_vision_tower_and_a_missing_weight_is_refused(
+    tmp_path: Path,
+) -> None:
     """A whole CLIP checkpoint's text tower and projections are not the tower's; its own weights
     must all be there."""
     from transformers import CLIPConfig, CLIPModel
@@ -162,8 +165,9 @@ def test_a_whole_clip_serves_as_vision_tower_and_a_missing_weight_is_refused(tmp
                                 projection_dim=16))
     clip.save_pretrained(tmp_path)
     tower = load_vision_tower(str(tmp_path), "--vision")
+    inside = clip.vision_model.state_dict()
     for name, weight in tower.state_dict().items():
-        assert torch.equal(weight, clip.vision_model.state_dict()[name.removeprefix("vision_model.")])
+        assert torch.equal(weight, inside[name.removeprefix("vision_model.")])
     edit_weights(tmp_path, lambda t: t.pop("vision_model.post_layernorm.weight"))
     with pytest.raises(ModelError, match=r"1 weights missing .*post_layernorm.weight; expected"):
         load_vision_tower(str(tmp_path), "--vision")
