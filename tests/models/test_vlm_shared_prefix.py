@@ -146,6 +146,7 @@ def test_llava_kind_shares_the_prompt_head_on_the_llava_hf_layout(
     """The llava-hf processor's own checkpoint (as the ``llava`` kind always ran): one prefill,
     covering system prompt, image and "Is there a"; token ids equal to the whole prompts'."""
     model = load_model(ModelSpec("llava", "llava", str(tiny_llava_dir), batch_size=8))
+    model = _sharpened(model, fresh_seed)
     prefills, shared, whole = _shared_and_whole(model, _mme_shaped(fresh_seed), monkeypatch)
     assert len(prefills) == 1 and prefills[0] > model.model.config.image_seq_length
     assert torch.equal(shared, whole)
