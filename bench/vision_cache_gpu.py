@@ -2,13 +2,13 @@
 
 Builds a llava-hf model with random bf16 weights of real shapes (CLIP ViT-L/14-336 tower, 576
 patches; Llama-3-8B language model) directly on the GPU, asks two yes/no questions per image
-through the ``llava`` adapter, and times generation three ways: the processor's pixel path (each
-request encodes its image and runs its whole prompt), the per-run feature cache alone (each image
-encoded once), and the adapter's default, the feature cache plus the image's shared prompt prefix
-run once for both questions. Reports the end-to-end speed-ups, the vision-stage speed-up (encoder
-time only) and whether answers agree. ``--family iaa`` times the ``iaa`` adapter on IAA-14 over the
-same shapes (MM workflow): feature cache alone against feature cache plus shared prefix (its
-adapter has no pixel path to compare with).
+through the ``vlm`` adapter (the ``llava`` kind), and times generation three ways: the
+processor's pixel path (each request encodes its image and runs its whole prompt), the per-run
+feature cache alone (each image encoded once), and the adapter's default, the feature cache plus
+the image's shared prompt prefix run once for both questions. Reports the end-to-end speed-ups, the
+vision-stage speed-up (encoder time only) and whether answers agree. ``--family iaa`` times the
+``iaa`` adapter on IAA-14 over the same shapes (MM workflow): feature cache alone against feature
+cache plus shared prefix (its adapter has no pixel path to compare with).
 
     python bench/vision_cache_gpu.py --out bench/results/vision_cache_h100.json
     python bench/vision_cache_gpu.py --family iaa --out bench/results/vision_cache_iaa_h100.json
@@ -42,8 +42,8 @@ from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token
 from iaa_eval.models.iaa import IAAForCausalLM
 from iaa_eval.models.iaa.adapter import IAAModel
-from iaa_eval.models.llava import LlavaModel
 from iaa_eval.models.vision import FeatureCache
+from iaa_eval.models.vlm import VLMModel
 
 SHAPES = {
     "real": dict(
@@ -76,8 +76,8 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
                                    additional_special_tokens=["<image>"])
 
 
-def build_adapter(shape: str, device: str, dtype: torch.dtype, batch: int) -> LlavaModel:
-    """The ``llava`` adapter around a random model built on ``device`` (no checkpoint on disk)."""
+def build_adapter(shape: str, device: str, dtype: torch.dtype, batch: int) -> VLMModel:
+    """The ``vlm`` adapter around a random model built on ``device`` (no checkpoint on disk)."""
     sizes = SHAPES[shape]
     tokenizer = build_tokenizer()
     vision = CLIPVisionConfig(**sizes["vision"])
@@ -95,14 +95,8 @@ def build_adapter(shape: str, device: str, dtype: torch.dtype, batch: int) -> Ll
         tokenizer=tokenizer, patch_size=vision.patch_size, vision_feature_select_strategy="default",
         image_token="<image>", num_additional_image_tokens=1,
     )
-    adapter = LlavaModel.__new__(LlavaModel)
-    adapter.spec = ModelSpec("llava", "llava", f"random-{shape}", device, str(dtype), batch)
-    adapter.processor, adapter.model, adapter.tokenizer = processor, model, tokenizer
-    ensure_pad_token(tokenizer)
-    adapter.feature_cache = FeatureCache(adapter._encode_images)
-    adapter.batcher = GenerationBatcher(batch, model)
-    adapter.share_prefixes = True
-    return adapter
+    spec = ModelSpec("llava", "llava", f"random-{shape}", device, str(dtype), batch)
+    return VLMModel.from_model(spec, model, processor)
 
 
 def build_iaa_adapter(shape: str, device: str, dtype: torch.dtype, batch: int) -> IAAModel:

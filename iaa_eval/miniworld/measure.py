@@ -28,13 +28,13 @@ def _adapters(out_dir: Path) -> dict[str, Any]:
     from iaa_eval.models.base import ModelSpec
     from iaa_eval.models.hf_causal import HFCausalModel
     from iaa_eval.models.iaa.adapter import IAAModel
-    from iaa_eval.models.llava import LlavaModel
+    from iaa_eval.models.vlm import VLMModel
 
     return {
         "base": HFCausalModel(ModelSpec("base", "hf", str(out_dir / "base"), dtype="float32",
                                         batch_size=32)),
-        "llava": LlavaModel(ModelSpec("llava", "llava", str(out_dir / "llava"), dtype="float32",
-                                      batch_size=32)),
+        "llava": VLMModel(ModelSpec("llava", "llava", str(out_dir / "llava"), dtype="float32",
+                                    batch_size=32)),
         "iaa": IAAModel(ModelSpec("iaa", "iaa", str(out_dir / "iaa"), dtype="float32",
                                   batch_size=32)),
     }

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 MODEL_KINDS: Registry = Registry("model kind")
 MODEL_KINDS.add("hf", "iaa_eval.models.hf_causal:HFCausalModel")
-MODEL_KINDS.add("llava", "iaa_eval.models.llava:LlavaModel")
+MODEL_KINDS.add("llava", "iaa_eval.models.vlm:VLMModel")  # the kind's name before vlm
 MODEL_KINDS.add("vlm", "iaa_eval.models.vlm:VLMModel")
 MODEL_KINDS.add("iaa", "iaa_eval.models.iaa.adapter:IAAModel")
 

@@ -157,6 +157,14 @@ def check_loading_info(model: Any, info: dict[str, Any], path: str, what: str) -
     missing = set(info.get("missing_keys") or ())
     missing -= _shares_loaded_storage(model, missing)
     unexpected = set(info.get("unexpected_keys") or ())
+    refuse_unmatched(type(model).__name__, missing, unexpected, path, what)
+
+
+def refuse_unmatched(
+    architecture: str, missing: set[str], unexpected: set[str], path: str, what: str
+) -> None:
+    """One line listing the weights a checkpoint lacks (they would be random) and those it has that
+    ``architecture`` does not use; nothing when both are empty. Every loader refuses through it."""
     problems = []
     for label, keys in (("missing from the checkpoint (they would be random)", missing),
                         ("in the checkpoint but not used by the model", unexpected)):
@@ -166,7 +174,7 @@ def check_loading_info(model: Any, info: dict[str, Any], path: str, what: str) -
             problems.append(f"{len(shown)} weights {label}: {', '.join(shown[:6])}{more}")
     if problems:
         raise ModelError(
-            f"{what} {path!r}: the weights do not match {type(model).__name__}: "
+            f"{what} {path!r}: the weights do not match {architecture}: "
             f"{'; '.join(problems)}; "
             "expected a checkpoint saved by this architecture"
         )

@@ -11,14 +11,21 @@ per image, MMBench one per option rotation): the vision tower's output goes back
 ``mm_encoder_outputs``, transformers' entry point for pre-encoded features, while the processor
 still expands the prompt (token counts, grids, ``image_sizes``), so the language model sees what
 the pixel path gives it (tested per family). Off where that does not hold, with the reason
-(:attr:`~iaa_eval.models.vlm_families.VLMFamily.no_feature_cache`). Questions of one image do not
-share their prompt prefix's K/V here (the ``llava`` kind does, for LLaVA-1.5): for Qwen-VL it
-would have to carry the rows' M-RoPE deltas, for Gemma 3 its bidirectional image mask.
+(:attr:`~iaa_eval.models.vlm_families.VLMFamily.no_feature_cache`).
+
+Questions of one image in a batch also share their prompt's head (system prompt, image tokens,
+common words): it is run once per image (:func:`~iaa_eval.models.generation.prefill_shared`) and
+its K/V copied to each question, whose own tokens follow. That holds where the head's K/V depend
+on its tokens and image alone and a question's positions continue from the head's length (tested
+per family); off where not, with the reason
+(:attr:`~iaa_eval.models.vlm_families.VLMFamily.no_shared_prefix`: Qwen-VL's M-RoPE, Gemma 3's
+bidirectional image mask), and for a batch that would reach a sliding window.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +41,13 @@ from iaa_eval.models.base import (
     resident_tensors,
     text_model_fingerprint,
 )
-from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
+from iaa_eval.models.generation import (
+    GenerationBatcher,
+    ensure_pad_token,
+    greedy_decode,
+    prefill_shared,
+    shared_prefix_length,
+)
 from iaa_eval.models.loading import (
     check_vocabulary,
     load_pretrained,
@@ -47,6 +60,7 @@ from iaa_eval.models.vision import FeatureCache
 from iaa_eval.models.vlm_families import VLMFamily, require_family
 from iaa_eval.models.vlm_processor import build_processor
 
+log = logging.getLogger(__name__)
 # processor outputs that only the vision tower reads: replaced by cached features
 PIXEL_INPUTS = ("pixel_values", "pixel_attention_mask")
 # device memory the feature cache may hold: an anyres 8B model's image is ~25 MB of features, so a
@@ -108,6 +122,16 @@ class DecoderLM(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(logits=self.lm_head(hidden), cache=out.cache)
 
 
+def sliding_window(config: Any) -> int | None:
+    """The text model's attention window where a layer has one (``layer_types``, or a
+    ``sliding_window`` alone, as Mistral's), else ``None``."""
+    window = getattr(config, "sliding_window", None)
+    layers = getattr(config, "layer_types", None)
+    if window is None or (layers is not None and "sliding_attention" not in layers):
+        return None
+    return window
+
+
 def render_prompt(processor: Any, text: str, has_image: bool, system: bool) -> str:
     """The prompt up to the answer: the processor's chat template (an image part first, as the
     families' model cards ask), else the plain template with the processor's image token. The
@@ -131,8 +155,8 @@ def render_prompt(processor: Any, text: str, has_image: bool, system: bool) -> s
 
 
 class VLMModel:
-    """Adapter for ``--model NAME=vlm:<hub id or dir>``: every family in
-    :mod:`~iaa_eval.models.vlm_families`."""
+    """Adapter for ``--model NAME=vlm:<hub id or dir>`` (and ``llava:``, its alias): every family
+    in :mod:`~iaa_eval.models.vlm_families`."""
 
     supports_images = True
 
@@ -153,6 +177,21 @@ class VLMModel:
             **placement_kwargs(spec),
         )
         self.model = placed(model, spec)
+        self._setup()
+
+    @classmethod
+    def from_model(cls, spec: ModelSpec, model: PreTrainedModel, processor: Any) -> VLMModel:
+        """The adapter around a model and processor built in memory (the GPU benchmarks' random
+        weights of real shapes), placed where they are."""
+        adapter = cls.__new__(cls)
+        adapter.spec, adapter.model, adapter.processor = spec, model.eval(), processor
+        adapter.family = require_family(model.config.model_type, spec.path)
+        adapter._setup()
+        return adapter
+
+    def _setup(self) -> None:
+        """What follows from the model and processor: tokenizer, text view, caches, batching."""
+        spec = self.spec
         self.tokenizer = self.processor.tokenizer
         check_vocabulary(
             self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path
@@ -165,6 +204,13 @@ class VLMModel:
             None if self.family.no_feature_cache else FeatureCache(self._encode_images)
         )
         self._pooled_list = True  # how the model returns (and takes back) features: list or tensor
+        self.share_prefixes = True  # off: every question's whole prompt is run (the reference path)
+        for part, reason in (
+            ("vision-feature cache", self.family.no_feature_cache),
+            ("shared image prefix", self.family.no_shared_prefix),
+        ):
+            if reason:
+                log.info("%s (%s): %s off: %s", spec.path, self.family.label, part, reason)
 
     def text_view(self) -> TextView:
         """The VLM's decoder and head, without the vision tower and projector."""
@@ -202,16 +248,53 @@ class VLMModel:
         cache.max_items = max(8, min(cache.max_items, FEATURE_CACHE_BYTES // largest))
         return features
 
-    def _with_cached_features(
-        self, enc: dict[str, Any], chunk: Sequence[MMRequest]
-    ) -> dict[str, Any]:
-        """``enc`` with its pixels replaced by the requests' cached image features."""
-        features = self.feature_cache.get([r.image for r in chunk], [r.image_key for r in chunk])
+    def _features_input(self, features: Sequence[torch.Tensor]) -> dict[str, Any]:
+        """Images' cached features as the model takes them back (``mm_encoder_outputs``)."""
+        pooled: Any = list(features)
         if not self._pooled_list:  # a tensor of all images' tokens (or tiles) back to back
-            features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+            pooled = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+        return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=pooled)}}
+
+    def _with_features(
+        self, enc: dict[str, Any], features: Sequence[torch.Tensor]
+    ) -> dict[str, Any]:
+        """``enc`` with its pixels replaced by the rows' cached image features."""
         enc = {k: v for k, v in enc.items() if k not in PIXEL_INPUTS}
-        enc["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=features)}
-        return enc
+        return {**enc, **self._features_input(features)}
+
+    def _with_shared_heads(
+        self,
+        enc: dict[str, Any],
+        chunk: Sequence[MMRequest],
+        features: Sequence[torch.Tensor],
+        budget: int,
+    ) -> dict[str, Any] | None:
+        """``generate`` inputs in which the head the questions of each image share (up to at least
+        its image tokens) has been run once, its K/V copied to each question; ``None`` where that
+        does not hold (see the module docstring) or saves nothing."""
+        if not self.share_prefixes or self.family.no_shared_prefix:
+            return None
+        window = sliding_window(self.model.config.get_text_config())
+        if window is not None and enc["input_ids"].shape[1] + budget >= window:
+            return None  # the window would count the padding after a shared head as positions
+        rows = [
+            ids[mask.bool()].tolist()
+            for ids, mask in zip(enc["input_ids"], enc["attention_mask"], strict=True)
+        ]
+        image = self.model.config.image_token_id
+        covers = [max(j for j, token in enumerate(row) if token == image) + 1 for row in rows]
+        keys = [r.image_key for r in chunk]
+        length = shared_prefix_length(rows, keys, covers)
+        if length is None:
+            return None
+        return prefill_shared(
+            self.model,
+            rows,
+            keys,
+            length,
+            self.tokenizer.pad_token_id,
+            lambda firsts: self._features_input([features[i] for i in firsts]),
+        )
 
     def generate(self, requests: Sequence[MMRequest], use_feature_cache: bool = True) -> list[str]:
         """Greedy answers; requests without an image are asked blind (same model, no image).
@@ -227,9 +310,14 @@ class VLMModel:
                 enc = self._encode(
                     [self.render_prompt(r) for r in reqs], [r.image for r in reqs if r.image]
                 )
-                if has_image and use_feature_cache and self.feature_cache is not None:
-                    enc = self._with_cached_features(enc, reqs)
                 budget = max(r.max_new_tokens for r in reqs)
+                if has_image and use_feature_cache and self.feature_cache is not None:
+                    features = self.feature_cache.get(
+                        [r.image for r in reqs], [r.image_key for r in reqs]
+                    )
+                    enc = self._with_shared_heads(
+                        enc, reqs, features, budget
+                    ) or self._with_features(enc, features)
                 return greedy_decode(
                     self.model.generate, self.tokenizer, enc, budget, watch=self.model
                 )

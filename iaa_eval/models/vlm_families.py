@@ -23,6 +23,9 @@ class VLMFamily:
         label: the family's name for listings.
         no_feature_cache: why each image's encoded features cannot be cached and handed back to the
             model (``mm_encoder_outputs``) with the same answers; ``""``: they can (tested).
+        no_shared_prefix: why the questions of one image cannot share their prompt's head (run
+            once, its K/V copied to each question) with the same answers; ``""``: they can, the
+            head's K/V depending only on its tokens and image (tested).
         system_prompt: ask with LLaVA's system prompt (as LLaVA-1.5 trained and is evaluated);
             other families get their chat template's own default.
     """
@@ -30,24 +33,36 @@ class VLMFamily:
     model_type: str
     label: str
     no_feature_cache: str = ""
+    no_shared_prefix: str = ""
     system_prompt: bool = False
 
 
+_MROPE = (
+    "M-RoPE: the positions of a question's own tokens are offset by its image grid (rope_deltas), "
+    "which the model keeps from the forward that saw the image, not with a copied cache"
+)
 _FAMILIES = (
     VLMFamily("llava", "LLaVA-1.5 (llava-hf)", system_prompt=True),
     VLMFamily("llava_next", "LLaVA-NeXT (anyres)"),
     VLMFamily("llava_onevision", "LLaVA-OneVision"),
-    VLMFamily("qwen2_vl", "Qwen2-VL"),
-    VLMFamily("qwen2_5_vl", "Qwen2.5-VL"),
+    VLMFamily("qwen2_vl", "Qwen2-VL", no_shared_prefix=_MROPE),
+    VLMFamily("qwen2_5_vl", "Qwen2.5-VL", no_shared_prefix=_MROPE),
     VLMFamily(
         "qwen3_vl",
         "Qwen3-VL",
         "deepstack: features of inner vision layers enter inner LM layers, and mm_encoder_outputs "
         "carries only the final ones",
+        _MROPE,
     ),
     VLMFamily("idefics3", "Idefics3"),
     VLMFamily("smolvlm", "SmolVLM"),
-    VLMFamily("gemma3", "Gemma 3"),
+    VLMFamily(
+        "gemma3",
+        "Gemma 3",
+        no_shared_prefix="an image's tokens attend to each other both ways (token_type_ids), and "
+        "sliding-window layers would count the padding between the shared head and a question's "
+        "own tokens as positions",
+    ),
     VLMFamily("mistral3", "Mistral 3 (Pixtral vision)"),
     VLMFamily("internvl", "InternVL"),
     VLMFamily("deepseek_vl", "DeepSeek-VL"),

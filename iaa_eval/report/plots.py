@@ -22,7 +22,7 @@ from iaa_eval.report.reference_points import ReferencePoint
 from iaa_eval.rundir import POINT_METRICS, atomic_write_text
 
 log = logging.getLogger(__name__)
-COLOURS = {"hf": "#7f7f7f", "llava": "#d62728", "iaa": "#1f77b4"}
+COLOURS = {"hf": "#7f7f7f", "llava": "#d62728", "vlm": "#ff7f0e", "iaa": "#1f77b4"}
 PAPER_COLOUR = "#bcbd22"
 REFERENCE_COLOUR = "#8c564b"
 

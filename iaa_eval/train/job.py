@@ -29,7 +29,13 @@ from iaa_eval import __version__, config
 from iaa_eval.errors import ModelError, UsageError
 from iaa_eval.models.iaa.configuration import SUPPORTED_BASES, IAAConfig
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
-from iaa_eval.models.loading import check_vocabulary, load_pretrained, place, resolve_dtype
+from iaa_eval.models.loading import (
+    check_vocabulary,
+    load_pretrained,
+    load_weights,
+    place,
+    resolve_dtype,
+)
 from iaa_eval.train.conversations import Conversations, load_conversations
 from iaa_eval.train.iaa import train_iaa_stage
 from iaa_eval.train.loop import TrainConfig
@@ -159,7 +165,9 @@ def image_token_id(tokenizer: Any, token: str | None) -> int:
 
 def fresh_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, Any, Any]:
     """(model, tokenizer, image processor): ``from_base`` over ``--base`` and ``--vision``."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, CLIPVisionModel
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor
+
+    from iaa_eval.models.iaa.convert import load_vision_tower
 
     config = load_pretrained(AutoConfig.from_pretrained, job.base, "--base")
     if config.model_type not in SUPPORTED_BASES:
@@ -169,11 +177,10 @@ def fresh_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, A
     token_id = image_token_id(tokenizer, job.image_token)
     processor = load_pretrained(CLIPImageProcessor.from_pretrained, job.vision,
                                 "--vision")  # cheap checks first
-    base = place(load_pretrained(AutoModelForCausalLM.from_pretrained, job.base, "--base",
-                                 dtype=dtype), job.device)
+    base = load_weights(AutoModelForCausalLM.from_pretrained, job.base, "--base", dtype=dtype)
+    base = place(base, job.device)
     check_vocabulary(tokenizer, base.config.vocab_size, job.base)
-    vision = place(load_pretrained(CLIPVisionModel.from_pretrained, job.vision, "--vision",
-                                   dtype=dtype), job.device)
+    vision = place(load_vision_tower(job.vision, "--vision", dtype=dtype), job.device)
     torch.manual_seed(job.seed)  # the projector's fresh initialisation
     try:
         model = IAAForCausalLM.from_base(base, vision, positions=positions(job.insert_after),

@@ -16,8 +16,8 @@ from transformers import LlavaForConditionalGeneration
 
 from iaa_eval.errors import UsageError
 from iaa_eval.models.generation import left_pad, left_padded
-from iaa_eval.models.llava import llava_prompt
 from iaa_eval.models.templates import training_text
+from iaa_eval.models.vlm import render_prompt
 from iaa_eval.train.examples import Example, example_image
 from iaa_eval.train.loop import (
     IGNORE_INDEX,
@@ -49,8 +49,9 @@ def encode_batch(processor: Any, examples: Sequence[Example],
     tokenizer = processor.tokenizer
     ids, labels, images = [], [], []
     for ex in examples:
-        prompt, target = training_text(llava_prompt(processor, ex.prompt, ex.image is not None),
-                                       ex.answer, tokenizer.eos_token)
+        # the prompt the llava kind evaluates with
+        prompt = render_prompt(processor, ex.prompt, ex.image is not None, system=True)
+        prompt, target = training_text(prompt, ex.answer, tokenizer.eos_token)
         if ex.image is not None:
             enc = processor(images=[example_image(ex).convert("RGB")], text=[prompt],
                             return_tensors="pt")

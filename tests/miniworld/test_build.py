@@ -57,10 +57,10 @@ def test_llava_loads_with_the_llava_adapter(built):
     out, _ = built
     from PIL import Image
 
+    from iaa_eval.models import load_model
     from iaa_eval.models.base import MMRequest, ModelSpec
-    from iaa_eval.models.llava import LlavaModel
 
-    model = LlavaModel(ModelSpec("llava", "llava", str(out / "llava")))
+    model = load_model(ModelSpec("llava", "llava", str(out / "llava")))
     image = Image.open(next((out / "data" / "mme" / "color").glob("*.png")))
     answers = model.generate([MMRequest("Is there a red shape in the image? Please answer yes or no.", image)])
     assert isinstance(answers[0], str)

@@ -12,6 +12,7 @@ from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.models.generation import (
     GenerationBatcher,
     left_padded,
+    prefill_rows,
     prefill_shared,
     shared_prefix_length,
 )
@@ -73,3 +74,19 @@ def test_prefill_shared_then_generate_equals_whole_prompts(tiny_llama_dir: Path,
     shared = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1]:]
     assert torch.equal(shared, whole)
     assert len({tuple(row.tolist()) for row in whole}) > 1  # the rows' answers differ
+
+
+def test_shared_prefix_length_rules() -> None:
+    rows = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [7, 2, 3, 4, 6, 6], [7, 2, 3, 4, 1]]
+    pairs = ["a", "a", "b", "b"]
+    assert shared_prefix_length(rows, pairs, [2, 2, 2, 2]) == 3  # the shortest common prefix
+    assert shared_prefix_length(rows, pairs, [2, 2, 4, 2]) is None  # an image would be cut
+    assert shared_prefix_length(rows, ["a", "b", "c", "d"], [1] * 4) is None  # nothing shared
+    assert shared_prefix_length(rows, ["a", "a", None, "b"], [1] * 4) is None  # a row without key
+    # each row keeps a token of its own
+    assert shared_prefix_length([[1, 2], [1, 2]], ["a", "a"], [1, 1]) == 1
+
+
+def test_prefill_rows_pick_each_keys_first_row_and_map_every_row_to_it() -> None:
+    assert prefill_rows(["b", "a", "b", "c", "a"]) == ([0, 1, 3], [0, 1, 0, 2, 1])
+    assert prefill_rows(["x"]) == ([0], [0])

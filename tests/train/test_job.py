@@ -4,10 +4,12 @@ base bit for bit, the trained groups changed, the flags that cannot work say so.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import CLIPImageProcessor, CLIPVisionModel, LlamaForCausalLM
 
 from iaa_eval.cli import main
@@ -185,6 +187,25 @@ def test_flags_that_cannot_work(argv, message: str, world: Path, tmp_path: Path,
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if line.startswith("iaa-eval: error: ")]
     assert message.replace("{d}", str(tmp_path)) in line and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("part", "flag"), [("base", "--base"), ("clip", "--vision")])
+def test_a_base_or_tower_without_a_weight_is_refused_naming_it(
+    part: str, flag: str, world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Training never starts from a random weight: the base LM and the vision tower are loaded
+    through the loaders' check, which names the weight the folder lacks."""
+    folder = tmp_path / part
+    shutil.copytree(world / part, folder)
+    weights = load_file(folder / "model.safetensors")
+    key = next(k for k in weights if "layers.1.mlp" in k and k.endswith("weight"))
+    del weights[key]
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    argv = fresh(world, tmp_path / "o")
+    argv[argv.index(flag) + 1] = str(folder)
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "1 weights missing from the checkpoint" in err and key.split("layers.")[-1] in err
 
 
 def test_a_job_file_under_the_flags(tmp_path: Path) -> None:

@@ -60,7 +60,8 @@ def test_prompt_matches_the_llava_adapter(tiny_llava_dir: Path) -> None:
     request = MMRequest("What colour?", solid_image((1, 2, 3)))
     batch = encode_batch(processor, [Example(request.image, request.prompt, "red")], [])
     trained_on = processor.tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0] == 1])
-    prompt = processor.tokenizer.decode(adapter._encode([request])["input_ids"][0])
+    enc = adapter._encode([adapter.render_prompt(request)], [request.image])
+    prompt = processor.tokenizer.decode(enc["input_ids"][0])
     assert trained_on.startswith(prompt) and trained_on.removeprefix(prompt).strip().startswith("red")
 
 

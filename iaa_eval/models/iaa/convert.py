@@ -21,10 +21,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoConfig, CLIPImageProcessor, LlamaConfig
+from transformers import AutoConfig, CLIPImageProcessor, CLIPVisionModel, LlamaConfig
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa.configuration import IAA14_POSITIONS, IAAConfig
+from iaa_eval.models.loading import check_loading_info, load_pretrained, refuse_unmatched
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,21 @@ def load_image_processor(folder: Path, vision_tower_path: str | None) -> Any:
                      f"({vision_tower_path!r})")
 
 
+# a whole CLIP checkpoint's parts that its vision tower does not use
+CLIP_NON_VISION = ("text_model.", "text_projection.", "visual_projection.", "logit_scale")
+
+
+def load_vision_tower(path: str, what: str, **kwargs: Any) -> CLIPVisionModel:
+    """A CLIP vision tower from a folder holding it alone or a whole CLIP, refused (listing the
+    weights) where it would run with a weight the folder does not hold."""
+    model, info = load_pretrained(
+        CLIPVisionModel.from_pretrained, path, what, output_loading_info=True, **kwargs
+    )
+    unused = [k for k in info.get("unexpected_keys") or () if not k.startswith(CLIP_NON_VISION)]
+    check_loading_info(model, {**info, "unexpected_keys": unused}, path, what)
+    return model
+
+
 def vision_config_from(vision_dir: Path) -> Any:
     """A ``CLIPVisionConfig`` from a vision-tower folder (a full CLIP config gives its vision part)."""
     config = AutoConfig.from_pretrained(vision_dir, trust_remote_code=False)
@@ -145,16 +161,11 @@ def _vision_tensors(vision_dir: Path | None, what: Path) -> dict[str, torch.Tens
 
 
 def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
-    """Missing/unexpected keys (listed) and every tensor's shape against the model's."""
+    """Missing/unexpected keys (listed, as every loader lists them) and every tensor's shape
+    against the model's."""
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:12]) + (f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else "")
-
-        raise ModelError(f"{where}: checkpoint does not match the config: {len(missing)} missing key(s) "
-                         f"[{show(missing)}]; {len(unexpected)} unexpected key(s) [{show(unexpected)}]")
+    missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
+    refuse_unmatched(type(model).__name__, missing, unexpected, str(where), "IAA checkpoint")
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != tuple(shape):
             raise ModelError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, the config implies {tuple(shape)}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models import load_model
@@ -101,3 +102,30 @@ def test_questions_of_one_image_share_the_prompt_prefix(checkpoints: tuple[Path,
     shared, whole = tokens
     assert torch.equal(shared, whole)
     assert len({tuple(row.tolist()) for row in whole}) > 1  # the rows' answers differ
+
+
+@pytest.mark.parametrize(
+    ("stored", "key"),
+    [
+        ("model.layers.1.self_attn.q_proj.weight",) * 2,  # the frozen base LM's
+        (  # the vision tower's, stored in the official layout
+            "model.vision_tower.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight",
+            "model.vision_tower.vision_tower.encoder.layers.0.mlp.fc1.weight",
+        ),
+        ("model.mm_projector_G.0.weight",) * 2,  # the grounding branch's projector
+    ],
+)
+def test_a_checkpoint_without_a_weight_is_refused_naming_it(
+    tmp_path: Path, checkpoints: tuple[Path, Path], stored: str, key: str
+) -> None:
+    """Never a random weight: the adapter refuses the checkpoint, one line naming the key."""
+    folder = tmp_path / "iaa"
+    folder.mkdir()
+    for file in checkpoints[1].iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    tensors = load_file(folder / "model.safetensors")
+    del tensors[stored]
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=f"1 weights missing from the checkpoint.*: {key};") as err:
+        load_model(ModelSpec("iaa", "iaa", str(folder)))
+    assert "\n" not in str(err.value)

@@ -90,8 +90,11 @@ def edit_weights(folder: Path, change: callable) -> None:
     ("change", "message"),
     [
         (lambda t: t.pop("model.condition_layers.1.mlp.up_proj.weight"),
-         r"1 missing key\(s\) \[model.condition_layers.1.mlp.up_proj.weight\]; 0 unexpected"),
-        (lambda t: t.update({"model.extra.weight": torch.zeros(2)}), r"1 unexpected key\(s\) \[model.extra.weight\]"),
+         r"do not match IAAForCausalLM: 1 weights missing from the checkpoint "
+         r"\(they would be random\): "
+         r"model.condition_layers.1.mlp.up_proj.weight; expected"),
+        (lambda t: t.update({"model.extra.weight": torch.zeros(2)}),
+         r"1 weights in the checkpoint but not used by the model: model.extra.weight; expected"),
         (lambda t: t.update({"model.mm_projector.0.weight": torch.zeros(32, 48)}),
          r"model.mm_projector.0.weight has shape \(32, 48\), the config implies \(32, 32\) \(projector/LM hidden"),
         (lambda t: t.update({"lm_head_condtion.weight": torch.zeros(5, 32)}), r"lm_head_condtion.weight has shape"),
@@ -144,3 +147,27 @@ def test_official_layout_needs_a_llama_base(tmp_path: Path) -> None:
     model = IAAForCausalLM.from_base(qwen, CLIPVisionModel(tiny_clip_config()), positions=[1])
     with pytest.raises(ModelError, match="official layout holds a Llama base, not 'qwen2'"):
         model.save_pretrained(tmp_path, official=True)
+
+
+def test_a_whole_clip_serves_as_vision_tower_and_a_missing_weight_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A whole CLIP checkpoint's text tower and projections are not the tower's; its own weights
+    must all be there."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from iaa_eval.models.iaa.convert import load_vision_tower
+    from tests.conftest import tiny_clip_config
+
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                vocab_size=100, bos_token_id=0, eos_token_id=1)
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=tiny_clip_config().to_dict(),
+                                projection_dim=16))
+    clip.save_pretrained(tmp_path)
+    tower = load_vision_tower(str(tmp_path), "--vision")
+    inside = clip.vision_model.state_dict()
+    for name, weight in tower.state_dict().items():
+        assert torch.equal(weight, inside[name.removeprefix("vision_model.")])
+    edit_weights(tmp_path, lambda t: t.pop("vision_model.post_layernorm.weight"))
+    with pytest.raises(ModelError, match=r"1 weights missing .*post_layernorm.weight; expected"):
+        load_vision_tower(str(tmp_path), "--vision")
