@@ -24,6 +24,7 @@ from iaa_eval.models.iaa import placement as iaa_placement
 from iaa_eval.models.iaa.adapter import IAAModel
 from iaa_eval.models.iaa.modeling import IAAForCausalLM
 from iaa_eval.models.iaa.placement import placement_groups
+from iaa_eval.models.loglik.scorer import FastScorer
 from iaa_eval.models.placement import group_device_map
 from iaa_eval.models.vlm import VLMModel
 from tests.conftest import save_tiny_llama
@@ -50,17 +51,22 @@ def _two_gpu_budget(model: IAAForCausalLM) -> dict[str, str]:
     return {"0": f"{first / 1000 + 1}KB", "1": f"{sum(groups[2:]) / 2000}KB", "cpu": "1GB"}
 
 
-def _outputs(model: Any) -> tuple[list[str], list[list[float]], torch.Tensor, dict[str, str]]:
-    """Answers (with and without images), option scores, text logits, fingerprints."""
+def _text_scores(model: Any) -> list[tuple[float, bool]]:
+    """Log-likelihoods of a few continuations through the one scoring engine, on the text view."""
+    pairs = [([5, 9, 33], [7, 80]), ([5, 9, 33], [12]), ([4, 18], [6, 6, 2])]
+    return FastScorer(model.text_view().model, 64, progress=False).score(pairs)
+
+
+def _outputs(model: Any) -> tuple[list[str], list[tuple[float, bool]], torch.Tensor, dict[str, str]]:
+    """Answers (with and without images), log-likelihoods, text logits, fingerprints."""
     requests = [MMRequest("What colour is it?", random_image(1), max_new_tokens=6),
                 MMRequest("Why?", None, max_new_tokens=6),
                 MMRequest("Which shape?", random_image(2, (20, 36)), max_new_tokens=6)]
-    scored = [MMRequest("Colour?", random_image(3), options=("red", "blue", "a green one"))]
     view = model.text_view()
     with torch.inference_mode():
         logits = view.model(torch.tensor([[5, 9, 33, 7, 80, 12]])).logits
     prints = {w: model.fingerprint(w) for w in ("text", "mm")}
-    return model.generate(requests), model.score(scored), logits, prints
+    return model.generate(requests), _text_scores(model), logits, prints
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "balanced", "balanced_low_0"])
@@ -136,10 +142,9 @@ def test_hf_split_over_hooks_answers_as_the_whole_model(
     assert split.model.model.layers[1].mlp.up_proj.weight.device.type == "meta"
     requests = [MMRequest("What is two plus two?", max_new_tokens=6),
                 MMRequest("Why?", max_new_tokens=6)]
-    scored = [MMRequest("Name a colour.", options=("red", "blue"))]
 
-    def outcome(model: HFCausalModel) -> tuple[list[str], list[list[float]], str]:
-        return model.generate(requests), model.score(scored), model.fingerprint("text")
+    def outcome(model: HFCausalModel) -> tuple[list[str], list[tuple[float, bool]], str]:
+        return model.generate(requests), _text_scores(model), model.fingerprint("text")
 
     assert outcome(split) == outcome(whole)
 
@@ -207,7 +212,7 @@ def test_hf_split_between_gpu_and_cpu_answers_as_on_the_gpu(
                                     max_memory={"0": f"{total // 2000}KB", "cpu": "1GB"}))
     assert {p.device.type for p in split.model.parameters()} == {"cuda", "meta"}
     requests = [MMRequest("What is two plus two?", max_new_tokens=6)]
-    scored = [MMRequest("Name a colour.", options=("red", "blue"))]
     assert split.generate(requests) == whole.generate(requests)
     assert split.fingerprint("text") == whole.fingerprint("text")
-    assert split.score(scored) == pytest.approx(whole.score(scored), abs=1e-5)
+    got, want = _text_scores(split), _text_scores(whole)
+    assert [g for g, _ in got] == pytest.approx([w for w, _ in want], abs=1e-5)
