@@ -48,12 +48,15 @@ def split_path(path: str) -> tuple[str, str]:
     folder, _, workflow = path.partition("#")
     workflow = workflow or "mm"
     if workflow not in ("mm", "g"):
-        raise ModelError(f"--model ...=iaa:{path}: workflow suffix #{workflow} unknown; use #mm or #g")
+        raise ModelError(
+            f"--model ...=iaa:{path}: workflow suffix #{workflow} unknown; use #mm or #g"
+        )
     return folder, workflow
 
 
 class IAAModel:
-    """Adapter for ``--model NAME=iaa:<dir>``; ``feature_cache`` counts vision-encoder hits/misses."""
+    """Adapter for ``--model NAME=iaa:<dir>``; ``feature_cache`` counts vision-encoder hits and
+    misses."""
 
     supports_images = True
 
@@ -61,31 +64,34 @@ class IAAModel:
         self.spec = spec
         folder, self.workflow = split_path(spec.path)
         if not Path(folder).expanduser().is_dir():
-            raise ModelError(f"IAA checkpoint {folder!r}: no such directory (hub ids are not fetched; pass a local "
-                             "download of the checkpoint)")
+            raise ModelError(f"IAA checkpoint {folder!r}: no such directory (hub ids are not "
+                             "fetched; pass a local download of the checkpoint)")
         dtype = resolve_dtype(spec.dtype, dtype_device(spec))
         device = "cpu" if spec.device_map else spec.device  # a device map places it from there
         self.model = IAAForCausalLM.from_pretrained(folder, dtype=dtype, device=device)
         if spec.device_map:
             self.model = split(self.model, spec.device_map, spec.max_memory)
         self.model.branch(self.workflow)  # raises early if the checkpoint lacks the G branch
-        # The base's config stands in for config.json, whose official model_type ("IAA") transformers
-        # does not know: reading it again only draws warnings.
+        # The base's config stands in for config.json, whose official model_type ("IAA")
+        # transformers does not know: reading it again only draws warnings.
         self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, folder, "tokenizer",
                                          config=self.model.config.text_config,
                                          trust_remote_code=spec.trust_remote_code)
         check_vocabulary(self.tokenizer, self.model.config.text_config.vocab_size, folder)
         ensure_pad_token(self.tokenizer)
-        self.image_processor = load_image_processor(Path(folder).expanduser(), self.model.config.vision_tower_path)
+        self.image_processor = load_image_processor(Path(folder).expanduser(),
+                                                    self.model.config.vision_tower_path)
         self.feature_cache = FeatureCache(self._encode_images)
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
-        self.share_prefixes = True  # off: every question's whole prompt is run (the reference path)
+        # off: every question's whole prompt is run (the reference path)
+        self.share_prefixes = True
         self._fingerprints: dict[str, str] = {}
 
     @torch.no_grad()
     def _encode_images(self, images: list[Any]) -> torch.Tensor:
         pixels = pixel_values(images, self.image_processor, self.model.config.image_aspect_ratio)
-        return self.model.model.vision_tower(pixels.to(self.model.device))  # (n, patches, mm_hidden)
+        # (n, patches, mm_hidden)
+        return self.model.model.vision_tower(pixels.to(self.model.device))
 
     def text_view(self) -> TextView:
         """The wrapped base LM, unmodified (its weights are the frozen ones IAA runs on)."""
@@ -98,20 +104,24 @@ class IAAModel:
         for request in chunk:
             has_image = request.image is not None
             text = prompt_text(self.tokenizer, request.prompt, token_id, has_image)
-            ids.append(to_model_ids(self.tokenizer(text, add_special_tokens=False)["input_ids"], token_id, has_image))
+            tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids.append(to_model_ids(tokens, token_id, has_image))
         with_image = [r for r in chunk if r.image is not None]
         if not with_image:
             return ids, None
-        features = self.feature_cache.get([r.image for r in with_image], [r.image_key for r in with_image])
+        features = self.feature_cache.get([r.image for r in with_image],
+                                          [r.image_key for r in with_image])
         return ids, torch.stack(features)
 
     def generate(self, requests: Sequence[MMRequest]) -> list[str]:
-        """Greedy answers through the MM (or G) workflow; left-padded batches, images and blind mixed."""
+        """Greedy answers through the MM (or G) workflow; left-padded batches, images and blind
+        mixed."""
 
         def answer(chunk: Sequence[MMRequest]) -> list[str]:
             ids, features = self._inputs(chunk)
             keys = [r.image_key if r.image is not None else None for r in chunk]
-            covers = [row.index(IMAGE_PLACEHOLDER_ID) + 1 if IMAGE_PLACEHOLDER_ID in row else 0 for row in ids]
+            covers = [row.index(IMAGE_PLACEHOLDER_ID) + 1 if IMAGE_PLACEHOLDER_ID in row else 0
+                      for row in ids]
             length = shared_prefix_length(ids, keys, covers) if self.share_prefixes else None
             pad = self.tokenizer.pad_token_id
             if length is None:
@@ -126,20 +136,22 @@ class IAAModel:
             def run(**kwargs: Any) -> torch.Tensor:
                 return self.model.generate(workflow=self.workflow, image_features=images, **kwargs)
 
-            return greedy_decode(run, self.tokenizer, batch, max(r.max_new_tokens for r in chunk), watch=self.model)
+            budget = max(r.max_new_tokens for r in chunk)
+            return greedy_decode(run, self.tokenizer, batch, budget, watch=self.model)
 
         return self.batcher.map(list(requests), answer)
 
-
     def fingerprint(self, workflow: str) -> str:
-        """``text``: the base LM as a text model; otherwise all weights + the workflow actually run."""
+        """``text``: the base LM as a text model; otherwise all weights + the workflow actually
+        run."""
         key = "text" if workflow == "text" else self.workflow
         if key not in self._fingerprints:
             if key == "text":
                 value = text_model_fingerprint(self.model.base_lm, self.tokenizer)
             else:
                 config = self.model.config.to_dict()
-                config.pop("vision_tower_path", None)  # where it was loaded from does not change answers
+                # where it was loaded from does not change answers
+                config.pop("vision_tower_path", None)
                 config["tokenizer"] = tokenizer_digest(self.tokenizer)
                 value = fingerprint_weights(config, resident_tensors(self.model), f"iaa:{key}")
             self._fingerprints[key] = value
