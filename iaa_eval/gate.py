@@ -133,7 +133,8 @@ def _models_of(run: RunData, kind: str, rule: str) -> list[str]:
     models = [m for m in run.models if run.kind(m) == kind]
     if not models:
         kinds = sorted({run.kind(m) for m in run.models})
-        raise DataError(f"rule {rule}: no model of kind {kind!r} in {run.run_dir} (kinds: {', '.join(kinds)})")
+        raise DataError(f"rule {rule}: no model of kind {kind!r} in {run.run_dir} (kinds: "
+                        f"{', '.join(kinds)})")
     return models
 
 
@@ -147,8 +148,8 @@ def _check_task(run: RunData, model: str, task: str, rule: str) -> None:
 
 def _needs_samples(run: RunData, model: str, task: str, rule: str) -> None:
     if run.items(model, task) is None:
-        raise DataError(f"rule {rule}: {run.run_dir / 'samples' / model / (task + '.jsonl')} is missing "
-                        "(per-item samples needed; run with --log-samples)")
+        raise DataError(f"rule {rule}: {run.run_dir / 'samples' / model / (task + '.jsonl')} is "
+                        "missing (per-item samples needed; run with --log-samples)")
 
 
 def _compared(rows: list[GateRow], rule: str, why: str) -> list[GateRow]:
@@ -168,7 +169,8 @@ def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow
     text = analysis.text.set_index(["model", "task"]) if not analysis.text.empty else None
     for model in _models_of(run, rule.kind, name):
         if model == analysis.base:
-            raise DataError(f"rule {name}: model {model!r} of kind {rule.kind!r} is the base model itself")
+            raise DataError(f"rule {name}: model {model!r} of kind {rule.kind!r} is the base model "
+                            "itself")
         for task in rule.tasks or tuple(analysis.meta["text_tasks"]):
             _check_task(run, model, task, name)
             _check_task(run, analysis.base, task, name)
@@ -186,7 +188,8 @@ def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow
                                     "pass" if ok else "fail", detail))
             if rule.max_drop is not None:
                 ok = -float(row.delta) <= rule.max_drop
-                rows.append(GateRow(f"{name}.max_drop", model, task, -float(row.delta), f"<= {rule.max_drop:g}",
+                rows.append(GateRow(f"{name}.max_drop", model, task, -float(row.delta), "<= "
+                                                                                        f"{rule.max_drop:g}",
                                     "pass" if ok else "fail", detail))
     limits = rule.max_flips is not None or rule.max_drop is not None or rule.report_only
     tasks = ", ".join(run.tasks()) or "none"
@@ -210,28 +213,34 @@ def _multimodal_rows(run: RunData, base: str, rule: MultimodalRule, index: int) 
         if rule.min_gain is not None:
             _check_task(run, base, rule.task, f"{name}.min_gain")
             gain = score - run.score(base, rule.task, metric)
-            rows.append(GateRow(f"{name}.min_gain", model, rule.task, gain, f"{metric} gain >= {rule.min_gain:g}",
-                                "pass" if gain >= rule.min_gain else "fail", f"{metric} {score:.4g} vs base"))
+            rows.append(GateRow(f"{name}.min_gain", model, rule.task, gain, f"{metric} gain >= "
+                                                                            f"{rule.min_gain:g}",
+                                "pass" if gain >= rule.min_gain else "fail",
+                                f"{metric} {score:.4g} vs base"))
     return _compared(rows, name, "it sets neither min nor min_gain")
 
 
-def _regression_rows(run: RunData, earlier: RunData, rule: RegressionRule, resamples: int, seed: int) -> list[GateRow]:
+def _regression_rows(run: RunData, earlier: RunData, rule: RegressionRule, resamples: int,
+                     seed: int) -> list[GateRow]:
     table = compare_runs(earlier, run, resamples=resamples, seed=seed)
     rows = []
     for task in rule.tasks or ():
         if task not in run.tasks() or task not in earlier.tasks():
-            raise DataError(f"rule regression: unknown task {task!r} (not in both {earlier.run_dir} and {run.run_dir})")
+            raise DataError(f"rule regression: unknown task {task!r} (not in both "
+                            f"{earlier.run_dir} and {run.run_dir})")
     for r in table.itertuples():
         if rule.tasks and r.task not in rule.tasks:
             continue
         if r.n_paired == 0:
             for source in (earlier, run):
                 _needs_samples(source, r.model, r.task, "regression")
-            raise DataError(f"rule regression: {r.model}/{r.task} shares no doc_id between the two runs")
+            raise DataError(f"rule regression: {r.model}/{r.task} shares no doc_id between the two "
+                            "runs")
         ok = not r.ci_high < -rule.tolerance
         detail = f"{r.metric} {r.score_a:.4g} -> {r.score_b:.4g}; item delta {r.item_delta:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
         rows.append(GateRow("regression", r.model, r.task, float(r.item_delta),
-                            f"CI high >= {0.0 - rule.tolerance:g}", "pass" if ok else "fail", detail))
+                            f"CI high >= {0.0 - rule.tolerance:g}", "pass" if ok else "fail",
+                            detail))
     return _compared(rows, "regression", f"--against {earlier.run_dir} shares no model/task result "
                      f"with {run.run_dir} (earlier: {_pairs(earlier)}; now: {_pairs(run)})")
 

@@ -4,9 +4,11 @@ Layout of ``out_dir`` (the shipped default is ``iaa_eval/miniworld/assets``)::
 
     data/{mmlu,ceval,vqav2,mme,mmbench_en}/             evaluation data in the original layouts
     base/     LlamaForCausalLM + tokenizer (byte-level BPE, ``<image>`` special token)
-    llava/    LlavaForConditionalGeneration + LlavaProcessor (llava-hf layout), LLM unfrozen in stage 2
+    llava/    LlavaForConditionalGeneration + LlavaProcessor (llava-hf layout),
+    LLM unfrozen in stage 2
     iaa/      IAA model in the official layout, LLM frozen
-    manifest.json                                        seeds, steps, losses, build time, sha256 of every file
+    manifest.json                                        seeds, steps, losses, build time,
+    sha256 of every file
 
 Both multimodal models start from the same base and vision tower and see the same data in the
 same order with the same steps and batch size; only what is trainable differs.
@@ -61,8 +63,10 @@ class Recipe:
 
 
 QUICK = Recipe(
-    lm=Schedule(steps=150, batch_size=16, lr=3e-3), vision=Schedule(steps=100, batch_size=32, lr=3e-3),
-    stage1=Schedule(steps=30, batch_size=8, lr=1e-3), stage2=Schedule(steps=30, batch_size=8, lr=5e-4),
+    lm=Schedule(steps=150, batch_size=16, lr=3e-3), vision=Schedule(steps=100, batch_size=32,
+                                                                    lr=3e-3),
+    stage1=Schedule(steps=30, batch_size=8, lr=1e-3), stage2=Schedule(steps=30, batch_size=8,
+                                                                      lr=5e-4),
     corpus_repeats=2,
 )
 
@@ -98,7 +102,8 @@ class Manifest:
 def write_data(out_dir: Path, seed: int) -> dict[str, Any]:
     """All evaluation data of ``seed`` in the original layouts; returns the counts."""
     w = world.make_world(seed)
-    counts: dict[str, Any] = {"mmlu": world.write_mmlu(w, out_dir / "mmlu"), "ceval": world.write_ceval(w, out_dir / "ceval")}
+    counts: dict[str, Any] = {"mmlu": world.write_mmlu(w, out_dir / "mmlu"),
+                              "ceval": world.write_ceval(w, out_dir / "ceval")}
     counts.update(mmdata.write_all(out_dir, seed))
     return counts
 
@@ -119,7 +124,8 @@ def pixel_table(processor: Any, records: list[mmdata.ImageRecord]) -> torch.Tens
     return processor(images=images, return_tensors="pt")["pixel_values"]
 
 
-def build_base(out_dir: Path, recipe: Recipe, seed: int, device: str, manifest: Manifest) -> tuple[Any, Any]:
+def build_base(out_dir: Path, recipe: Recipe, seed: int, device: str,
+               manifest: Manifest) -> tuple[Any, Any]:
     """Tokenizer + pretrained tiny Llama, saved (fp16) to ``out_dir/base``; returns (model, tokenizer)."""
     from transformers import LlamaForCausalLM
 
@@ -164,7 +170,8 @@ def build(
         recipe = replace(recipe, replay_ratio=replay_ratio)
     if device == "cpu":
         torch.set_num_threads(free_cores())
-    manifest = Manifest(seed=seed, device=device, quick=quick, recipe=asdict(recipe), versions=_versions())
+    manifest = Manifest(seed=seed, device=device, quick=quick, recipe=asdict(recipe),
+                        versions=_versions())
     timer = time.perf_counter()
     manifest.data = write_data(out_dir / "data", seed)
     manifest.seconds["data"] = round(time.perf_counter() - timer, 2)
@@ -176,7 +183,8 @@ def build(
     manifest.seconds["total"] = round(time.perf_counter() - timer, 2)
     manifest.metrics.update(_check(out_dir, seed, multimodal=not quick))
     manifest.write(out_dir)
-    log.info("mini-world built in %.0f s: %.1f MB in %s", manifest.seconds["total"], manifest.total_bytes / 1e6, out_dir)
+    log.info("mini-world built in %.0f s: %.1f MB in %s", manifest.seconds["total"],
+             manifest.total_bytes / 1e6, out_dir)
     return manifest
 
 
@@ -197,7 +205,8 @@ def manifest_metrics(results: dict[str, Any]) -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
 
 
 def info(out_dir: Path | str = ASSETS) -> dict[str, Any]:

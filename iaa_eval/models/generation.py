@@ -94,7 +94,8 @@ class GenerationBatcher:
 
     CPU_DEFAULT = 8
 
-    def __init__(self, batch_size: int | str, model: torch.nn.Module, tokens_per_row: int = 2048) -> None:
+    def __init__(self, batch_size: int | str, model: torch.nn.Module,
+                 tokens_per_row: int = 2048) -> None:
         self.size = batch_size if isinstance(batch_size, int) else self._auto(model, tokens_per_row)
 
     @classmethod
@@ -128,7 +129,8 @@ class GenerationBatcher:
                 self.size = max(1, len(chunk) // 2)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                log.warning("out of memory generating %d answers at once; batch size now %d", len(chunk), self.size)
+                log.warning("out of memory generating %d answers at once; batch size now %d",
+                            len(chunk), self.size)
                 continue
             start += len(chunk)
         return out
@@ -156,7 +158,8 @@ def prefill_rows(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
     return list(first.values()), [slot[key] for key in keys]
 
 
-def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any], covers: Sequence[int]) -> int | None:
+def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any],
+                         covers: Sequence[int]) -> int | None:
     """One prefix length ``P`` that every group of rows with the same key (the same image) can share,
     or ``None`` when sharing saves nothing.
 
@@ -174,7 +177,8 @@ def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any], cov
         first = rows[members[0]]
         for i in members[1:]:
             row = rows[i]
-            same = next((j for j, (a, b) in enumerate(zip(first, row, strict=False)) if a != b), min(len(first), len(row)))
+            same = next((j for j, (a, b) in enumerate(zip(first, row, strict=False)) if a != b),
+                        min(len(first), len(row)))
             longest = min(longest, same)
     return longest if longest >= max(covers) and longest > 0 else None
 

@@ -167,8 +167,7 @@ def check_loading_info(model: Any, info: dict[str, Any], path: str, what: str) -
     if problems:
         raise ModelError(
             f"{what} {path!r}: the weights do not match {type(model).__name__}: "
-            f"{'; '.join(problems)}; "
-            "expected a checkpoint saved by this architecture"
+            f"{'; '.join(problems)}; expected a checkpoint saved by this architecture"
         )
 
 

@@ -28,13 +28,15 @@ from iaa_eval.rundir import RunData
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: paper models drawn beside ours: the IAA variants and the LLaVA-style comparators on Llama3 / Vicuna
-PAPER_MODELS = ("IAA-8\u2020", "IAA-8", "IAA-14", "LLaVA-Llama3", "LLaVA-1.5 (7B)", "LLaVA-1.5 (13B)")
+PAPER_MODELS = ("IAA-8\u2020", "IAA-8", "IAA-14", "LLaVA-Llama3", "LLaVA-1.5 (7B)",
+                "LLaVA-1.5 (13B)")
 FIGURE_DIR = "figures"
 
 
 def environment() -> Environment:
     """The jinja2 environment: autoescape always on, undefined names are errors."""
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
+                      undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = fmt_number
     env.filters["pct"] = fmt_percent
@@ -65,7 +67,8 @@ def fmt_percent(value: Any, digits: int = 1, sign: bool = False) -> str:
     return f"{100 * value:+.{digits}f}" if sign else f"{100 * value:.{digits}f}"
 
 
-def fmt_score(metric: str, value: float, low: float = math.nan, high: float = math.nan, sign: bool = False) -> str:
+def fmt_score(metric: str, value: float, low: float = math.nan, high: float = math.nan,
+              sign: bool = False) -> str:
     """A score in display units with its CI, e.g. ``61.3 [58.0, 64.4]``."""
     k = plots.scale(metric)
     if math.isnan(value):
@@ -112,8 +115,10 @@ def worst_regressions(run: RunData, analysis: Analysis, limit: int = 30) -> list
                 a, b = base.records[doc_id], other.records.get(doc_id)
                 if b is not None and a.correct and not b.correct:
                     found.append({"model": model, "task": task, "subject": a.group or "", "doc_id": doc_id,
-                                  "prompt": a.prompt, "target": a.target, "base_response": a.response,
-                                  "response": b.response, "rank": rank.get((model, task, a.group), len(rank))})
+                                  "prompt": a.prompt, "target": a.target,
+                                  "base_response": a.response,
+                                  "response": b.response, "rank": rank.get((model, task, a.group),
+                                                                           len(rank))})
         found.sort(key=lambda item: (item["rank"], item["task"], item["doc_id"]))
         out.append({"model": model, "total": len(found), "samples": found[:limit]})
     return out
@@ -122,7 +127,8 @@ def worst_regressions(run: RunData, analysis: Analysis, limit: int = 30) -> list
 def _paper_context(paper: PaperBaselines | None, analysis: Analysis) -> dict[str, Any]:
     real = [t for t, s in analysis.meta["sources"].items() if s != "miniworld"]
     if paper is None or not real:
-        return {"shown": False, "real_tasks": real, "rows": [], "by_task": {}, "not_found": [], "caveats": []}
+        return {"shown": False, "real_tasks": real, "rows": [], "by_task": {}, "not_found": [],
+                "caveats": []}
     by_task: dict[str, list[PaperNumber]] = {}
     for task in real:
         metric = analysis.scores[analysis.scores.task == task].iloc[0].metric
@@ -130,9 +136,11 @@ def _paper_context(paper: PaperBaselines | None, analysis: Analysis) -> dict[str
         if numbers:
             by_task[task] = numbers
     rows = [{"task": t, "benchmark": n.benchmark, "split": n.split, "model": n.model,
-             "value": n.value, "unit": n.unit, "ref": n.ref} for t, ns in by_task.items() for n in ns]
+             "value": n.value, "unit": n.unit, "ref": n.ref} for t,
+             ns in by_task.items() for n in ns]
     not_found = [e for e in paper.not_found if e.task in real]
-    return {"shown": True, "real_tasks": real, "rows": rows, "by_task": by_task, "not_found": not_found,
+    return {"shown": True, "real_tasks": real, "rows": rows, "by_task": by_task,
+            "not_found": not_found,
             "caveats": list(paper.caveats), "source": paper.path.name}
 
 
@@ -178,7 +186,8 @@ def render_report(run_dir: Path | str, out_dir: Path | str, resamples: int = DEF
         "deployment": _records(analysis.deployment), "paper": paper,
         "figures": _figures(analysis, paper, references, out_dir),
         "regressions": worst_regressions(run, analysis), "fmt_score": fmt_score, "nan": math.nan,
-        "config_json": json.dumps(run.data.get("config", {}), indent=2, ensure_ascii=False, default=str),
+        "config_json": json.dumps(run.data.get("config", {}), indent=2, ensure_ascii=False,
+                                  default=str),
         "versions": run.data.get("versions", {}), "models": run.models,
     }
     page = out_dir / "index.html"
@@ -196,7 +205,8 @@ def render_comparison(run_a: Path | str, run_b: Path | str, out_dir: Path | str,
     figure = plots.comparison_bars(table, out_dir / FIGURE_DIR / "comparison.svg") if not table.empty else None
     context = {
         "title": f"iaa-eval comparison: {a.run_id} vs {b.run_id}", "version": __version__,
-        "run_a": a.run_id, "run_b": b.run_id, "rows": _records(table), "fmt_score": fmt_score, "nan": math.nan,
+        "run_a": a.run_id, "run_b": b.run_id, "rows": _records(table), "fmt_score": fmt_score,
+        "nan": math.nan,
         "figure": f"{FIGURE_DIR}/{figure.name}" if figure else None,
         "only_a": sorted({f"{m}/{t}" for m in a.models for t in a.tasks(m)} - {f"{m}/{t}" for m in b.models for t in b.tasks(m)}),
         "only_b": sorted({f"{m}/{t}" for m in b.models for t in b.tasks(m)} - {f"{m}/{t}" for m in a.models for t in a.tasks(m)}),

@@ -76,7 +76,8 @@ class RequestCache:
                 db.close()
                 locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
                 if not locked or attempt >= attempts:
-                    raise DataError(f"{self.path}: request cache unusable ({exc}); delete it to start afresh") from exc
+                    raise DataError(f"{self.path}: request cache unusable ({exc}); delete it to "
+                                    "start afresh") from exc
                 time.sleep(0.05 * attempt)
 
     def get_many(self, fingerprint: str, keys: Sequence[str]) -> dict[str, Any]:
@@ -111,7 +112,8 @@ class RequestCache:
         """Rows stored (for one fingerprint, or all)."""
         if fingerprint is None:
             return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM requests WHERE fingerprint = ?", (fingerprint,)).fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM requests WHERE fingerprint = ?",
+                                (fingerprint,)).fetchone()[0]
 
     def close(self) -> None:
         """Commit and close."""

@@ -32,9 +32,12 @@ OFFICIAL_MODEL_TYPE = "IAA"
 VISION_PREFIX = "model.vision_tower.vision_tower."
 LLAMA3_IMAGE_TOKEN_ID = 128049  # <|reserved_special_token_44|>, the official image token
 _OFFICIAL_MM_FIELDS = {
-    "mm_vision_tower", "mm_hidden_size", "mm_projector_type", "mm_vision_select_layer", "mm_vision_select_feature",
-    "mm_use_im_start_end", "mm_use_im_patch_token", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "use_mm_proj",
-    "image_aspect_ratio", "image_grid_pinpoints", "mm_num_tokens", "mm_projector_lr", "mm_projector_config",
+    "mm_vision_tower", "mm_hidden_size", "mm_projector_type", "mm_vision_select_layer",
+    "mm_vision_select_feature",
+    "mm_use_im_start_end", "mm_use_im_patch_token", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter",
+    "use_mm_proj",
+    "image_aspect_ratio", "image_grid_pinpoints", "mm_num_tokens", "mm_projector_lr",
+    "mm_projector_config",
     "auto_map", "architectures", "model_type", "transformers_version", "_name_or_path",
     "insert_after_layers", "image_token_id",  # our extensions; absent from official configs
 }
@@ -67,7 +70,8 @@ def weight_files(folder: Path) -> list[Path]:
         index = folder / f"{name}.index.json"
         if index.exists():
             return sorted({folder / f for f in read_json(index)["weight_map"].values()})
-    raise ModelError(f"{folder}: no model.safetensors, sharded safetensors or pytorch_model.bin found")
+    raise ModelError(f"{folder}: no model.safetensors, sharded safetensors or pytorch_model.bin "
+                     "found")
 
 
 def read_tensors(files: list[Path], keys_only: bool = False) -> dict[str, Any]:
@@ -112,8 +116,10 @@ def config_from_official(raw: dict[str, Any], folder: Path, keys: set[str]) -> I
     vision_dir = resolve_vision_dir(raw.get("mm_vision_tower"), folder)
     if vision_dir is None:
         raise ModelError(
-            f"{folder / 'config.json'}: mm_vision_tower={raw.get('mm_vision_tower')!r} is not a directory (relative "
-            f"names resolve against {folder}); download the CLIP tower and point mm_vision_tower at it"
+            f"{folder / 'config.json'}: mm_vision_tower={raw.get('mm_vision_tower')!r} is not a "
+            "directory (relative "
+            f"names resolve against {folder}); download the CLIP tower and point mm_vision_tower "
+            "at it"
         )
     text_fields = {k: v for k, v in raw.items() if k not in _OFFICIAL_MM_FIELDS}
     text_config = LlamaConfig(**text_fields)
@@ -136,7 +142,8 @@ def config_from_official(raw: dict[str, Any], folder: Path, keys: set[str]) -> I
 def _vision_tensors(vision_dir: Path | None, what: Path) -> dict[str, torch.Tensor]:
     """The tower's weights from its own folder, keyed as inside an IAA checkpoint."""
     if vision_dir is None:
-        raise ModelError(f"{what}: the checkpoint has no {VISION_PREFIX}* keys and no vision-tower folder to take them from")
+        raise ModelError(f"{what}: the checkpoint has no {VISION_PREFIX}* keys and no vision-tower "
+                         "folder to take them from")
     tensors = read_tensors(weight_files(vision_dir))  # keys "vision_model.x" (official, full CLIP) or "x" (5.x)
     bare = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
     out = {VISION_PREFIX + k: v for k, v in tensors.items() if k.startswith("vision_model.")}
@@ -153,11 +160,13 @@ def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], where: 
         def show(keys: list[str]) -> str:
             return ", ".join(keys[:12]) + (f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else "")
 
-        raise ModelError(f"{where}: checkpoint does not match the config: {len(missing)} missing key(s) "
-                         f"[{show(missing)}]; {len(unexpected)} unexpected key(s) [{show(unexpected)}]")
+        raise ModelError(f"{where}: checkpoint does not match the config: {len(missing)} missing "
+                         f"key(s) [{show(missing)}]; {len(unexpected)} unexpected key(s) "
+                         f"[{show(unexpected)}]")
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != tuple(shape):
-            raise ModelError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, the config implies {tuple(shape)}"
+            raise ModelError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, the config "
+                             f"implies {tuple(shape)}"
                              f"{' (projector/LM hidden size mismatch)' if 'mm_projector' in key else ''}")
 
 
@@ -200,15 +209,17 @@ def official_config(model: nn.Module, vision_dir_name: str) -> dict[str, Any]:
     """
     config = model.config
     if config.text_config.model_type != "llama":
-        raise ModelError(f"the official layout holds a Llama base, not {config.text_config.model_type!r}; "
-                         "save in our layout")
+        raise ModelError("the official layout holds a Llama base, not "
+                         f"{config.text_config.model_type!r}; save in our layout")
     flat = config.text_config.to_dict()
     rope = flat.pop("rope_parameters", None) or {}
     flat.update(rope_theta=rope.get("rope_theta", 10000.0), rope_scaling=None)
     flat.update(
-        model_type=OFFICIAL_MODEL_TYPE, architectures=["IAALlamaForCausalLM"], mm_vision_tower=vision_dir_name,
+        model_type=OFFICIAL_MODEL_TYPE, architectures=["IAALlamaForCausalLM"],
+        mm_vision_tower=vision_dir_name,
         mm_hidden_size=config.mm_hidden_size, mm_projector_type=config.projector_type,
-        mm_vision_select_layer=config.vision_feature_layer, mm_vision_select_feature=config.vision_feature_select,
+        mm_vision_select_layer=config.vision_feature_layer,
+        mm_vision_select_feature=config.vision_feature_select,
         mm_use_im_start_end=False, mm_use_im_patch_token=False, tune_mm_mlp_adapter=False,
         image_aspect_ratio=config.image_aspect_ratio, use_mm_proj=True,
     )

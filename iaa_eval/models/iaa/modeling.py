@@ -74,14 +74,16 @@ class IAAInner(nn.Module):
         for suffix, proj_name in (("", "mm_projector"), ("_grounding", "mm_projector_G")):
             if suffix and "g" not in config.workflows:
                 continue
-            setattr(self, f"embed_tokens_condition{suffix}", nn.Embedding(text.vocab_size, text.hidden_size))
+            setattr(self, f"embed_tokens_condition{suffix}",
+                    nn.Embedding(text.vocab_size, text.hidden_size))
             layers = [type(inner.layers[0])(text, after) for after in config.insert_after_layers]
             for k, layer in enumerate(layers):  # cache slot n_layers + k: one cache object, no collisions
                 layer.self_attn.layer_idx = n_layers + k
             setattr(self, f"condition_layers{suffix}", nn.ModuleList(layers))
             setattr(self, f"norm_condition{suffix}", copy.deepcopy(inner.norm))
             setattr(self, proj_name, build_projector(config.projector_type, config.mm_hidden_size, text.hidden_size))
-        self.vision_tower = VisionTower(vision, config.vision_feature_layer, config.vision_feature_select)
+        self.vision_tower = VisionTower(vision, config.vision_feature_layer,
+                                        config.vision_feature_select)
 
 
 class IAAForCausalLM(PreTrainedModel, GenerationMixin):
@@ -95,7 +97,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
     config_class = IAAConfig
     base_model_prefix = "model"
 
-    def __init__(self, config: IAAConfig, base: PreTrainedModel | None = None, vision: CLIPVisionModel | None = None):
+    def __init__(self, config: IAAConfig, base: PreTrainedModel | None = None,
+                 vision: CLIPVisionModel | None = None):
         super().__init__(config)
         base = base if base is not None else AutoModelForCausalLM.from_config(config.text_config)
         object.__setattr__(self, "base_lm", base)  # unregistered: its modules are registered below
@@ -104,7 +107,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         text = base.config
         self.lm_head_condtion = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
         if "g" in config.workflows:
-            self.lm_head_condtion_grounding = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+            self.lm_head_condtion_grounding = nn.Linear(text.hidden_size, text.vocab_size,
+                                                        bias=False)
 
     @classmethod
     def from_base(
@@ -118,13 +122,16 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         """Wrap ``base`` (shared, frozen): insertion layers copy the layers they follow, the MM/G
         embedding, norm and head copy the base's; projectors are freshly initialised (LLaVA style).
 
-        ``config_fields`` go to :class:`IAAConfig` (``image_token_id``, ``vision_feature_layer``, ...).
+        ``config_fields`` go to :class:`IAAConfig` (``image_token_id``, ``vision_feature_layer``,
+                                                    ...).
         """
         model_type = getattr(base.config, "model_type", None)
-        if not hasattr(base, "model") or not hasattr(base.model, "layers") or model_type not in SUPPORTED_BASES:
-            raise ModelError(f"cannot wrap base {type(base).__name__} (model_type={model_type!r}); supported: "
-                             f"{', '.join(SUPPORTED_BASES)} causal LMs")
-        config = IAAConfig(text_config=base.config, vision_config=vision_tower.config, insert_after_layers=positions,
+        if not hasattr(base, "model") or not hasattr(base.model,
+                                                     "layers") or model_type not in SUPPORTED_BASES:
+            raise ModelError(f"cannot wrap base {type(base).__name__} (model_type={model_type!r}); "
+                             f"supported: {', '.join(SUPPORTED_BASES)} causal LMs")
+        config = IAAConfig(text_config=base.config, vision_config=vision_tower.config,
+                           insert_after_layers=positions,
                            workflows=list(workflows), **config_fields)
         model = cls(config, base=base, vision=vision_tower)
         base.requires_grad_(False)
@@ -132,7 +139,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         with torch.no_grad():
             for name in config.workflows:
                 branch = model.branch(name)
-                for module in (branch.embed, branch.layers, branch.norm, branch.head, branch.projector):
+                for module in (branch.embed, branch.layers, branch.norm, branch.head,
+                               branch.projector):
                     module.to(device=base.device, dtype=base.dtype)  # never .to() the shared base (its RoPE buffer)
                 for k, after in enumerate(config.insert_after_layers):
                     branch.layers[k].load_state_dict(base.model.layers[after].state_dict())
@@ -158,7 +166,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         model.model.vision_tower.requires_grad_(False)
         return model.to(device).eval()
 
-    def save_pretrained(self, path: str | os.PathLike, official: bool = False, **kwargs: object) -> None:
+    def save_pretrained(self, path: str | os.PathLike, official: bool = False,
+                        **kwargs: object) -> None:
         """Write ``config.json`` + ``model.safetensors``; see :func:`iaa_eval.models.iaa.convert.save_iaa`
         (``official=True``, ``vision_inside``, ``tokenizer``, ``image_processor``)."""
         save_iaa(self, path, official=official, **kwargs)
@@ -174,17 +183,21 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         if workflow == "text":
             return Branch(m.embed_tokens, None, m.norm, self.lm_head, None)
         if workflow == "mm":
-            return Branch(m.embed_tokens_condition, m.condition_layers, m.norm_condition, self.lm_head_condtion,
+            return Branch(m.embed_tokens_condition, m.condition_layers, m.norm_condition,
+                          self.lm_head_condtion,
                           m.mm_projector)
         if workflow == "g" and "g" in self.config.workflows:
             return Branch(m.embed_tokens_condition_grounding, m.condition_layers_grounding,
-                          m.norm_condition_grounding, self.lm_head_condtion_grounding, m.mm_projector_G)
-        raise ModelError(f"workflow={workflow!r}: this model has workflows text, {', '.join(self.config.workflows)}")
+                          m.norm_condition_grounding, self.lm_head_condtion_grounding,
+                          m.mm_projector_G)
+        raise ModelError(f"workflow={workflow!r}: this model has workflows text, "
+                         f"{', '.join(self.config.workflows)}")
 
     def trainable_groups(self, workflow: str = "mm") -> dict[str, list[nn.Parameter]]:
         """The parameter groups that IAA training may update, per name (everything else stays frozen)."""
         b = self.branch(workflow)
-        return {"projector": list(b.projector.parameters()), "insertion_layers": list(b.layers.parameters()),
+        return {"projector": list(b.projector.parameters()),
+                "insertion_layers": list(b.layers.parameters()),
                 "embedding": list(b.embed.parameters()), "norm": list(b.norm.parameters()),
                 "head": list(b.head.parameters())}
 
@@ -195,13 +208,14 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
             return None
         projector = self.branch(workflow).projector
         if projector is None:
-            raise ModelError("workflow='text' takes no images: it is the unmodified base LM; use workflow='mm'")
+            raise ModelError("workflow='text' takes no images: it is the unmodified base LM; use "
+                             "workflow='mm'")
         if pixel_values is not None and image_features is not None:
             raise ModelError("pass pixel_values or image_features, not both")
         features = self.model.vision_tower(pixel_values) if image_features is None else image_features
         if features.shape[-1] != self.config.mm_hidden_size:
-            raise ModelError(f"image features have width {features.shape[-1]} but the projector expects "
-                             f"mm_hidden_size={self.config.mm_hidden_size}")
+            raise ModelError(f"image features have width {features.shape[-1]} but the projector "
+                             f"expects mm_hidden_size={self.config.mm_hidden_size}")
         return projector(features.to(self.dtype))  # (n_images, patches, hidden)
 
     def forward(
@@ -238,13 +252,15 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
             claim_cache(cache, workflow)
         past = cache.get_seq_length() if cache is not None else 0
         if attention_mask is not None and attention_mask.shape[1] != past + input_ids.shape[1]:
-            raise ModelError(f"attention_mask has {attention_mask.shape[1]} columns; expected cached {past} + "
-                             f"new {input_ids.shape[1]}")
+            raise ModelError(f"attention_mask has {attention_mask.shape[1]} columns; expected "
+                             f"cached {past} + new {input_ids.shape[1]}")
         images = self.project_images(workflow, pixel_values, image_features)
         if workflow == "text" and (input_ids == IMAGE_PLACEHOLDER_ID).any():
-            raise ModelError("workflow='text' got image placeholders (-200) in input_ids; use workflow='mm'")
+            raise ModelError("workflow='text' got image placeholders (-200) in input_ids; use "
+                             "workflow='mm'")
         current_mask = attention_mask[:, past:] if attention_mask is not None else None
-        hidden, current_mask, labels = splice_images(input_ids, current_mask, labels, branch.embed, images)
+        hidden, current_mask, labels = splice_images(input_ids, current_mask, labels, branch.embed,
+                                                     images)
         length = hidden.shape[1]  # spliced length of this call
         if current_mask is None:
             mask = None
@@ -255,12 +271,14 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
             mask = torch.cat([past_mask.to(current_mask.dtype), current_mask], dim=1)
             positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (batch, length)
         text_config = self.base_lm.config
-        causal = create_causal_mask(config=text_config, inputs_embeds=hidden, attention_mask=mask, cache=cache,
+        causal = create_causal_mask(config=text_config, inputs_embeds=hidden, attention_mask=mask,
+                                    cache=cache,
                                     position_ids=positions)
         rope = self.model.rotary_emb(hidden, position_ids=positions)  # one RoPE for every layer
         inserted = dict(zip(self.config.insert_after_layers, branch.layers or [], strict=False))
         for index, layer in enumerate(self.model.layers):
-            layer_args = dict(attention_mask=causal, position_ids=positions, cache=cache, use_cache=use_cache,
+            layer_args = dict(attention_mask=causal, position_ids=positions, cache=cache,
+                              use_cache=use_cache,
                               position_embeddings=rope)
             hidden = layer(hidden, **layer_args)
             if index in inserted:  # the insertion layer's output replaces the hidden state
@@ -270,11 +288,14 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
-            loss = nn.functional.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]), shift_labels.reshape(-1),
+            loss = nn.functional.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]),
+                                               shift_labels.reshape(-1),
                                                ignore_index=IGNORE_INDEX)
-        full_mask = mask if mask is not None else torch.ones(hidden.shape[0], past + length, dtype=torch.long,
+        full_mask = mask if mask is not None else torch.ones(hidden.shape[0], past + length,
+                                                             dtype=torch.long,
                                                              device=hidden.device)
-        return IAAOutput(loss=loss, logits=logits, attention_mask=full_mask, cache=cache if use_cache else None)
+        return IAAOutput(loss=loss, logits=logits, attention_mask=full_mask,
+                         cache=cache if use_cache else None)
 
     def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                  **kwargs: Any) -> torch.LongTensor:
