@@ -1,4 +1,5 @@
-"""``iaa-eval miniworld build``: write the mini-world's data and train its trio, in the real formats.
+"""``iaa-eval miniworld build``: write the mini-world's data and train its trio, in the real
+formats.
 
 Layout of ``out_dir`` (the shipped default is ``iaa_eval/miniworld/assets``)::
 
@@ -56,8 +57,8 @@ class Recipe:
     insert_after: tuple[int, ...] = (0, 1, 2, 3)
     replay_ratio: float = 0.0
     # IAA trains only its adapters on top of a frozen LM; fresh adapters take a larger learning rate
-    # than a full fine-tune of pretrained weights (as LoRA-style methods do). Steps, batch size, data
-    # and batch order stay shared.
+    # than a full fine-tune of pretrained weights (as LoRA-style methods do). Steps, batch size,
+    # data and batch order stay shared.
     iaa_stage2_lr: float = 5e-4
     mix: mmdata.Mix = mmdata.Mix()  # what the stage-2 data asks about each training image
 
@@ -109,7 +110,8 @@ def write_data(out_dir: Path, seed: int) -> dict[str, Any]:
 
 
 def tokenizer_texts(docs: list[str], examples: dict[str, list[mmdata.MMExample]]) -> list[str]:
-    """What the tokenizer is trained on: the corpus, the multimodal training turns, the prompt frames."""
+    """What the tokenizer is trained on: the corpus, the multimodal training turns, the prompt
+    frames."""
     from iaa_eval.models.templates import PLAIN_TEMPLATE
 
     turns = [f"{ex.prompt} {ex.answer}" for stage in examples.values() for ex in stage[:5000]]
@@ -126,7 +128,8 @@ def pixel_table(processor: Any, records: list[mmdata.ImageRecord]) -> torch.Tens
 
 def build_base(out_dir: Path, recipe: Recipe, seed: int, device: str,
                manifest: Manifest) -> tuple[Any, Any]:
-    """Tokenizer + pretrained tiny Llama, saved (fp16) to ``out_dir/base``; returns (model, tokenizer)."""
+    """Tokenizer + pretrained tiny Llama, saved (fp16) to ``out_dir/base``; returns (model,
+    tokenizer)."""
     from transformers import LlamaForCausalLM
 
     w = world.make_world(seed)
@@ -210,7 +213,8 @@ def _versions() -> dict[str, str]:
 
 
 def info(out_dir: Path | str = ASSETS) -> dict[str, Any]:
-    """The manifest of a built mini-world, with ``verified``: whether every file's sha256 matches."""
+    """The manifest of a built mini-world, with ``verified``: whether every file's sha256
+    matches."""
     out_dir = Path(out_dir)
     path = out_dir / "manifest.json"
     if not path.exists():

@@ -61,8 +61,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TextView:
-    """A tokenizer and a causal LM whose ``forward(input_ids, attention_mask=..., past_key_values=...,
-    use_cache=...)`` returns ``.logits`` of shape ``(batch, seq, vocab)``."""
+    """A tokenizer and a causal LM whose ``forward(input_ids, attention_mask=...,
+    past_key_values=..., use_cache=...)`` returns ``.logits`` of shape ``(batch, seq, vocab)``."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase

@@ -160,8 +160,8 @@ def prefill_rows(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
 
 def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any],
                          covers: Sequence[int]) -> int | None:
-    """One prefix length ``P`` that every group of rows with the same key (the same image) can share,
-    or ``None`` when sharing saves nothing.
+    """One prefix length ``P`` that every group of rows with the same key (the same image) can
+    share, or ``None`` when sharing saves nothing.
 
     ``P`` is at most each group's common prefix and leaves every row at least one token of its own
     (``generate`` needs one to start from); it is at least ``covers[i]`` for every row (its image

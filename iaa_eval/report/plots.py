@@ -111,7 +111,8 @@ def scatter(scores: pd.DataFrame, retention: pd.DataFrame, image_tasks: list[str
 
 
 def task_bars(scores: pd.DataFrame, paper: dict[str, list[PaperNumber]], path: Path) -> Path | None:
-    """One panel per task: each model's primary score with its CI, the paper's numbers beside ours."""
+    """One panel per task: each model's primary score with its CI, the paper's numbers beside
+    ours."""
     tasks = list(dict.fromkeys(scores["task"]))
     if not tasks:
         return None

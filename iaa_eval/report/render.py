@@ -27,7 +27,8 @@ from iaa_eval.rundir import RunData
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-#: paper models drawn beside ours: the IAA variants and the LLaVA-style comparators on Llama3 / Vicuna
+#: paper models drawn beside ours: the IAA variants and the LLaVA-style comparators on Llama3 /
+#: Vicuna
 PAPER_MODELS = ("IAA-8\u2020", "IAA-8", "IAA-14", "LLaVA-Llama3", "LLaVA-1.5 (7B)",
                 "LLaVA-1.5 (13B)")
 FIGURE_DIR = "figures"

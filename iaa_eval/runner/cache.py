@@ -1,4 +1,5 @@
-"""The request cache: sqlite (WAL), keyed by (model fingerprint, request), committed in small batches.
+"""The request cache: sqlite (WAL), keyed by (model fingerprint, request), committed in small
+batches.
 
 A request is anything JSON-serialisable (a loglikelihood pair, a prompt + image key + decoding
 settings); its key is the sha256 of its canonical JSON. Values are JSON. A rerun answers finished
@@ -52,8 +53,8 @@ class RequestCache:
         self._opened_at = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
 
     def _open(self, attempts: int = 40) -> sqlite3.Connection:
-        """Connect, switch to WAL and create the table. Ranks of a torchrun job open the same file at
-        once; switching the journal mode needs a moment alone with it, so "locked" is retried."""
+        """Connect, switch to WAL and create the table. Ranks of a torchrun job open the same file
+        at once; switching the journal mode needs a moment alone with it, so "locked" is retried."""
         attempt = 0
         while True:
             attempt += 1

@@ -40,7 +40,8 @@ FEWSHOT_SEED = 1234
 
 
 class _QuietCustomDataset(logging.Filter):
-    """Drops lm-eval's per-task hint about ``--metadata`` for custom datasets (57 lines of noise)."""
+    """Drops lm-eval's per-task hint about ``--metadata`` for custom datasets (57 lines of
+    noise)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Custom kwargs can be passed" not in record.getMessage()
@@ -89,7 +90,8 @@ def _task_manager(bench: Benchmark) -> Any:
 
 def load_tasks(bench: Benchmark, formulation: str, data_dir: Path | None,
                on_error: str) -> tuple[dict, str, LoadReport]:
-    """lm-eval tasks of every subject: the hub dataset, or local files when ``data_dir`` is given."""
+    """lm-eval tasks of every subject: the hub dataset, or local files when ``data_dir`` is
+    given."""
     manager = _task_manager(bench)
     report = LoadReport()
     if data_dir is None:
@@ -186,7 +188,8 @@ def lean_prompt_building() -> Iterator[None]:
 
 
 def _samples(run: TextRun) -> list[SampleRecord]:
-    """One record per question, ``doc_id = "<subject>/<index>"``; the response is the chosen option."""
+    """One record per question, ``doc_id = "<subject>/<index>"``; the response is the chosen
+    option."""
     records = []
     for task_name, subject in sorted(run.subjects.items(), key=lambda kv: kv[1]):
         for example in run.output["samples"][task_name]:

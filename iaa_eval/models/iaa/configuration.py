@@ -125,7 +125,8 @@ class IAAConfig(PreTrainedConfig):
 
 
 def resolve_positions(value: list[int] | tuple[int, ...] | str, num_layers: int) -> list[int]:
-    """A preset name or a list -> a validated list of insertion positions for ``num_layers`` base layers."""
+    """A preset name or a list -> a validated list of insertion positions for ``num_layers`` base
+    layers."""
     if isinstance(value, str):
         if value.lower() == "iaa-8":
             raise ValueError(

@@ -5,8 +5,9 @@ the vision tower, which the official layout keeps *beside* the checkpoint (``mm_
 a relative path resolving against the checkpoint folder) and self-trained checkpoints keep
 *inside* (``model.vision_tower.vision_tower.*``). What needs mapping is the config: the official
 one is a flat ``LlamaConfig`` plus ``mm_*`` fields and has no insertion positions (the code
-hard-codes IAA-14, which is what we assume when the field is absent). Every tensor is shape-checked; missing and unexpected keys are listed.
-Weights are read through safetensors, or ``torch.load(weights_only=True)`` for ``.bin`` files.
+hard-codes IAA-14, which is what we assume when the field is absent). Every tensor is shape-checked;
+missing and unexpected keys are listed. Weights are read through safetensors, or
+``torch.load(weights_only=True)`` for ``.bin`` files.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ _OFFICIAL_MM_FIELDS = {
 
 
 def from_checkpoint_key(key: str) -> str:
-    """Checkpoint key -> module key: transformers 5 dropped CLIPVisionModel's ``vision_model.`` level."""
+    """Checkpoint key -> module key: transformers 5 dropped CLIPVisionModel's ``vision_model.``
+    level."""
     official = VISION_PREFIX + "vision_model."
     return VISION_PREFIX + key[len(official):] if key.startswith(official) else key
 
@@ -75,7 +77,8 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def read_tensors(files: list[Path], keys_only: bool = False) -> dict[str, Any]:
-    """Tensors by key (or ``None`` values with ``keys_only``) from safetensors or weights-only ``.bin``."""
+    """Tensors by key (or ``None`` values with ``keys_only``) from safetensors or weights-only
+    ``.bin``."""
     out: dict[str, Any] = {}
     for file in files:
         if file.suffix == ".safetensors":
@@ -97,7 +100,8 @@ def resolve_vision_dir(name: str | None, folder: Path) -> Path | None:
 
 
 def load_image_processor(folder: Path, vision_tower_path: str | None) -> Any:
-    """A checkpoint's CLIP image processor: in its folder (our layout) or its vision tower's (official)."""
+    """A checkpoint's CLIP image processor: in its folder (our layout) or its vision tower's
+    (official)."""
     for candidate in (folder, resolve_vision_dir(vision_tower_path, folder)):
         if candidate is not None and (candidate / "preprocessor_config.json").exists():
             return CLIPImageProcessor.from_pretrained(candidate, trust_remote_code=False)
@@ -106,13 +110,15 @@ def load_image_processor(folder: Path, vision_tower_path: str | None) -> Any:
 
 
 def vision_config_from(vision_dir: Path) -> Any:
-    """A ``CLIPVisionConfig`` from a vision-tower folder (a full CLIP config gives its vision part)."""
+    """A ``CLIPVisionConfig`` from a vision-tower folder (a full CLIP config gives its vision
+    part)."""
     config = AutoConfig.from_pretrained(vision_dir, trust_remote_code=False)
     return config.vision_config if config.model_type == "clip" else config
 
 
 def config_from_official(raw: dict[str, Any], folder: Path, keys: set[str]) -> IAAConfig:
-    """Official flat config -> IAAConfig (IAA-14 positions; the G branch if its keys are present)."""
+    """Official flat config -> IAAConfig (IAA-14 positions; the G branch if its keys are
+    present)."""
     vision_dir = resolve_vision_dir(raw.get("mm_vision_tower"), folder)
     if vision_dir is None:
         raise ModelError(
@@ -202,7 +208,8 @@ def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
 
 
 def official_config(model: nn.Module, vision_dir_name: str) -> dict[str, Any]:
-    """The official flat ``config.json`` of ``model`` (Llama bases only: the official code is Llama).
+    """The official flat ``config.json`` of ``model`` (Llama bases only: the official code is
+    Llama).
 
     Positions other than IAA-14 and a non-Llama-3 image token are written as extra fields
     (``insert_after_layers``, ``image_token_id``) that the official code ignores and we read back.
@@ -233,11 +240,12 @@ def official_config(model: nn.Module, vision_dir_name: str) -> dict[str, Any]:
 def save_iaa(model: nn.Module, path: str | os.PathLike, official: bool = False,
              vision_inside: bool = True, tokenizer: Any = None,
              image_processor: Any = None) -> Path:
-    """Write a checkpoint folder: config, ``model.safetensors``, optionally tokenizer and image processor.
+    """Write a checkpoint folder: config, ``model.safetensors``, optionally tokenizer and image
+    processor.
 
-    ``official=True`` writes the official config with ``mm_vision_tower="vision_tower"`` (relative) and
-    a ``vision_tower/`` folder holding the CLIP config (+ processor); ``vision_inside=False`` moves the
-    tower's weights there too instead of ``model.safetensors``.
+    ``official=True`` writes the official config with ``mm_vision_tower="vision_tower"`` (relative)
+    and a ``vision_tower/`` folder holding the CLIP config (+ processor); ``vision_inside=False``
+    moves the tower's weights there too instead of ``model.safetensors``.
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)

@@ -43,8 +43,8 @@ from iaa_eval.models.iaa.multimodal import (
 
 @dataclass
 class IAAOutput(ModelOutput):
-    """logits: ``(batch, spliced_len, vocab)`` float32; attention_mask: the spliced mask covering the
-    cache and this call (what the next decode step extends); cache: the updated KV cache."""
+    """logits: ``(batch, spliced_len, vocab)`` float32; attention_mask: the spliced mask covering
+    the cache and this call (what the next decode step extends); cache: the updated KV cache."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -63,7 +63,8 @@ class Branch(NamedTuple):
 
 
 class IAAInner(nn.Module):
-    """Holds every ``model.*`` module: the frozen ones (shared with the base LM) and the branches."""
+    """Holds every ``model.*`` module: the frozen ones (shared with the base LM) and the
+    branches."""
 
     def __init__(self, config: IAAConfig, base: PreTrainedModel, vision: CLIPVisionModel) -> None:
         super().__init__()
@@ -168,12 +169,14 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, path: str | os.PathLike, official: bool = False,
                         **kwargs: object) -> None:
-        """Write ``config.json`` + ``model.safetensors``; see :func:`iaa_eval.models.iaa.convert.save_iaa`
-        (``official=True``, ``vision_inside``, ``tokenizer``, ``image_processor``)."""
+        """Write ``config.json`` + ``model.safetensors``; see
+        :func:`iaa_eval.models.iaa.convert.save_iaa` (``official=True``, ``vision_inside``,
+        ``tokenizer``, ``image_processor``)."""
         save_iaa(self, path, official=official, **kwargs)
 
     def train(self, mode: bool = True) -> IAAForCausalLM:
-        """Also flips the (unregistered) base LM's own flag, so ``base_lm.training`` stays truthful."""
+        """Also flips the (unregistered) base LM's own flag, so ``base_lm.training`` stays
+        truthful."""
         self.base_lm.train(mode)
         return super().train(mode)
 
@@ -194,7 +197,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
                          f"{', '.join(self.config.workflows)}")
 
     def trainable_groups(self, workflow: str = "mm") -> dict[str, list[nn.Parameter]]:
-        """The parameter groups that IAA training may update, per name (everything else stays frozen)."""
+        """The parameter groups that IAA training may update, per name (everything else stays
+        frozen)."""
         b = self.branch(workflow)
         return {"projector": list(b.projector.parameters()),
                 "insertion_layers": list(b.layers.parameters()),
@@ -203,7 +207,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
 
     def project_images(self, workflow: str, pixel_values: torch.Tensor | None = None,
                        image_features: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Vision features (from pixels, or given pre-projector) through the workflow's projector."""
+        """Vision features (from pixels, or given pre-projector) through the workflow's
+        projector."""
         if pixel_values is None and image_features is None:
             return None
         projector = self.branch(workflow).projector
@@ -231,7 +236,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         logits_to_keep: int = 0,
         return_dict: bool = True,  # noqa: ARG002 (from generate; always a ModelOutput)
     ) -> IAAOutput:
-        """One pass of ``workflow``; ``input_ids`` carry -200 where each image goes (one per image, in order).
+        """One pass of ``workflow``; ``input_ids`` carry -200 where each image goes (one per image,
+        in order).
 
         Args:
             input_ids: ``(batch, seq)``; -200 marks an image.
@@ -239,7 +245,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
                 (positions come from the mask). Past columns are at the spliced length.
             pixel_values: ``(n_images, 3, H, W)``, images in placeholder order across the batch.
             workflow: ``text`` (base LM, bit-identical), ``mm`` or ``g``.
-            labels: ``(batch, seq)`` targets aligned with ``input_ids`` (-100 = no loss); shifted here.
+            labels: ``(batch, seq)`` targets aligned with ``input_ids`` (-100 = no loss); shifted
+            here.
             cache: a ``Cache`` (dynamic or static) of one workflow; created when ``use_cache``.
             use_cache: return the updated cache.
             image_features: ``(n_images, patches, mm_hidden)`` vision features instead of pixels.
