@@ -113,9 +113,11 @@ class GateOutcome:
         if not rows:
             return f"gate passed: {len(self.rows)} checks"
         head = ("status", "rule", "model", "task", "value", "threshold", "detail")
-        body = [(r.status.upper(), r.rule, r.model, r.task, _fmt(r.value), r.threshold, r.detail) for r in rows]
+        body = [(r.status.upper(), r.rule, r.model, r.task, _fmt(r.value), r.threshold, r.detail)
+                for r in rows]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
-        lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in (head, *body)]
+        lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+                 for line in (head, *body)]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
@@ -181,7 +183,8 @@ def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow
             flips = float(row.get("right_to_wrong", math.nan) + row.get("wrong_to_right", math.nan))
             detail = f"delta {row.delta:+.4f}, {flips:.0f} flips"
             if rule.report_only:
-                rows.append(GateRow(f"{name}.report", model, task, float(row.delta), "-", "report", detail))
+                rows.append(GateRow(f"{name}.report", model, task, float(row.delta), "-", "report",
+                                    detail))
             if rule.max_flips is not None:
                 ok = flips <= rule.max_flips
                 rows.append(GateRow(f"{name}.max_flips", model, task, flips, f"<= {rule.max_flips}",
@@ -237,7 +240,8 @@ def _regression_rows(run: RunData, earlier: RunData, rule: RegressionRule, resam
             raise DataError(f"rule regression: {r.model}/{r.task} shares no doc_id between the two "
                             "runs")
         ok = not r.ci_high < -rule.tolerance
-        detail = f"{r.metric} {r.score_a:.4g} -> {r.score_b:.4g}; item delta {r.item_delta:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
+        detail = (f"{r.metric} {r.score_a:.4g} -> {r.score_b:.4g}; item delta {r.item_delta:+.4f} "
+                  f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]")
         rows.append(GateRow("regression", r.model, r.task, float(r.item_delta),
                             f"CI high >= {0.0 - rule.tolerance:g}", "pass" if ok else "fail",
                             detail))
@@ -270,6 +274,7 @@ def run_gate(run_dir: Path | str, thresholds_path: Path | str, against: Path | s
             raise DataError(f"{thresholds_path}: no rule, so the gate compared nothing")
     except IAAEvalError as exc:
         text = str(exc)  # a rule that cannot apply: name the thresholds file it came from, too
-        return GateOutcome(2, errors=(f"{thresholds_path}: {text}" if text.startswith("rule ") else text,))
+        named = f"{thresholds_path}: {text}" if text.startswith("rule ") else text
+        return GateOutcome(2, errors=(named,))
     breached = any(r.status == "fail" for r in rows)
     return GateOutcome(1 if breached else 0, rows=tuple(rows))

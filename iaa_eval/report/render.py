@@ -49,7 +49,8 @@ def fmt_number(value: Any, digits: int = 1) -> str:
     """A number for a table cell; blanks for NaN/None."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
+    big_whole = isinstance(value, float) and value.is_integer() and abs(value) >= 1000
+    if isinstance(value, int) or big_whole:
         return f"{int(value):,}"
     return f"{value:.{digits}f}"
 
@@ -76,7 +77,8 @@ def fmt_score(metric: str, value: float, low: float = math.nan, high: float = ma
         return "–"
     text = f"{k * value:+.1f}" if sign else f"{k * value:.1f}"
     if not (math.isnan(low) or math.isnan(high)):
-        text += f" [{k * low:+.1f}, {k * high:+.1f}]" if sign else f" [{k * low:.1f}, {k * high:.1f}]"
+        low, high = k * low, k * high
+        text += f" [{low:+.1f}, {high:+.1f}]" if sign else f" [{low:.1f}, {high:.1f}]"
     return text
 
 
@@ -94,17 +96,20 @@ def _summary(analysis: Analysis) -> dict[str, Any]:
                 continue
             s = hit.iloc[0]
             low, high = (s.item_low, s.item_high) if s.item_metric else (math.nan, math.nan)
-            cells.append({"text": fmt_score(s.metric, s.score, low, high), "raw": repr(float(s.score)),
-                          "blind": bool(s.blind)})
-        rows.append({"model": model, "kind": scores[scores.model == model].iloc[0].kind, "cells": cells})
+            cells.append({"text": fmt_score(s.metric, s.score, low, high),
+                          "raw": repr(float(s.score)), "blind": bool(s.blind)})
+        kind = scores[scores.model == model].iloc[0].kind
+        rows.append({"model": model, "kind": kind, "cells": cells})
     metrics = {t: scores[scores.task == t].iloc[0].metric for t in tasks}
-    return {"tasks": tasks, "metrics": metrics, "units": {t: plots.unit(m) for t, m in metrics.items()}, "rows": rows}
+    units = {t: plots.unit(m) for t, m in metrics.items()}
+    return {"tasks": tasks, "metrics": metrics, "units": units, "rows": rows}
 
 
 def worst_regressions(run: RunData, analysis: Analysis, limit: int = 30) -> list[dict[str, Any]]:
     """Items the base got right and a model got wrong, from its most-regressed subjects first."""
     out = []
-    order = analysis.subjects.sort_values("delta") if not analysis.subjects.empty else pd.DataFrame()
+    subjects = analysis.subjects
+    order = subjects.sort_values("delta") if not subjects.empty else pd.DataFrame()
     rank = {(r.model, r.task, r.subject): i for i, r in enumerate(order.itertuples())}
     for model in [m for m in run.models if m != analysis.base]:
         found = []
@@ -115,7 +120,8 @@ def worst_regressions(run: RunData, analysis: Analysis, limit: int = 30) -> list
             for doc_id in base.doc_ids:
                 a, b = base.records[doc_id], other.records.get(doc_id)
                 if b is not None and a.correct and not b.correct:
-                    found.append({"model": model, "task": task, "subject": a.group or "", "doc_id": doc_id,
+                    found.append({"model": model, "task": task, "subject": a.group or "",
+                                  "doc_id": doc_id,
                                   "prompt": a.prompt, "target": a.target,
                                   "base_response": a.response,
                                   "response": b.response, "rank": rank.get((model, task, a.group),
@@ -177,11 +183,13 @@ def render_report(run_dir: Path | str, out_dir: Path | str, resamples: int = DEF
     out_dir = Path(out_dir)
     analysis = analyse(run, resamples=resamples, seed=seed)
     paper = _paper_context(load_paper(paper_path) if paper_path else None, analysis)
-    references = points_for_run(run, load_reference_points(references_path)) if references_path else []
+    references = (points_for_run(run, load_reference_points(references_path))
+                  if references_path else [])
     context = {
         "title": f"iaa-eval report: {analysis.run_id}", "version": __version__, "run": run.data,
         "analysis": analysis, "meta": analysis.meta, "summary": _summary(analysis),
-        "text": _records(analysis.text), "subjects": _records(analysis.subjects.sort_values("delta"))
+        "text": _records(analysis.text),
+        "subjects": _records(analysis.subjects.sort_values("delta"))
         if not analysis.subjects.empty else [],
         "gain": _records(analysis.gain), "retention": _records(analysis.retention),
         "deployment": _records(analysis.deployment), "paper": paper,
@@ -197,20 +205,26 @@ def render_report(run_dir: Path | str, out_dir: Path | str, resamples: int = DEF
     return page
 
 
+def _cells(run: RunData) -> set[str]:
+    """``model/task`` for every result of a run: what a comparison can pair."""
+    return {f"{m}/{t}" for m in run.models for t in run.tasks(m)}
+
+
 def render_comparison(run_a: Path | str, run_b: Path | str, out_dir: Path | str,
                       resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> Path:
     """Write ``<out_dir>/index.html`` comparing run B against run A (paired where items match)."""
     a, b = RunData(run_a), RunData(run_b)
     out_dir = Path(out_dir)
     table = compare_runs(a, b, resamples=resamples, seed=seed)
-    figure = plots.comparison_bars(table, out_dir / FIGURE_DIR / "comparison.svg") if not table.empty else None
+    figure = (plots.comparison_bars(table, out_dir / FIGURE_DIR / "comparison.svg")
+              if not table.empty else None)
     context = {
         "title": f"iaa-eval comparison: {a.run_id} vs {b.run_id}", "version": __version__,
         "run_a": a.run_id, "run_b": b.run_id, "rows": _records(table), "fmt_score": fmt_score,
         "nan": math.nan,
         "figure": f"{FIGURE_DIR}/{figure.name}" if figure else None,
-        "only_a": sorted({f"{m}/{t}" for m in a.models for t in a.tasks(m)} - {f"{m}/{t}" for m in b.models for t in b.tasks(m)}),
-        "only_b": sorted({f"{m}/{t}" for m in b.models for t in b.tasks(m)} - {f"{m}/{t}" for m in a.models for t in a.tasks(m)}),
+        "only_a": sorted(_cells(a) - _cells(b)),
+        "only_b": sorted(_cells(b) - _cells(a)),
     }
     page = out_dir / "index.html"
     plots.write_public(page, environment().get_template("compare.html.j2").render(**context))
