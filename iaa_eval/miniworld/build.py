@@ -48,7 +48,8 @@ class Recipe:
 
     lm: Schedule = Schedule(steps=2000, batch_size=32, lr=3e-3)
     vision: Schedule = Schedule(steps=1500, batch_size=64, lr=3e-3)
-    stage1: Schedule = Schedule(steps=600, batch_size=32, lr=2e-3)  # ~5 epochs of the 3.6 k captions
+    # ~5 epochs of the 3.6 k captions
+    stage1: Schedule = Schedule(steps=600, batch_size=32, lr=2e-3)
     # ~0.8 epoch of the 121 k stage-2 mix; ``lr`` is the LLaVA-style full fine-tune's
     stage2: Schedule = Schedule(steps=3000, batch_size=32, lr=1.7e-4)
     seq_len: int = 128
@@ -92,12 +93,14 @@ class Manifest:
     def write(self, out_dir: Path) -> None:
         """Hash every file under ``out_dir`` (but the manifest) and write ``manifest.json``."""
         self.files = {}
-        for path in sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        files = (p for p in out_dir.rglob("*") if p.is_file() and p.name != "manifest.json")
+        for path in sorted(files):
             data = path.read_bytes()
             self.files[path.relative_to(out_dir).as_posix()] = {
                 "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         self.total_bytes = sum(f["bytes"] for f in self.files.values())
-        (out_dir / "manifest.json").write_text(json.dumps(asdict(self), indent=1, ensure_ascii=False) + "\n")
+        text = json.dumps(asdict(self), indent=1, ensure_ascii=False) + "\n"
+        (out_dir / "manifest.json").write_text(text)
 
 
 def write_data(out_dir: Path, seed: int) -> dict[str, Any]:
@@ -134,7 +137,8 @@ def build_base(out_dir: Path, recipe: Recipe, seed: int, device: str,
 
     w = world.make_world(seed)
     docs = world.corpus(w, recipe.corpus_repeats)
-    tokenizer = pretrain.train_tokenizer(tokenizer_texts(docs, mmdata.training_examples(seed, recipe.mix)), recipe.vocab_size)
+    texts = tokenizer_texts(docs, mmdata.training_examples(seed, recipe.mix))
+    tokenizer = pretrain.train_tokenizer(texts, recipe.vocab_size)
     rows = pretrain.pack(tokenizer, docs, recipe.seq_len)
     pretrain.seed_everything(seed)
     model = LlamaForCausalLM(pretrain.llama_config(len(tokenizer))).to(device)
@@ -151,7 +155,8 @@ def build_vision(recipe: Recipe, seed: int, device: str, manifest: Manifest) -> 
 
     records = mmdata.load_split("train")
     pixels = pixel_table(image_processor(), records)
-    labels = torch.tensor([[mmdata.SHAPES.index(r.shape), mmdata.COLOURS.index(r.colour)] for r in records])
+    labels = torch.tensor([[mmdata.SHAPES.index(r.shape), mmdata.COLOURS.index(r.colour)]
+                           for r in records])
     pretrain.seed_everything(seed)
     tower = CLIPVisionModel(pretrain.clip_config(IMAGE_SIZE, PATCH)).to(device)
     losses, acc = pretrain.pretrain_vision(

@@ -142,7 +142,9 @@ def left_pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return torch.tensor([[value] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
 
 
-def left_padded(rows: Sequence[Sequence[int]], pad: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def left_padded(
+    rows: Sequence[Sequence[int]], pad: int, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` of ``rows`` left-padded to one width, on ``device``."""
     return {"input_ids": left_pad(rows, pad).to(device),
             "attention_mask": left_pad([[1] * len(r) for r in rows], 0).to(device)}

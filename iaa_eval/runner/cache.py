@@ -50,7 +50,8 @@ class RequestCache:
         self.reused = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
-        self._opened_at = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
+        newest = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests")
+        self._opened_at = newest.fetchone()[0]
 
     def _open(self, attempts: int = 40) -> sqlite3.Connection:
         """Connect, switch to WAL and create the table. Ranks of a torchrun job open the same file
@@ -88,7 +89,8 @@ class RequestCache:
             chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT key, value, rowid FROM requests WHERE fingerprint = ? AND key IN ({marks})",  # noqa: S608
+                "SELECT key, value, rowid FROM requests "  # noqa: S608
+                f"WHERE fingerprint = ? AND key IN ({marks})",
                 [fingerprint, *chunk],
             )
             for key, value, rowid in rows:

@@ -113,7 +113,8 @@ def load_tasks(bench: Benchmark, formulation: str, data_dir: Path | None,
                                on_error, report)
         fields = subject_fields(bench, subject, formulation, names)
         fields.pop("include")
-        specs.append({**template, **fields, "dataset_path": str(root), "custom_dataset": _Preloaded(dataset)})
+        specs.append({**template, **fields, "dataset_path": str(root),
+                      "custom_dataset": _Preloaded(dataset)})
     with _quiet_custom_dataset():
         return manager.load(specs), str(root), report
 
@@ -125,7 +126,8 @@ def prepared_tasks(bench: Benchmark, options: TaskOptions) -> tuple[dict, str, L
     shots = bench.default_fewshot if options.num_fewshot is None else options.num_fewshot
     loaded, source, report = load_tasks(bench, formulation, options.data_dir, options.on_error)
     for task in loaded["tasks"].values():
-        available = len(task.dataset[bench.fewshot_split]) if options.data_dir is not None else shots
+        local = options.data_dir is not None
+        available = len(task.dataset[bench.fewshot_split]) if local else shots
         if shots > available:  # lm-eval would stop on a bare assert deep inside its sampler
             split = bench.fewshot_split
             csv = Path(source) / split / f"{task.config.dataset_name}_{split}.csv"
@@ -229,7 +231,8 @@ def to_result(name: str, run: TextRun, options: TaskOptions, lm: LM, wall_s: flo
     first = next(iter(run.output["configs"].values()))
     return TaskResult(
         task=name,
-        metrics={"acc": acc, "acc_stderr": stderr, "acc_macro": statistics.fmean(g["acc"] for g in groups.values())},
+        metrics={"acc": acc, "acc_stderr": stderr,
+                 "acc_macro": statistics.fmean(g["acc"] for g in groups.values())},
         primary="acc",
         n=len(samples),
         groups=groups,
@@ -243,9 +246,10 @@ def to_result(name: str, run: TextRun, options: TaskOptions, lm: LM, wall_s: flo
             "fewshot_sampler": "first_n",
             "limit_per_subject": options.limit,
             "subjects": len(groups),
-            "lm_eval_tasks": sorted(task_names.values())[:3] + (["..."] if len(task_names) > 3 else []),
-            "example_prompt": samples[0].prompt + first.get("target_delimiter",
-                                                            " ") + samples[0].target,
+            "lm_eval_tasks": sorted(task_names.values())[:3]
+            + (["..."] if len(task_names) > 3 else []),
+            "example_prompt": samples[0].prompt + first.get("target_delimiter", " ")
+            + samples[0].target,
         },
         requests=getattr(lm, "requests", 0),
         cached_requests=getattr(lm, "cached_requests", 0),

@@ -16,7 +16,8 @@ from transformers.configuration_utils import SubConfigSpec
 # The only released list (official `ehce_layers`): pairs of adjacent layers every 5 layers.
 IAA14_POSITIONS = (0, 1, 5, 6, 10, 11, 15, 16, 20, 21, 25, 26, 30, 31)
 INSERTION_PRESETS: dict[str, tuple[int, ...]] = {"iaa-14": IAA14_POSITIONS}
-IMAGE_PLACEHOLDER_ID = -200  # what the model consumes at each image's position (official IMAGE_TOKEN_INDEX)
+#: what the model consumes at each image's position (official IMAGE_TOKEN_INDEX)
+IMAGE_PLACEHOLDER_ID = -200
 SUPPORTED_BASES = ("llama", "mistral", "qwen2")
 SUPPORTED_WORKFLOWS = ("mm", "g")
 PROJECTOR_TYPES = ("mlp2x_gelu", "linear")

@@ -91,12 +91,13 @@ def splice_images(
             targets.append(torch.cat([*t_parts, labels[b, start:]]))
     width = max(r.shape[0] for r in rows)
     pad = [width - r.shape[0] for r in rows]
-    out_embeds = torch.stack([nn.functional.pad(r, (0, 0, p, 0)) for r, p in zip(rows, pad, strict=True)])
+    out_embeds = torch.stack([nn.functional.pad(r, (0, 0, p, 0))
+                              for r, p in zip(rows, pad, strict=True)])
     out_mask = torch.stack([nn.functional.pad(m, (p, 0)) for m, p in zip(masks, pad, strict=True)])
     out_labels = None
     if labels is not None:
-        out_labels = torch.stack([nn.functional.pad(t, (p, 0), value=IGNORE_INDEX) for t, p in zip(targets, pad,
-                                                                                                   strict=True)])
+        out_labels = torch.stack([nn.functional.pad(t, (p, 0), value=IGNORE_INDEX)
+                                  for t, p in zip(targets, pad, strict=True)])
     if attention_mask is None and not any(pad):
         out_mask = None
     return out_embeds, out_mask, out_labels
