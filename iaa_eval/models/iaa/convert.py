@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 OFFICIAL_MODEL_TYPE = "IAA"
 VISION_PREFIX = "model.vision_tower.vision_tower."
+#: the G (grounding) branch's insertion layers: present only in a checkpoint with that workflow
+GROUNDING_PREFIX = "model.condition_layers_grounding."
 LLAMA3_IMAGE_TOKEN_ID = 128049  # <|reserved_special_token_44|>, the official image token
 _OFFICIAL_MM_FIELDS = {
     "mm_vision_tower", "mm_hidden_size", "mm_projector_type", "mm_vision_select_layer",
@@ -53,7 +55,9 @@ def from_checkpoint_key(key: str) -> str:
 
 def to_checkpoint_key(key: str) -> str:
     """Module key -> official checkpoint key (the inverse of :func:`from_checkpoint_key`)."""
-    return VISION_PREFIX + "vision_model." + key[len(VISION_PREFIX):] if key.startswith(VISION_PREFIX) else key
+    if not key.startswith(VISION_PREFIX):
+        return key
+    return VISION_PREFIX + "vision_model." + key[len(VISION_PREFIX):]
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -134,12 +138,13 @@ def config_from_official(raw: dict[str, Any], folder: Path, keys: set[str]) -> I
         text_config=text_config,
         vision_config=vision_config_from(vision_dir),
         insert_after_layers=raw.get("insert_after_layers", list(IAA14_POSITIONS)),
-        workflows=["mm", "g"] if any(k.startswith("model.condition_layers_grounding.") for k in keys) else ["mm"],
+        workflows=["mm", "g"] if any(k.startswith(GROUNDING_PREFIX) for k in keys) else ["mm"],
         mm_hidden_size=raw.get("mm_hidden_size"),
         projector_type=raw.get("mm_projector_type", "mlp2x_gelu"),
         vision_feature_layer=raw.get("mm_vision_select_layer", -2),
         vision_feature_select=raw.get("mm_vision_select_feature", "patch"),
-        image_token_id=raw.get("image_token_id", LLAMA3_IMAGE_TOKEN_ID if vocab > LLAMA3_IMAGE_TOKEN_ID else None),
+        image_token_id=raw.get("image_token_id",
+                               LLAMA3_IMAGE_TOKEN_ID if vocab > LLAMA3_IMAGE_TOKEN_ID else None),
         image_aspect_ratio=raw.get("image_aspect_ratio", "pad"),
         vision_tower_path=str(vision_dir),
     )
@@ -150,10 +155,12 @@ def _vision_tensors(vision_dir: Path | None, what: Path) -> dict[str, torch.Tens
     if vision_dir is None:
         raise ModelError(f"{what}: the checkpoint has no {VISION_PREFIX}* keys and no vision-tower "
                          "folder to take them from")
-    tensors = read_tensors(weight_files(vision_dir))  # keys "vision_model.x" (official, full CLIP) or "x" (5.x)
+    # keys "vision_model.x" (official, full CLIP) or "x" (5.x)
+    tensors = read_tensors(weight_files(vision_dir))
     bare = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
     out = {VISION_PREFIX + k: v for k, v in tensors.items() if k.startswith("vision_model.")}
-    out.update({VISION_PREFIX + "vision_model." + k: v for k, v in tensors.items() if k.startswith(bare)})
+    out.update({VISION_PREFIX + "vision_model." + k: v
+                for k, v in tensors.items() if k.startswith(bare)})
     return out
 
 
@@ -164,16 +171,17 @@ def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], where: 
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         def show(keys: list[str]) -> str:
-            return ", ".join(keys[:12]) + (f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else "")
+            more = f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else ""
+            return ", ".join(keys[:12]) + more
 
         raise ModelError(f"{where}: checkpoint does not match the config: {len(missing)} missing "
                          f"key(s) [{show(missing)}]; {len(unexpected)} unexpected key(s) "
                          f"[{show(unexpected)}]")
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != tuple(shape):
+            hint = " (projector/LM hidden size mismatch)" if "mm_projector" in key else ""
             raise ModelError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, the config "
-                             f"implies {tuple(shape)}"
-                             f"{' (projector/LM hidden size mismatch)' if 'mm_projector' in key else ''}")
+                             f"implies {tuple(shape)}{hint}")
 
 
 def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
@@ -198,9 +206,11 @@ def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
             config = IAAConfig.from_pretrained(folder)
     except ValueError as exc:
         raise ModelError(f"{folder / 'config.json'}: {exc}") from exc
-    tensors = {k: v for k, v in read_tensors(files).items() if not k.endswith("rotary_emb.inv_freq")}
+    tensors = {k: v for k, v in read_tensors(files).items()
+               if not k.endswith("rotary_emb.inv_freq")}
     if not any(k.startswith(VISION_PREFIX) for k in tensors):
-        tensors.update(_vision_tensors(resolve_vision_dir(config.vision_tower_path, folder), folder))
+        vision_dir = resolve_vision_dir(config.vision_tower_path, folder)
+        tensors.update(_vision_tensors(vision_dir, folder))
     tensors = {from_checkpoint_key(k): v for k, v in tensors.items()}
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
@@ -266,7 +276,8 @@ def save_iaa(model: nn.Module, path: str | os.PathLike, official: bool = False,
             clip.config.save_pretrained(processor_dir)
         else:
             clip.save_pretrained(processor_dir)
-        (folder / "config.json").write_text(json.dumps(official_config(model, "vision_tower"), indent=2))
+        config = json.dumps(official_config(model, "vision_tower"), indent=2)
+        (folder / "config.json").write_text(config)
     else:
         model.config.save_pretrained(folder)
     if image_processor is not None:

@@ -78,11 +78,13 @@ class IAAInner(nn.Module):
             setattr(self, f"embed_tokens_condition{suffix}",
                     nn.Embedding(text.vocab_size, text.hidden_size))
             layers = [type(inner.layers[0])(text, after) for after in config.insert_after_layers]
-            for k, layer in enumerate(layers):  # cache slot n_layers + k: one cache object, no collisions
+            # cache slot n_layers + k: one cache object, no collisions
+            for k, layer in enumerate(layers):
                 layer.self_attn.layer_idx = n_layers + k
             setattr(self, f"condition_layers{suffix}", nn.ModuleList(layers))
             setattr(self, f"norm_condition{suffix}", copy.deepcopy(inner.norm))
-            setattr(self, proj_name, build_projector(config.projector_type, config.mm_hidden_size, text.hidden_size))
+            setattr(self, proj_name, build_projector(config.projector_type, config.mm_hidden_size,
+                                                     text.hidden_size))
         self.vision_tower = VisionTower(vision, config.vision_feature_layer,
                                         config.vision_feature_select)
 
@@ -103,7 +105,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         super().__init__(config)
         base = base if base is not None else AutoModelForCausalLM.from_config(config.text_config)
         object.__setattr__(self, "base_lm", base)  # unregistered: its modules are registered below
-        self.model = IAAInner(config, base, vision if vision is not None else CLIPVisionModel(config.vision_config))
+        vision = vision if vision is not None else CLIPVisionModel(config.vision_config)
+        self.model = IAAInner(config, base, vision)
         self.lm_head = base.lm_head
         text = base.config
         self.lm_head_condtion = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
@@ -142,7 +145,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
                 branch = model.branch(name)
                 for module in (branch.embed, branch.layers, branch.norm, branch.head,
                                branch.projector):
-                    module.to(device=base.device, dtype=base.dtype)  # never .to() the shared base (its RoPE buffer)
+                    # never .to() the shared base (its RoPE buffer)
+                    module.to(device=base.device, dtype=base.dtype)
                 for k, after in enumerate(config.insert_after_layers):
                     branch.layers[k].load_state_dict(base.model.layers[after].state_dict())
                 branch.embed.weight.copy_(base.model.embed_tokens.weight)
@@ -152,7 +156,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
-                        dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> IAAForCausalLM:
+                        dtype: torch.dtype | None = None,
+                        device: str | torch.device = "cpu") -> IAAForCausalLM:
         """Load our layout or the official one (read by
         :func:`~iaa_eval.models.iaa.convert.read_checkpoint`); a missing, unexpected or misshapen
         tensor is an error, never a random weight."""
@@ -217,7 +222,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
                              "workflow='mm'")
         if pixel_values is not None and image_features is not None:
             raise ModelError("pass pixel_values or image_features, not both")
-        features = self.model.vision_tower(pixel_values) if image_features is None else image_features
+        features = (self.model.vision_tower(pixel_values) if image_features is None
+                    else image_features)
         if features.shape[-1] != self.config.mm_hidden_size:
             raise ModelError(f"image features have width {features.shape[-1]} but the projector "
                              f"expects mm_hidden_size={self.config.mm_hidden_size}")
@@ -273,8 +279,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
             mask = None
             positions = torch.arange(past, past + length, device=hidden.device).unsqueeze(0)
         else:
-            past_mask = attention_mask[:, :past] if attention_mask is not None else current_mask.new_ones(
-                current_mask.shape[0], past)
+            past_mask = (attention_mask[:, :past] if attention_mask is not None
+                         else current_mask.new_ones(current_mask.shape[0], past))
             mask = torch.cat([past_mask.to(current_mask.dtype), current_mask], dim=1)
             positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (batch, length)
         text_config = self.base_lm.config
@@ -310,7 +316,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         ``pixel_values``, ``image_features``, ``cache`` go to :meth:`forward`); returns
         ``input_ids`` as given (one -200 per image) followed by the new tokens."""
         if kwargs.get("eos_token_id") == [] and self.generation_config.pad_token_id is None:
-            kwargs.setdefault("pad_token_id", 0)  # no EOS: rows never finish; transformers wants a pad
+            # no EOS: rows never finish; transformers wants a pad
+            kwargs.setdefault("pad_token_id", 0)
         if not (input_ids == IMAGE_PLACEHOLDER_ID).any():
             return super().generate(input_ids, attention_mask=attention_mask, **kwargs)
         vision = self.config.vision_config
