@@ -159,7 +159,13 @@ def image_token_id(tokenizer: Any, token: str | None) -> int:
 
 def fresh_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, Any, Any]:
     """(model, tokenizer, image processor): ``from_base`` over ``--base`` and ``--vision``."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, CLIPVisionModel
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionModel,
+    )
 
     config = load_pretrained(AutoConfig.from_pretrained, job.base, "--base")
     if config.model_type not in SUPPORTED_BASES:
