@@ -181,8 +181,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         pairs=args.pairs, allow_tokenizer_mismatch=args.allow_tokenizer_mismatch,
         output_path=args.output_path, run_id=args.run_id, log_samples=args.log_samples,
     )
+    config = plan_run(choices, world_size)  # every usage error before the ranks join
     with joined_shards(rank, world_size, device) as shards:
-        run_dir = run(plan_run(choices, world_size), shards)
+        run_dir = run(config, shards)
     if rank == 0:
         print(f"results: {run_dir / 'results.json'}")  # noqa: T201
     return 0
