@@ -14,10 +14,9 @@ position, as transformers' bookkeeping assumes; the prompt comes back as it was 
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from accelerate import init_empty_weights
@@ -31,10 +30,9 @@ from transformers.utils import ModelOutput
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID, SUPPORTED_BASES, IAAConfig
 from iaa_eval.models.iaa.convert import check_state_dict, read_checkpoint, save_iaa
+from iaa_eval.models.iaa.inner import Branch, IAAInner
 from iaa_eval.models.iaa.multimodal import (
     IGNORE_INDEX,
-    VisionTower,
-    build_projector,
     claim_cache,
     expand_placeholders,
     splice_images,
@@ -50,43 +48,6 @@ class IAAOutput(ModelOutput):
     logits: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     cache: Cache | None = None
-
-
-class Branch(NamedTuple):
-    """The modules one workflow reads (``layers``/``projector`` are ``None`` for text)."""
-
-    embed: nn.Embedding
-    layers: nn.ModuleList | None
-    norm: nn.Module
-    head: nn.Linear
-    projector: nn.Module | None
-
-
-class IAAInner(nn.Module):
-    """Holds every ``model.*`` module: the frozen ones (shared with the base LM) and the
-    branches."""
-
-    def __init__(self, config: IAAConfig, base: PreTrainedModel, vision: CLIPVisionModel) -> None:
-        super().__init__()
-        text, inner = base.config, base.model
-        self.embed_tokens, self.layers, self.norm, self.rotary_emb = (
-            inner.embed_tokens, inner.layers, inner.norm, inner.rotary_emb)
-        n_layers = len(inner.layers)
-        for suffix, proj_name in (("", "mm_projector"), ("_grounding", "mm_projector_G")):
-            if suffix and "g" not in config.workflows:
-                continue
-            setattr(self, f"embed_tokens_condition{suffix}",
-                    nn.Embedding(text.vocab_size, text.hidden_size))
-            layers = [type(inner.layers[0])(text, after) for after in config.insert_after_layers]
-            # cache slot n_layers + k: one cache object, no collisions
-            for k, layer in enumerate(layers):
-                layer.self_attn.layer_idx = n_layers + k
-            setattr(self, f"condition_layers{suffix}", nn.ModuleList(layers))
-            setattr(self, f"norm_condition{suffix}", copy.deepcopy(inner.norm))
-            setattr(self, proj_name, build_projector(config.projector_type, config.mm_hidden_size,
-                                                     text.hidden_size))
-        self.vision_tower = VisionTower(vision, config.vision_feature_layer,
-                                        config.vision_feature_select)
 
 
 class IAAForCausalLM(PreTrainedModel, GenerationMixin):
@@ -126,12 +87,12 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         """Wrap ``base`` (shared, frozen): insertion layers copy the layers they follow, the MM/G
         embedding, norm and head copy the base's; projectors are freshly initialised (LLaVA style).
 
-        ``config_fields`` go to :class:`IAAConfig` (``image_token_id``, ``vision_feature_layer``,
-                                                    ...).
+        ``config_fields`` go to :class:`IAAConfig` (``image_token_id``,
+        ``vision_feature_layer``, ...).
         """
         model_type = getattr(base.config, "model_type", None)
-        if not hasattr(base, "model") or not hasattr(base.model,
-                                                     "layers") or model_type not in SUPPORTED_BASES:
+        wrappable = hasattr(base, "model") and hasattr(base.model, "layers")
+        if not wrappable or model_type not in SUPPORTED_BASES:
             raise ModelError(f"cannot wrap base {type(base).__name__} (model_type={model_type!r}); "
                              f"supported: {', '.join(SUPPORTED_BASES)} causal LMs")
         config = IAAConfig(text_config=base.config, vision_config=vision_tower.config,
