@@ -87,8 +87,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--tasks", help="comma-separated task names (see `iaa-eval tasks`)")
     run.add_argument("--suite", help="a shipped suite (e.g. forgetting) or a suite file")
     run.add_argument("--data-dir", action="append", default=[], metavar="[TASK=]PATH",
-                     help="local files in the benchmark's original layout (default: the hub "
-                          "dataset)")
+                     help="local files in the benchmark's original layout "
+                          "(default: the hub dataset)")
     run.add_argument("--limit", type=_positive_int,
                      help="at most N items per task (per subject for text tasks)")
     run.add_argument("--num-fewshot", type=lambda n: _positive_int(n, 0), help="text tasks' shots")
@@ -105,8 +105,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--output-path", type=Path, default=Path("runs"),
                      help="where run directories go")
     run.add_argument("--run-id",
-                     help="run directory name (default: derived from the settings, so a rerun "
-                          "resumes)")
+                     help="run directory name "
+                          "(default: derived from the settings, so a rerun resumes)")
     run.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                      help="bad data rows: stop or count+skip")
     run.add_argument("--trust-remote-code", action="store_true",

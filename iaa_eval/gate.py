@@ -135,8 +135,8 @@ def _models_of(run: RunData, kind: str, rule: str) -> list[str]:
     models = [m for m in run.models if run.kind(m) == kind]
     if not models:
         kinds = sorted({run.kind(m) for m in run.models})
-        raise DataError(f"rule {rule}: no model of kind {kind!r} in {run.run_dir} (kinds: "
-                        f"{', '.join(kinds)})")
+        raise DataError(f"rule {rule}: no model of kind {kind!r} in {run.run_dir} "
+                        f"(kinds: {', '.join(kinds)})")
     return models
 
 
@@ -171,8 +171,8 @@ def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow
     text = analysis.text.set_index(["model", "task"]) if not analysis.text.empty else None
     for model in _models_of(run, rule.kind, name):
         if model == analysis.base:
-            raise DataError(f"rule {name}: model {model!r} of kind {rule.kind!r} is the base model "
-                            "itself")
+            raise DataError(f"rule {name}: model {model!r} of kind {rule.kind!r} is the base "
+                            "model itself")
         for task in rule.tasks or tuple(analysis.meta["text_tasks"]):
             _check_task(run, model, task, name)
             _check_task(run, analysis.base, task, name)
@@ -191,9 +191,8 @@ def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow
                                     "pass" if ok else "fail", detail))
             if rule.max_drop is not None:
                 ok = -float(row.delta) <= rule.max_drop
-                rows.append(GateRow(f"{name}.max_drop", model, task, -float(row.delta), "<= "
-                                                                                        f"{rule.max_drop:g}",
-                                    "pass" if ok else "fail", detail))
+                rows.append(GateRow(f"{name}.max_drop", model, task, -float(row.delta),
+                                    f"<= {rule.max_drop:g}", "pass" if ok else "fail", detail))
     limits = rule.max_flips is not None or rule.max_drop is not None or rule.report_only
     tasks = ", ".join(run.tasks()) or "none"
     return _compared(rows, name, "it sets none of max_flips, max_drop, report_only" if not limits
@@ -216,8 +215,8 @@ def _multimodal_rows(run: RunData, base: str, rule: MultimodalRule, index: int) 
         if rule.min_gain is not None:
             _check_task(run, base, rule.task, f"{name}.min_gain")
             gain = score - run.score(base, rule.task, metric)
-            rows.append(GateRow(f"{name}.min_gain", model, rule.task, gain, f"{metric} gain >= "
-                                                                            f"{rule.min_gain:g}",
+            rows.append(GateRow(f"{name}.min_gain", model, rule.task, gain,
+                                f"{metric} gain >= {rule.min_gain:g}",
                                 "pass" if gain >= rule.min_gain else "fail",
                                 f"{metric} {score:.4g} vs base"))
     return _compared(rows, name, "it sets neither min nor min_gain")
@@ -237,8 +236,8 @@ def _regression_rows(run: RunData, earlier: RunData, rule: RegressionRule, resam
         if r.n_paired == 0:
             for source in (earlier, run):
                 _needs_samples(source, r.model, r.task, "regression")
-            raise DataError(f"rule regression: {r.model}/{r.task} shares no doc_id between the two "
-                            "runs")
+            raise DataError(f"rule regression: {r.model}/{r.task} shares no doc_id between "
+                            "the two runs")
         ok = not r.ci_high < -rule.tolerance
         detail = (f"{r.metric} {r.score_a:.4g} -> {r.score_b:.4g}; item delta {r.item_delta:+.4f} "
                   f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]")

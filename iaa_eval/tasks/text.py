@@ -215,8 +215,8 @@ def to_result(name: str, run: TextRun, options: TaskOptions, lm: LM, wall_s: flo
     """Micro and macro accuracy, per-subject groups, samples and the recorded set-up."""
     samples = _samples(run)
     if not samples:
-        raise DataError(f"{name}: no questions were scored (empty task; check --data-dir and "
-                        "--limit)")
+        raise DataError(f"{name}: no questions were scored "
+                        "(empty task; check --data-dir and --limit)")
     groups: dict[str, dict[str, float]] = {}
     for record in samples:
         group = groups.setdefault(record.group or "", {"acc": 0.0, "n": 0})

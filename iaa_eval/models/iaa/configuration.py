@@ -100,8 +100,8 @@ class IAAConfig(PreTrainedConfig):
         ):
             raise ValueError(
                 f"text_config.sliding_window={self.text_config.sliding_window}: sliding-window "
-                "attention is not "
-                "supported by the insertion-layer cache; use a base with full attention"
+                "attention is not supported by the insertion-layer cache; use a base with full "
+                "attention"
             )
         bad = [w for w in self.workflows if w not in SUPPORTED_WORKFLOWS]
         if bad or "mm" not in self.workflows or len(set(self.workflows)) != len(self.workflows):
@@ -121,8 +121,8 @@ class IAAConfig(PreTrainedConfig):
                 "tower's width"
             )
         if self.image_aspect_ratio not in ("pad", "none"):
-            raise ValueError(f"image_aspect_ratio={self.image_aspect_ratio!r}: expected 'pad' or "
-                             "'none'")
+            raise ValueError(f"image_aspect_ratio={self.image_aspect_ratio!r}: "
+                             "expected 'pad' or 'none'")
 
 
 def resolve_positions(value: list[int] | tuple[int, ...] | str, num_layers: int) -> list[int]:

@@ -76,8 +76,8 @@ def weight_files(folder: Path) -> list[Path]:
         index = folder / f"{name}.index.json"
         if index.exists():
             return sorted({folder / f for f in read_json(index)["weight_map"].values()})
-    raise ModelError(f"{folder}: no model.safetensors, sharded safetensors or pytorch_model.bin "
-                     "found")
+    raise ModelError(f"{folder}: no model.safetensors, sharded safetensors or "
+                     "pytorch_model.bin found")
 
 
 def read_tensors(files: list[Path], keys_only: bool = False) -> dict[str, Any]:
@@ -127,9 +127,8 @@ def config_from_official(raw: dict[str, Any], folder: Path, keys: set[str]) -> I
     if vision_dir is None:
         raise ModelError(
             f"{folder / 'config.json'}: mm_vision_tower={raw.get('mm_vision_tower')!r} is not a "
-            "directory (relative "
-            f"names resolve against {folder}); download the CLIP tower and point mm_vision_tower "
-            "at it"
+            f"directory (relative names resolve against {folder}); download the CLIP tower and "
+            "point mm_vision_tower at it"
         )
     text_fields = {k: v for k, v in raw.items() if k not in _OFFICIAL_MM_FIELDS}
     text_config = LlamaConfig(**text_fields)
