@@ -175,9 +175,8 @@ def resident_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 _ARCHITECTURE_FIELDS = (
     "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta",
-    "rope_parameters",
-    "rope_scaling", "hidden_act", "max_position_embeddings", "attention_bias", "mlp_bias",
-    "sliding_window", "tie_word_embeddings",
+    "rope_parameters", "rope_scaling", "hidden_act", "max_position_embeddings", "attention_bias",
+    "mlp_bias", "sliding_window", "tie_word_embeddings",
 )
 
 

@@ -36,11 +36,9 @@ GROUNDING_PREFIX = "model.condition_layers_grounding."
 LLAMA3_IMAGE_TOKEN_ID = 128049  # <|reserved_special_token_44|>, the official image token
 _OFFICIAL_MM_FIELDS = {
     "mm_vision_tower", "mm_hidden_size", "mm_projector_type", "mm_vision_select_layer",
-    "mm_vision_select_feature",
-    "mm_use_im_start_end", "mm_use_im_patch_token", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter",
-    "use_mm_proj",
-    "image_aspect_ratio", "image_grid_pinpoints", "mm_num_tokens", "mm_projector_lr",
-    "mm_projector_config",
+    "mm_vision_select_feature", "mm_use_im_start_end", "mm_use_im_patch_token",
+    "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "use_mm_proj", "image_aspect_ratio",
+    "image_grid_pinpoints", "mm_num_tokens", "mm_projector_lr", "mm_projector_config",
     "auto_map", "architectures", "model_type", "transformers_version", "_name_or_path",
     "insert_after_layers", "image_token_id",  # our extensions; absent from official configs
 }
