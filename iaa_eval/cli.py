@@ -259,8 +259,7 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "tasks": cmd_tasks, "report": cmd_report, "gate": cmd_gate,
-            "train": cmd_train,
-            "miniworld": cmd_miniworld}
+            "train": cmd_train, "miniworld": cmd_miniworld}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -143,8 +143,7 @@ def task_bars(scores: pd.DataFrame, paper: dict[str, list[PaperNumber]], path: P
         with_ci = [i for i in range(len(labels)) if errs[0][i] or errs[1][i]]
         if with_ci:
             ax.errorbar(x[with_ci], np.take(heights, with_ci), yerr=np.take(errs, with_ci, axis=1),
-                        fmt="none",
-                        ecolor="black", capsize=3)
+                        fmt="none", ecolor="black", capsize=3)
         for bar, label in zip(bars, labels, strict=True):
             if "[" in label:
                 bar.set_hatch("//")

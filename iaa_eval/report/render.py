@@ -143,12 +143,11 @@ def _paper_context(paper: PaperBaselines | None, analysis: Analysis) -> dict[str
         if numbers:
             by_task[task] = numbers
     rows = [{"task": t, "benchmark": n.benchmark, "split": n.split, "model": n.model,
-             "value": n.value, "unit": n.unit, "ref": n.ref} for t,
-             ns in by_task.items() for n in ns]
+             "value": n.value, "unit": n.unit, "ref": n.ref}
+            for t, ns in by_task.items() for n in ns]
     not_found = [e for e in paper.not_found if e.task in real]
     return {"shown": True, "real_tasks": real, "rows": rows, "by_task": by_task,
-            "not_found": not_found,
-            "caveats": list(paper.caveats), "source": paper.path.name}
+            "not_found": not_found, "caveats": list(paper.caveats), "source": paper.path.name}
 
 
 def _figures(analysis: Analysis, paper: dict[str, Any], references: list[ReferencePoint],

@@ -230,8 +230,8 @@ def official_config(model: nn.Module, vision_dir_name: str) -> dict[str, Any]:
     flat.update(rope_theta=rope.get("rope_theta", 10000.0), rope_scaling=None)
     flat.update(
         model_type=OFFICIAL_MODEL_TYPE, architectures=["IAALlamaForCausalLM"],
-        mm_vision_tower=vision_dir_name,
-        mm_hidden_size=config.mm_hidden_size, mm_projector_type=config.projector_type,
+        mm_vision_tower=vision_dir_name, mm_hidden_size=config.mm_hidden_size,
+        mm_projector_type=config.projector_type,
         mm_vision_select_layer=config.vision_feature_layer,
         mm_vision_select_feature=config.vision_feature_select,
         mm_use_im_start_end=False, mm_use_im_patch_token=False, tune_mm_mlp_adapter=False,
