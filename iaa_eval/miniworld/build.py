@@ -65,10 +65,10 @@ class Recipe:
 
 
 QUICK = Recipe(
-    lm=Schedule(steps=150, batch_size=16, lr=3e-3), vision=Schedule(steps=100, batch_size=32,
-                                                                    lr=3e-3),
-    stage1=Schedule(steps=30, batch_size=8, lr=1e-3), stage2=Schedule(steps=30, batch_size=8,
-                                                                      lr=5e-4),
+    lm=Schedule(steps=150, batch_size=16, lr=3e-3),
+    vision=Schedule(steps=100, batch_size=32, lr=3e-3),
+    stage1=Schedule(steps=30, batch_size=8, lr=1e-3),
+    stage2=Schedule(steps=30, batch_size=8, lr=5e-4),
     corpus_repeats=2,
 )
 

@@ -34,8 +34,9 @@ def report(runs: Sequence[Path | str], reports_root: Path | str = "reports", fmt
     raise UsageError(f"report takes one run (a report) or two (a comparison), got {len(runs)}")
 
 
-def gate(run: Path | str, thresholds: Path | str, against: Path | str | None = None) -> tuple[int,
-                                                                                              str]:
+def gate(
+    run: Path | str, thresholds: Path | str, against: Path | str | None = None
+) -> tuple[int, str]:
     """Exit code and the text to print: every check on a pass, the failed ones (or the errors)
     otherwise."""
     outcome = run_gate(run, thresholds, against=against)

@@ -121,11 +121,9 @@ def worst_regressions(run: RunData, analysis: Analysis, limit: int = 30) -> list
                 a, b = base.records[doc_id], other.records.get(doc_id)
                 if b is not None and a.correct and not b.correct:
                     found.append({"model": model, "task": task, "subject": a.group or "",
-                                  "doc_id": doc_id,
-                                  "prompt": a.prompt, "target": a.target,
-                                  "base_response": a.response,
-                                  "response": b.response, "rank": rank.get((model, task, a.group),
-                                                                           len(rank))})
+                                  "doc_id": doc_id, "prompt": a.prompt, "target": a.target,
+                                  "base_response": a.response, "response": b.response,
+                                  "rank": rank.get((model, task, a.group), len(rank))})
         found.sort(key=lambda item: (item["rank"], item["task"], item["doc_id"]))
         out.append({"model": model, "total": len(found), "samples": found[:limit]})
     return out

@@ -179,8 +179,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
             return None
         projector = self.branch(workflow).projector
         if projector is None:
-            raise ModelError("workflow='text' takes no images: it is the unmodified base LM; use "
-                             "workflow='mm'")
+            raise ModelError("workflow='text' takes no images: it is the unmodified base LM; "
+                             "use workflow='mm'")
         if pixel_values is not None and image_features is not None:
             raise ModelError("pass pixel_values or image_features, not both")
         features = (self.model.vision_tower(pixel_values) if image_features is None
@@ -230,11 +230,11 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
                              f"cached {past} + new {input_ids.shape[1]}")
         images = self.project_images(workflow, pixel_values, image_features)
         if workflow == "text" and (input_ids == IMAGE_PLACEHOLDER_ID).any():
-            raise ModelError("workflow='text' got image placeholders (-200) in input_ids; use "
-                             "workflow='mm'")
+            raise ModelError("workflow='text' got image placeholders (-200) in input_ids; "
+                             "use workflow='mm'")
         current_mask = attention_mask[:, past:] if attention_mask is not None else None
-        hidden, current_mask, labels = splice_images(input_ids, current_mask, labels, branch.embed,
-                                                     images)
+        hidden, current_mask, labels = splice_images(
+            input_ids, current_mask, labels, branch.embed, images)
         length = hidden.shape[1]  # spliced length of this call
         if current_mask is None:
             mask = None
@@ -246,14 +246,12 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
             positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (batch, length)
         text_config = self.base_lm.config
         causal = create_causal_mask(config=text_config, inputs_embeds=hidden, attention_mask=mask,
-                                    cache=cache,
-                                    position_ids=positions)
+                                    cache=cache, position_ids=positions)
         rope = self.model.rotary_emb(hidden, position_ids=positions)  # one RoPE for every layer
         inserted = dict(zip(self.config.insert_after_layers, branch.layers or [], strict=False))
         for index, layer in enumerate(self.model.layers):
             layer_args = dict(attention_mask=causal, position_ids=positions, cache=cache,
-                              use_cache=use_cache,
-                              position_embeddings=rope)
+                              use_cache=use_cache, position_embeddings=rope)
             hidden = layer(hidden, **layer_args)
             if index in inserted:  # the insertion layer's output replaces the hidden state
                 hidden = inserted[index](hidden, **layer_args)
@@ -263,11 +261,9 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         if labels is not None:
             shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
             loss = nn.functional.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]),
-                                               shift_labels.reshape(-1),
-                                               ignore_index=IGNORE_INDEX)
+                                               shift_labels.reshape(-1), ignore_index=IGNORE_INDEX)
         full_mask = mask if mask is not None else torch.ones(hidden.shape[0], past + length,
-                                                             dtype=torch.long,
-                                                             device=hidden.device)
+                                                             dtype=torch.long, device=hidden.device)
         return IAAOutput(loss=loss, logits=logits, attention_mask=full_mask,
                          cache=cache if use_cache else None)
 
