@@ -18,7 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel, DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    DynamicCache,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from iaa_eval.models.iaa import IAAForCausalLM
 from iaa_eval.models.parameters import parameter_counts

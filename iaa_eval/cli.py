@@ -6,7 +6,6 @@ This is the only module that reads environment variables or sizes thread pools.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -16,7 +15,6 @@ from iaa_eval import __version__
 from iaa_eval.errors import UsageError
 from iaa_eval.exits import finish
 from iaa_eval.machine import free_cores
-from iaa_eval.names import path_name
 from iaa_eval.resources import GATE_THRESHOLDS
 
 log = logging.getLogger("iaa_eval")
@@ -45,39 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="evaluate models on tasks or a suite")
-    run.add_argument("--model", action="append", default=[], metavar="NAME=KIND:PATH",
-                     help="a model to evaluate (KIND: hf, llava, iaa, vlm); repeatable")
-    for flag, kind in KIND_FLAGS.items():
-        run.add_argument(f"--{flag}", metavar="PATH", help=f"shorthand for --model {flag}={kind}:PATH")
-    run.add_argument("--pairs", type=Path, metavar="FILE", help="VLM -> base pairs (default: shipped)")
-    run.add_argument("--allow-tokenizer-mismatch", action="store_true",
-                     help="run a --vlm pair whose tokenizers disagree (rate kept in results.json)")
-    run.add_argument("--tasks", help="comma-separated task names (see `iaa-eval tasks`)")
-    run.add_argument("--suite", help="a shipped suite (e.g. forgetting) or a suite file")
-    run.add_argument("--data-dir", action="append", default=[], metavar="[TASK=]PATH",
-                     help="local files in the benchmark's original layout (default: the hub dataset)")
-    run.add_argument("--limit", type=_positive_int, help="at most N items per task (per subject for text tasks)")
-    run.add_argument("--num-fewshot", type=lambda n: _positive_int(n, 0), help="text tasks' shots")
-    run.add_argument("--formulation", choices=["letter", "cloze"], help="text tasks: answer letters or option text")
-    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    run.add_argument("--device-map", help="split models over GPUs: auto|balanced|sequential|...")
-    run.add_argument("--max-memory", metavar="DEV=SIZE,..", help="per device: 0=70GiB,cpu=200GiB")
-    run.add_argument("--batch-size", type=_batch_size, default=8, help="N or auto (sized from free memory)")
-    run.add_argument("--log-samples", action="store_true", help="write samples/<model>/<task>.jsonl (suites always do)")
-    run.add_argument("--output-path", type=Path, default=Path("runs"), help="where run directories go")
-    run.add_argument("--run-id", help="run directory name (default: derived from the settings, so a rerun resumes)")
-    run.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="bad data rows: stop or count+skip")
-    run.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a checkpoint to run")
-    run.add_argument("--threads", type=_positive_int, help="CPU threads (default: the cores not busy now)")
+    _add_run(sub)
 
-    report = sub.add_parser("report", help="render a run (or compare two) as HTML, or export tables")
+    report = sub.add_parser("report",
+                            help="render a run (or compare two) as HTML, or export tables")
     report.add_argument("runs", nargs="+", type=Path, help="one run directory, or two to compare")
-    report.add_argument("--out", type=Path, help="reports root (default: reports/, page in reports/<run-id>/)")
+    report.add_argument("--out", type=Path,
+                        help="reports root (default: reports/, page in reports/<run-id>/)")
     report.add_argument("--format", choices=["html", "csv", "json"], default="html")
 
-    gate = sub.add_parser("gate", help="check a run against thresholds; exit 0 pass, 1 breach, 2 unusable")
+    gate = sub.add_parser("gate",
+                          help="check a run against thresholds; exit 0 pass, 1 breach, 2 unusable")
     gate.add_argument("run", type=Path)
     gate.add_argument("--thresholds", type=Path, default=GATE_THRESHOLDS, help="default: shipped")
     gate.add_argument("--against", type=Path, help="an earlier run to check for regressions")
@@ -91,8 +67,52 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--out", type=Path, help="build: folder to write (required); info: to read")
     world.add_argument("--seed", type=int, default=0)
     world.add_argument("--device", default="cpu")
-    world.add_argument("--quick", action="store_true", help="a minutes-long CPU build that proves the recipe trains")
+    world.add_argument("--quick", action="store_true",
+                       help="a minutes-long CPU build that proves the recipe trains")
     return parser
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    """`iaa-eval run` (the fields of iaa_eval.runplan.RunChoices, plus the thread count)."""
+    run = sub.add_parser("run", help="evaluate models on tasks or a suite")
+    run.add_argument("--model", action="append", default=[], metavar="NAME=KIND:PATH",
+                     help="a model to evaluate (KIND: hf, llava, iaa, vlm); repeatable")
+    for flag, kind in KIND_FLAGS.items():
+        run.add_argument(f"--{flag}", metavar="PATH",
+                         help=f"shorthand for --model {flag}={kind}:PATH")
+    run.add_argument("--pairs", type=Path, metavar="FILE",
+                     help="VLM -> base pairs (default: shipped)")
+    run.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                     help="run a --vlm pair whose tokenizers disagree (rate kept in results.json)")
+    run.add_argument("--tasks", help="comma-separated task names (see `iaa-eval tasks`)")
+    run.add_argument("--suite", help="a shipped suite (e.g. forgetting) or a suite file")
+    run.add_argument("--data-dir", action="append", default=[], metavar="[TASK=]PATH",
+                     help="local files in the benchmark's original layout "
+                          "(default: the hub dataset)")
+    run.add_argument("--limit", type=_positive_int,
+                     help="at most N items per task (per subject for text tasks)")
+    run.add_argument("--num-fewshot", type=lambda n: _positive_int(n, 0), help="text tasks' shots")
+    run.add_argument("--formulation", choices=["letter", "cloze"],
+                     help="text tasks: answer letters or option text")
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    run.add_argument("--device-map", help="split models over GPUs: auto|balanced|sequential|...")
+    run.add_argument("--max-memory", metavar="DEV=SIZE,..", help="per device: 0=70GiB,cpu=200GiB")
+    run.add_argument("--batch-size", type=_batch_size, default=8,
+                     help="N or auto (sized from free memory)")
+    run.add_argument("--log-samples", action="store_true",
+                     help="write samples/<model>/<task>.jsonl (suites always do)")
+    run.add_argument("--output-path", type=Path, default=Path("runs"),
+                     help="where run directories go")
+    run.add_argument("--run-id",
+                     help="run directory name "
+                          "(default: derived from the settings, so a rerun resumes)")
+    run.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                     help="bad data rows: stop or count+skip")
+    run.add_argument("--trust-remote-code", action="store_true",
+                     help="allow code shipped with a checkpoint to run")
+    run.add_argument("--threads", type=_positive_int,
+                     help="CPU threads (default: the cores not busy now)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -100,137 +120,69 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     given is absent, so a --job file's setting stands)."""
     train = sub.add_parser("train", help="train an IAA model on LLaVA conversation data (a stage)",
                            argument_default=argparse.SUPPRESS)
-    train.add_argument("family", help="iaa (LLaVA-style training is the library API iaa_eval.train.train_llava_stage)")
-    train.add_argument("--base", metavar="ID|DIR", help="base LM to wrap (a fresh model; with --vision)")
-    train.add_argument("--vision", metavar="ID|DIR", help="CLIP vision tower (CLIPVisionModel + CLIPImageProcessor)")
+    train.add_argument("family",
+                       help="iaa (LLaVA-style training is the library API "
+                            "iaa_eval.train.train_llava_stage)")
+    train.add_argument("--base", metavar="ID|DIR",
+                       help="base LM to wrap (a fresh model; with --vision)")
+    train.add_argument("--vision", metavar="ID|DIR",
+                       help="CLIP vision tower (CLIPVisionModel + CLIPImageProcessor)")
     train.add_argument("--init", metavar="DIR", help="continue from an IAA checkpoint (stage 1's)")
     train.add_argument("--data", help="LLaVA conversation JSON, or a folder with one *.json")
     train.add_argument("--image-folder", help="image paths are relative to it (default: JSON's)")
     train.add_argument("--out", help="checkpoint folder to write (official layout)")
     train.add_argument("--stage", type=int, choices=[1, 2], help="1: projector; 2 (default): "
                        "projector + insertion layers + MM embedding, norm and head")
-    train.add_argument("--insert-after", metavar="PRESET|I,J,..", help="insertion positions (default: iaa-14)")
-    train.add_argument("--image-token", help="tokenizer token marking the image (default: Llama-3's, else <image>)")
+    train.add_argument("--insert-after", metavar="PRESET|I,J,..",
+                       help="insertion positions (default: iaa-14)")
+    train.add_argument("--image-token",
+                       help="tokenizer token marking the image (default: Llama-3's, else <image>)")
     train.add_argument("--steps", type=_positive_int, help="optimizer steps (default: one epoch)")
-    train.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 stage 1, 2e-5 stage 2)")
+    train.add_argument("--lr", type=float,
+                       help="peak learning rate (default: 1e-3 stage 1, 2e-5 stage 2)")
     train.add_argument("--batch-size", type=_positive_int, help="examples per step (default: 8)")
-    train.add_argument("--micro-batch-size", type=_positive_int, help="examples per forward/backward (gradients "
+    train.add_argument("--micro-batch-size", type=_positive_int,
+                       help="examples per forward/backward (gradients "
                        "accumulate to --batch-size; default: the whole batch at once)")
     train.add_argument("--seed", type=int, help="default: 0")
     train.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
     train.add_argument("--dtype", help="auto (bfloat16 on CUDA, else float32), float32, ...")
-    train.add_argument("--limit", type=_positive_int, help="use the first N conversation records only")
-    train.add_argument("--threads", type=_positive_int, help="CPU threads (default: the cores not busy now)")
+    train.add_argument("--limit", type=_positive_int,
+                       help="use the first N conversation records only")
+    train.add_argument("--threads", type=_positive_int,
+                       help="CPU threads (default: the cores not busy now)")
     train.add_argument("--job", type=Path, metavar="FILE", help="YAML/JSON of these settings (keys "
                        "as the flags, with _); the flags given override it")
 
 
-def _model_specs(args: argparse.Namespace) -> list:
-    from iaa_eval.models import MODEL_KINDS
-    from iaa_eval.models.base import ModelSpec
-
-    specs = []
-    entries = list(args.model) + [f"{flag}={kind}:{getattr(args, flag)}" for flag, kind in KIND_FLAGS.items()
-                                  if getattr(args, flag)]
-    for entry in entries:
-        name, sep, rest = entry.partition("=")
-        kind, sep2, path = rest.partition(":")
-        if not (sep and sep2 and name and kind and path):
-            raise UsageError(f"--model {entry!r}: expected NAME=KIND:PATH, e.g. base=hf:meta-llama/Meta-Llama-3-8B")
-        path_name(name, f"--model {entry!r}: model name")
-        MODEL_KINDS.require(kind)
-        if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
-            raise UsageError(f"--model {entry!r}: no such directory {path!r}")
-        specs.append(ModelSpec(name, kind, path, args.device, args.dtype, args.batch_size, args.trust_remote_code))
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise UsageError(f"--model: duplicate model names in {names}")
-    return specs
-
-
-def _data_dirs(args: argparse.Namespace) -> dict[str | None, Path]:
-    dirs: dict[str | None, Path] = {}
-    for entry in args.data_dir:
-        task, sep, path = entry.partition("=")
-        key, value = (task, path) if sep and not Path(entry).exists() else (None, entry)
-        if not Path(value).expanduser().exists():
-            raise UsageError(f"--data-dir {entry!r}: no such directory")
-        dirs[key] = Path(value).expanduser()
-    return dirs
-
-
-def _task_specs(args: argparse.Namespace, user_models: bool) -> tuple[list, list]:
-    from iaa_eval.evaluate import TaskSpec
-    from iaa_eval.suites import load_suite, with_options
-    from iaa_eval.tasks import TASKS
-
-    if bool(args.tasks) == bool(args.suite):
-        raise UsageError("give exactly one of --tasks and --suite")
-    models: list = []
-    if args.suite:
-        suite = load_suite(args.suite)
-        tasks = list(suite.real_tasks or suite.tasks) if user_models else list(suite.tasks)
-        models = [] if user_models else list(suite.models)
-        if not user_models and not models:
-            raise UsageError(f"suite {suite.name!r} has no default models: pass --model/--base/--llava/--iaa")
-    else:
-        tasks = [TaskSpec(name.strip()) for name in args.tasks.split(",") if name.strip()]
-        if not tasks:
-            raise UsageError(f"--tasks {args.tasks!r}: no task names; e.g. --tasks mmlu,mme")
-    for spec in tasks:
-        TASKS.require(spec.name)
-    dirs = _data_dirs(args)
-    if None in dirs and len(tasks) > 1:
-        raise UsageError("--data-dir PATH with several tasks is ambiguous: use --data-dir TASK=PATH")
-    unused = [name for name in dirs if name is not None and name not in {t.name for t in tasks}]
-    if unused:
-        raise UsageError(f"--data-dir {unused[0]}=...: task {unused[0]!r} is not in this run "
-                         f"(tasks: {', '.join(t.name for t in tasks)})")
-    tasks = [
-        with_options(t, data_dir=dirs.get(t.name, dirs.get(None)), limit=args.limit, num_fewshot=args.num_fewshot,
-                     formulation=args.formulation, on_error=args.on_error if args.on_error != "raise" else None)
-        for t in tasks
-    ]
-    return models, tasks
-
-
-def _run_id(label: str, models: list, tasks: list) -> str:
-    payload = json.dumps([repr(m) for m in models] + [repr(t) for t in tasks], sort_keys=True)
-    return f"{label}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """`iaa-eval run`."""
-    import dataclasses
-
+    """`iaa-eval run`: torchrun's ranks and the thread pool from here; the run from runplan."""
     import torch
 
-    from iaa_eval.evaluate import RunConfig, run
-    from iaa_eval.models.placement import parse_placement
-    from iaa_eval.pairing import pair_vlm
+    from iaa_eval.evaluate import run
     from iaa_eval.runner.distributed import joined_shards
+    from iaa_eval.runplan import RunChoices, plan_run
 
-    if args.run_id is not None:
-        path_name(args.run_id, "--run-id")
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and args.device == "cuda":
-        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    device = args.device
+    if world_size > 1 and device == "cuda":
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     torch.set_num_threads(args.threads or max(1, free_cores() // world_size))
-    memory = parse_placement(args.device_map, args.max_memory, world_size)
-    user_models = _model_specs(args)
-    suite_models, tasks = _task_specs(args, bool(user_models))
-    models = user_models or [
-        dataclasses.replace(m, device=args.device, dtype=args.dtype, batch_size=args.batch_size) for m in suite_models
+    shorthands = [
+        f"{flag}={kind}:{getattr(args, flag)}"
+        for flag, kind in KIND_FLAGS.items() if getattr(args, flag)
     ]
-    if not models:
-        raise UsageError("no models: pass --model NAME=KIND:PATH (or --base/--llava/--iaa), or a suite with defaults")
-    models = [dataclasses.replace(m, device_map=args.device_map, max_memory=memory) for m in models]
-    models, pairing = pair_vlm(models, "vlm" if args.vlm else None, tasks, args.pairs,
-                               args.allow_tokenizer_mismatch)
-    run_id = args.run_id or _run_id(Path(args.suite).stem if args.suite else "run", models, tasks)
-    config = RunConfig(tuple(models), tuple(tasks), args.output_path / run_id, args.log_samples or bool(args.suite),
-                       args.suite, pairing)
-    with joined_shards(rank, world_size, args.device) as shards:
+    choices = RunChoices(
+        models=(*args.model, *shorthands), tasks=args.tasks, suite=args.suite,
+        data_dirs=tuple(args.data_dir), limit=args.limit, num_fewshot=args.num_fewshot,
+        formulation=args.formulation, on_error=args.on_error, device=device, dtype=args.dtype,
+        batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
+        device_map=args.device_map, max_memory=args.max_memory, vlm=bool(args.vlm),
+        pairs=args.pairs, allow_tokenizer_mismatch=args.allow_tokenizer_mismatch,
+        output_path=args.output_path, run_id=args.run_id, log_samples=args.log_samples,
+    )
+    config = plan_run(choices, world_size)  # every usage error before the ranks join
+    with joined_shards(rank, world_size, device) as shards:
         run_dir = run(config, shards)
     if rank == 0:
         print(f"results: {run_dir / 'results.json'}")  # noqa: T201
@@ -246,12 +198,14 @@ def cmd_tasks(_: argparse.Namespace) -> int:
     print("tasks:  " + ", ".join(TASKS.names()))  # noqa: T201
     for suite in list_suites():
         print(f"suite {suite.name}: {' '.join(suite.description.split())}")  # noqa: T201
-    print("VLM families (--model NAME=vlm:PATH, model_type from config.json):\n" + supported_families())  # noqa: T201
+    families = "VLM families (--model NAME=vlm:PATH, model_type from config.json):\n"
+    print(families + supported_families())  # noqa: T201
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """`iaa-eval report`: a page for one run, a comparison for two; --format csv|json adds the tables."""
+    """`iaa-eval report`: a page for one run, a comparison for two; --format csv|json adds the
+    tables."""
     from iaa_eval.report.cli_helpers import report
 
     fmt = None if args.format == "html" else args.format
@@ -272,8 +226,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """`iaa-eval train iaa`: one IAA training stage; writes the checkpoint and train_log.json."""
     if args.family != "iaa":
-        raise UsageError(f"train {args.family!r}: only 'iaa' is a command; LLaVA-style training is a library API "
-                         "(iaa_eval.train.train_llava_stage)")
+        raise UsageError(f"train {args.family!r}: only 'iaa' is a command; LLaVA-style training "
+                         "is a library API (iaa_eval.train.train_llava_stage)")
     import torch
 
     from iaa_eval.train.job import load_job, train_iaa
@@ -282,8 +236,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items()
              if k not in ("command", "family", "debug", "threads", "job")}
     outcome = train_iaa(load_job(flags, getattr(args, "job", None)))
-    print(f"checkpoint: {outcome.out} ({len(outcome.losses)} steps on {outcome.examples} examples, "  # noqa: T201
-          f"final loss {outcome.losses[-1]:.4f}, {outcome.wall_s:.0f} s)")
+    print(f"checkpoint: {outcome.out} ({len(outcome.losses)} steps on "  # noqa: T201
+          f"{outcome.examples} examples, final loss {outcome.losses[-1]:.4f}, "
+          f"{outcome.wall_s:.0f} s)")
     return 0
 
 
@@ -303,14 +258,15 @@ def cmd_miniworld(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "tasks": cmd_tasks, "report": cmd_report, "gate": cmd_gate, "train": cmd_train,
-            "miniworld": cmd_miniworld}
+COMMANDS = {"run": cmd_run, "tasks": cmd_tasks, "report": cmd_report, "gate": cmd_gate,
+            "train": cmd_train, "miniworld": cmd_miniworld}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(levelname)s %(message)s")
     if not args.debug:
         for noisy in ("transformers", "datasets", "lm_eval", "httpx", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -69,7 +69,8 @@ class RunConfig:
     run_dir: Path
     log_samples: bool = True
     suite: str | None = None
-    pairing: dict[str, Any] | None = None  # --vlm: where the base came from, tokenizer check (pairing.py)
+    # --vlm: where the base came from, tokenizer check (pairing.py)
+    pairing: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able form for results.json."""

@@ -113,9 +113,11 @@ class GateOutcome:
         if not rows:
             return f"gate passed: {len(self.rows)} checks"
         head = ("status", "rule", "model", "task", "value", "threshold", "detail")
-        body = [(r.status.upper(), r.rule, r.model, r.task, _fmt(r.value), r.threshold, r.detail) for r in rows]
+        body = [(r.status.upper(), r.rule, r.model, r.task, _fmt(r.value), r.threshold, r.detail)
+                for r in rows]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
-        lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in (head, *body)]
+        lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+                 for line in (head, *body)]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
@@ -133,7 +135,8 @@ def _models_of(run: RunData, kind: str, rule: str) -> list[str]:
     models = [m for m in run.models if run.kind(m) == kind]
     if not models:
         kinds = sorted({run.kind(m) for m in run.models})
-        raise DataError(f"rule {rule}: no model of kind {kind!r} in {run.run_dir} (kinds: {', '.join(kinds)})")
+        raise DataError(f"rule {rule}: no model of kind {kind!r} in {run.run_dir} "
+                        f"(kinds: {', '.join(kinds)})")
     return models
 
 
@@ -147,8 +150,8 @@ def _check_task(run: RunData, model: str, task: str, rule: str) -> None:
 
 def _needs_samples(run: RunData, model: str, task: str, rule: str) -> None:
     if run.items(model, task) is None:
-        raise DataError(f"rule {rule}: {run.run_dir / 'samples' / model / (task + '.jsonl')} is missing "
-                        "(per-item samples needed; run with --log-samples)")
+        raise DataError(f"rule {rule}: {run.run_dir / 'samples' / model / (task + '.jsonl')} is "
+                        "missing (per-item samples needed; run with --log-samples)")
 
 
 def _compared(rows: list[GateRow], rule: str, why: str) -> list[GateRow]:
@@ -168,7 +171,8 @@ def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow
     text = analysis.text.set_index(["model", "task"]) if not analysis.text.empty else None
     for model in _models_of(run, rule.kind, name):
         if model == analysis.base:
-            raise DataError(f"rule {name}: model {model!r} of kind {rule.kind!r} is the base model itself")
+            raise DataError(f"rule {name}: model {model!r} of kind {rule.kind!r} is the base "
+                            "model itself")
         for task in rule.tasks or tuple(analysis.meta["text_tasks"]):
             _check_task(run, model, task, name)
             _check_task(run, analysis.base, task, name)
@@ -179,15 +183,16 @@ def _text_rows(run: RunData, analysis: Analysis, rule: TextRule) -> list[GateRow
             flips = float(row.get("right_to_wrong", math.nan) + row.get("wrong_to_right", math.nan))
             detail = f"delta {row.delta:+.4f}, {flips:.0f} flips"
             if rule.report_only:
-                rows.append(GateRow(f"{name}.report", model, task, float(row.delta), "-", "report", detail))
+                rows.append(GateRow(f"{name}.report", model, task, float(row.delta), "-", "report",
+                                    detail))
             if rule.max_flips is not None:
                 ok = flips <= rule.max_flips
                 rows.append(GateRow(f"{name}.max_flips", model, task, flips, f"<= {rule.max_flips}",
                                     "pass" if ok else "fail", detail))
             if rule.max_drop is not None:
                 ok = -float(row.delta) <= rule.max_drop
-                rows.append(GateRow(f"{name}.max_drop", model, task, -float(row.delta), f"<= {rule.max_drop:g}",
-                                    "pass" if ok else "fail", detail))
+                rows.append(GateRow(f"{name}.max_drop", model, task, -float(row.delta),
+                                    f"<= {rule.max_drop:g}", "pass" if ok else "fail", detail))
     limits = rule.max_flips is not None or rule.max_drop is not None or rule.report_only
     tasks = ", ".join(run.tasks()) or "none"
     return _compared(rows, name, "it sets none of max_flips, max_drop, report_only" if not limits
@@ -210,28 +215,35 @@ def _multimodal_rows(run: RunData, base: str, rule: MultimodalRule, index: int) 
         if rule.min_gain is not None:
             _check_task(run, base, rule.task, f"{name}.min_gain")
             gain = score - run.score(base, rule.task, metric)
-            rows.append(GateRow(f"{name}.min_gain", model, rule.task, gain, f"{metric} gain >= {rule.min_gain:g}",
-                                "pass" if gain >= rule.min_gain else "fail", f"{metric} {score:.4g} vs base"))
+            rows.append(GateRow(f"{name}.min_gain", model, rule.task, gain,
+                                f"{metric} gain >= {rule.min_gain:g}",
+                                "pass" if gain >= rule.min_gain else "fail",
+                                f"{metric} {score:.4g} vs base"))
     return _compared(rows, name, "it sets neither min nor min_gain")
 
 
-def _regression_rows(run: RunData, earlier: RunData, rule: RegressionRule, resamples: int, seed: int) -> list[GateRow]:
+def _regression_rows(run: RunData, earlier: RunData, rule: RegressionRule, resamples: int,
+                     seed: int) -> list[GateRow]:
     table = compare_runs(earlier, run, resamples=resamples, seed=seed)
     rows = []
     for task in rule.tasks or ():
         if task not in run.tasks() or task not in earlier.tasks():
-            raise DataError(f"rule regression: unknown task {task!r} (not in both {earlier.run_dir} and {run.run_dir})")
+            raise DataError(f"rule regression: unknown task {task!r} (not in both "
+                            f"{earlier.run_dir} and {run.run_dir})")
     for r in table.itertuples():
         if rule.tasks and r.task not in rule.tasks:
             continue
         if r.n_paired == 0:
             for source in (earlier, run):
                 _needs_samples(source, r.model, r.task, "regression")
-            raise DataError(f"rule regression: {r.model}/{r.task} shares no doc_id between the two runs")
+            raise DataError(f"rule regression: {r.model}/{r.task} shares no doc_id between "
+                            "the two runs")
         ok = not r.ci_high < -rule.tolerance
-        detail = f"{r.metric} {r.score_a:.4g} -> {r.score_b:.4g}; item delta {r.item_delta:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
+        detail = (f"{r.metric} {r.score_a:.4g} -> {r.score_b:.4g}; item delta {r.item_delta:+.4f} "
+                  f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]")
         rows.append(GateRow("regression", r.model, r.task, float(r.item_delta),
-                            f"CI high >= {0.0 - rule.tolerance:g}", "pass" if ok else "fail", detail))
+                            f"CI high >= {0.0 - rule.tolerance:g}", "pass" if ok else "fail",
+                            detail))
     return _compared(rows, "regression", f"--against {earlier.run_dir} shares no model/task result "
                      f"with {run.run_dir} (earlier: {_pairs(earlier)}; now: {_pairs(run)})")
 
@@ -261,6 +273,7 @@ def run_gate(run_dir: Path | str, thresholds_path: Path | str, against: Path | s
             raise DataError(f"{thresholds_path}: no rule, so the gate compared nothing")
     except IAAEvalError as exc:
         text = str(exc)  # a rule that cannot apply: name the thresholds file it came from, too
-        return GateOutcome(2, errors=(f"{thresholds_path}: {text}" if text.startswith("rule ") else text,))
+        named = f"{thresholds_path}: {text}" if text.startswith("rule ") else text
+        return GateOutcome(2, errors=(named,))
     breached = any(r.status == "fail" for r in rows)
     return GateOutcome(1 if breached else 0, rows=tuple(rows))

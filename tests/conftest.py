@@ -89,7 +89,12 @@ def save_tiny_llama(path: Path, seed: int = 0) -> Path:
 def save_tiny_llava(path: Path, seed: int = 0) -> Path:
     """Write a random tiny llava-hf model + processor (CLIP image processor, ``<image>`` token)."""
     import torch
-    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tokenizer = build_tokenizer(extra_special=["<image>"])
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")

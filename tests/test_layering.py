@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "iaa_eval.evaluate",
             "iaa_eval.suites",
             "iaa_eval.pairing",
+            "iaa_eval.runplan",
             "iaa_eval.report",
             "iaa_eval.gate",
             "iaa_eval.train.job",

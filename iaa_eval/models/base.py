@@ -61,8 +61,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TextView:
-    """A tokenizer and a causal LM whose ``forward(input_ids, attention_mask=..., past_key_values=...,
-    use_cache=...)`` returns ``.logits`` of shape ``(batch, seq, vocab)``."""
+    """A tokenizer and a causal LM whose ``forward(input_ids, attention_mask=...,
+    past_key_values=..., use_cache=...)`` returns ``.logits`` of shape ``(batch, seq, vocab)``."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -174,9 +174,9 @@ def resident_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 _ARCHITECTURE_FIELDS = (
     "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta", "rope_parameters",
-    "rope_scaling", "hidden_act", "max_position_embeddings", "attention_bias", "mlp_bias",
-    "sliding_window", "tie_word_embeddings",
+    "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta",
+    "rope_parameters", "rope_scaling", "hidden_act", "max_position_embeddings", "attention_bias",
+    "mlp_bias", "sliding_window", "tie_word_embeddings",
 )
 
 

@@ -94,7 +94,8 @@ class GenerationBatcher:
 
     CPU_DEFAULT = 8
 
-    def __init__(self, batch_size: int | str, model: torch.nn.Module, tokens_per_row: int = 2048) -> None:
+    def __init__(self, batch_size: int | str, model: torch.nn.Module,
+                 tokens_per_row: int = 2048) -> None:
         self.size = batch_size if isinstance(batch_size, int) else self._auto(model, tokens_per_row)
 
     @classmethod
@@ -128,7 +129,8 @@ class GenerationBatcher:
                 self.size = max(1, len(chunk) // 2)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                log.warning("out of memory generating %d answers at once; batch size now %d", len(chunk), self.size)
+                log.warning("out of memory generating %d answers at once; batch size now %d",
+                            len(chunk), self.size)
                 continue
             start += len(chunk)
         return out
@@ -140,7 +142,9 @@ def left_pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return torch.tensor([[value] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
 
 
-def left_padded(rows: Sequence[Sequence[int]], pad: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def left_padded(
+    rows: Sequence[Sequence[int]], pad: int, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` of ``rows`` left-padded to one width, on ``device``."""
     return {"input_ids": left_pad(rows, pad).to(device),
             "attention_mask": left_pad([[1] * len(r) for r in rows], 0).to(device)}
@@ -156,9 +160,10 @@ def prefill_rows(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
     return list(first.values()), [slot[key] for key in keys]
 
 
-def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any], covers: Sequence[int]) -> int | None:
-    """One prefix length ``P`` that every group of rows with the same key (the same image) can share,
-    or ``None`` when sharing saves nothing.
+def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any],
+                         covers: Sequence[int]) -> int | None:
+    """One prefix length ``P`` that every group of rows with the same key (the same image) can
+    share, or ``None`` when sharing saves nothing.
 
     ``P`` is at most each group's common prefix and leaves every row at least one token of its own
     (``generate`` needs one to start from); it is at least ``covers[i]`` for every row (its image
@@ -174,7 +179,8 @@ def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any], cov
         first = rows[members[0]]
         for i in members[1:]:
             row = rows[i]
-            same = next((j for j, (a, b) in enumerate(zip(first, row, strict=False)) if a != b), min(len(first), len(row)))
+            same = next((j for j, (a, b) in enumerate(zip(first, row, strict=False)) if a != b),
+                        min(len(first), len(row)))
             longest = min(longest, same)
     return longest if longest >= max(covers) and longest > 0 else None
 

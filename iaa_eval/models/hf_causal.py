@@ -31,11 +31,13 @@ class HFCausalModel:
         self.spec = spec
         dtype = resolve_dtype(spec.dtype, dtype_device(spec))
         remote = spec.trust_remote_code
-        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, spec.path, "tokenizer", trust_remote_code=remote)
+        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, spec.path, "tokenizer",
+                                         trust_remote_code=remote)
         model = load_weights(AutoModelForCausalLM.from_pretrained, spec.path, "model", dtype=dtype,
                              trust_remote_code=remote, **placement_kwargs(spec))
         self.model = placed(model, spec)
-        check_vocabulary(self.tokenizer, self.model.get_input_embeddings().num_embeddings, spec.path)
+        check_vocabulary(self.tokenizer, self.model.get_input_embeddings().num_embeddings,
+                         spec.path)
         ensure_pad_token(self.tokenizer)
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
         self._fingerprint: str | None = None
@@ -51,7 +53,8 @@ class HFCausalModel:
         """Blind answers: images, if any, are ignored by a text-only model."""
 
         def answer(chunk: Sequence[MMRequest]) -> list[str]:
-            enc = self.tokenizer(self._prompts(chunk), return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = self.tokenizer(self._prompts(chunk), return_tensors="pt", padding=True,
+                                 add_special_tokens=False)
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
             budget = max(r.max_new_tokens for r in chunk)
             return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)

@@ -80,33 +80,40 @@ def load_pretrained(loader: Callable[..., T], path: str, what: str, **kwargs: An
                 "local directory (e.g. --model NAME=KIND:./local-dir)"
             ) from exc
         raise ModelError(
-            f"{what} {path!r}: not a local directory and the Hugging Face hub is unreachable or has no such "
-            f"repo ({type(exc).__name__}). Download it elsewhere and pass the local directory instead "
-            f"(e.g. --model NAME=KIND:./local-dir)"
+            f"{what} {path!r}: not a local directory and the Hugging Face hub is unreachable or "
+            f"has no such repo ({type(exc).__name__}). Download it elsewhere and pass the local "
+            f"directory instead (e.g. --model NAME=KIND:./local-dir)"
         ) from exc
-    except SafetensorError as exc:  # a truncated or corrupt download: name the weight files to replace
-        files = sorted(p.name for p in Path(path).expanduser().glob("*.safetensors")) if looks_local(path) else []
+    except SafetensorError as exc:  # a truncated or corrupt download: name the files to replace
+        files = (sorted(p.name for p in Path(path).expanduser().glob("*.safetensors"))
+                 if looks_local(path) else [])
         raise ModelError(
-            f"{what} {path!r}: weight file {', '.join(files) or '*.safetensors'} unreadable ({exc}); expected a "
-            "complete safetensors file: the download may be truncated or corrupt, fetch it again"
+            f"{what} {path!r}: weight file {', '.join(files) or '*.safetensors'} unreadable "
+            f"({exc}); expected a complete safetensors file: the download may be truncated or "
+            "corrupt, fetch it again"
         ) from exc
     except (ValueError, KeyError, RuntimeError) as exc:
-        if "ignore_mismatched_sizes" in str(exc):  # transformers' own message points at a silenced log
+        # transformers' own message points at a silenced log
+        if "ignore_mismatched_sizes" in str(exc):
             raise ModelError(_size_mismatch(loader, path, what, kwargs)) from exc
         raise ModelError(f"{what} {path!r}: cannot be loaded: {exc}") from exc
 
 
-def _size_mismatch(loader: Callable[..., Any], path: str, what: str, kwargs: dict[str, Any]) -> str:
+def _size_mismatch(
+    loader: Callable[..., Any], path: str, what: str, kwargs: dict[str, Any]
+) -> str:
     """Name the first weight whose shape disagrees with config.json (found by loading once more,
     tolerantly, on the error path only)."""
     try:
         tolerant = {**kwargs, "ignore_mismatched_sizes": True, "output_loading_info": True}
         _, info = loader(str(Path(path).expanduser()), **tolerant)
         key, stored, expected = sorted(info["mismatched_keys"])[0]
-        detail = f"weight {key} has shape {list(stored)} in the checkpoint, config.json implies {list(expected)}"
+        detail = (f"weight {key} has shape {list(stored)} in the checkpoint, config.json implies "
+                  f"{list(expected)}")
     except Exception as exc:  # noqa: BLE001 - only refines a message; the original error stands
         detail = f"tensor shapes disagree with config.json ({type(exc).__name__})"
-    return f"{what} {path!r}: config.json does not match the weights: {detail}; fix the config's sizes"
+    return (f"{what} {path!r}: config.json does not match the weights: {detail}; fix the config's "
+            "sizes")
 
 
 def load_weights(loader: Callable[..., Any], path: str, what: str, **kwargs: Any) -> Any:

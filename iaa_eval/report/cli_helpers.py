@@ -15,7 +15,8 @@ from iaa_eval.rundir import RunData
 
 def report(runs: Sequence[Path | str], reports_root: Path | str = "reports", fmt: str | None = None,
            resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> list[Path]:
-    """One run: ``reports/<id>/index.html`` (+ ``reports/<id>/data/`` tables when ``fmt`` is csv|json).
+    """One run: ``reports/<id>/index.html`` (+ ``reports/<id>/data/`` tables when ``fmt`` is
+    csv|json).
 
     Two runs A B: ``reports/<a>-vs-<b>/index.html``. Returns the files written, page first.
     """
@@ -33,7 +34,10 @@ def report(runs: Sequence[Path | str], reports_root: Path | str = "reports", fmt
     raise UsageError(f"report takes one run (a report) or two (a comparison), got {len(runs)}")
 
 
-def gate(run: Path | str, thresholds: Path | str, against: Path | str | None = None) -> tuple[int, str]:
-    """Exit code and the text to print: every check on a pass, the failed ones (or the errors) otherwise."""
+def gate(
+    run: Path | str, thresholds: Path | str, against: Path | str | None = None
+) -> tuple[int, str]:
+    """Exit code and the text to print: every check on a pass, the failed ones (or the errors)
+    otherwise."""
     outcome = run_gate(run, thresholds, against=against)
     return outcome.exit_code, outcome.table(everything=outcome.exit_code == 0)

@@ -95,12 +95,15 @@ def scatter(scores: pd.DataFrame, retention: pd.DataFrame, image_tasks: list[str
             yerr = _err(s.score, s.item_low, s.item_high) if s.item_metric else None
             xerr = _err(r.text_delta, r.text_delta_low, r.text_delta_high)
             ax.errorbar([x], [y], xerr=None if xerr is None else 100 * np.array(xerr),
-                        yerr=None if yerr is None else k * np.array(yerr), fmt="o" if not s.blind else "s",
-                        color=_colour(r.kind, i), capsize=4, ms=8, label=f"{r.model}{' (blind)' if s.blind else ''}")
+                        yerr=None if yerr is None else k * np.array(yerr),
+                        fmt="o" if not s.blind else "s",
+                        color=_colour(r.kind, i), capsize=4, ms=8,
+                        label=f"{r.model}{' (blind)' if s.blind else ''}")
         ax.axvline(0, color="#999", lw=0.8, ls="--")
         reference_marks(ax, references)
         metric = scores[scores.task == task].iloc[0].metric
-        ax.set(title=task, xlabel="text delta vs base (points, 95% CI)", ylabel=f"{metric} ({unit(metric)})")
+        ax.set(title=task, xlabel="text delta vs base (points, 95% CI)",
+               ylabel=f"{metric} ({unit(metric)})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle("What multimodal training cost (x) and bought (y)")
@@ -108,7 +111,8 @@ def scatter(scores: pd.DataFrame, retention: pd.DataFrame, image_tasks: list[str
 
 
 def task_bars(scores: pd.DataFrame, paper: dict[str, list[PaperNumber]], path: Path) -> Path | None:
-    """One panel per task: each model's primary score with its CI, the paper's numbers beside ours."""
+    """One panel per task: each model's primary score with its CI, the paper's numbers beside
+    ours."""
     tasks = list(dict.fromkeys(scores["task"]))
     if not tasks:
         return None
@@ -138,13 +142,14 @@ def task_bars(scores: pd.DataFrame, paper: dict[str, list[PaperNumber]], path: P
         bars = ax.bar(x, heights, color=colours)
         with_ci = [i for i in range(len(labels)) if errs[0][i] or errs[1][i]]
         if with_ci:
-            ax.errorbar(x[with_ci], np.take(heights, with_ci), yerr=np.take(errs, with_ci, axis=1), fmt="none",
-                        ecolor="black", capsize=3)
+            ax.errorbar(x[with_ci], np.take(heights, with_ci), yerr=np.take(errs, with_ci, axis=1),
+                        fmt="none", ecolor="black", capsize=3)
         for bar, label in zip(bars, labels, strict=True):
             if "[" in label:
                 bar.set_hatch("//")
         crowded = len(labels) > 4
-        ax.set_xticks(x, labels, fontsize=7, rotation=60 if crowded else 0, ha="right" if crowded else "center")
+        ax.set_xticks(x, labels, fontsize=7, rotation=60 if crowded else 0,
+                      ha="right" if crowded else "center")
         ax.set(title=task, ylabel=f"{sub.iloc[0].metric} ({unit(sub.iloc[0].metric)})")
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(tasks):]:
@@ -190,7 +195,8 @@ def comparison_bars(table: pd.DataFrame, path: Path) -> Path | None:
     for i, colour in enumerate(colours):
         ax.errorbar([d[i]], [y[i]], xerr=err[:, i : i + 1], fmt="o", color=colour, capsize=3)
     ax.axvline(0, color="#999", lw=0.8, ls="--")
-    ax.set_yticks(y, [f"{m} / {t}" for m, t in zip(rows["model"], rows["task"], strict=True)], fontsize=8)
+    ax.set_yticks(y, [f"{m} / {t}" for m, t in zip(rows["model"], rows["task"], strict=True)],
+                  fontsize=8)
     ax.set(xlabel="per-item delta B - A (points, 95% CI)", title="Change between the two runs")
     ax.grid(axis="x", alpha=0.3)
     return save(fig, path)

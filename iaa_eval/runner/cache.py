@@ -1,4 +1,5 @@
-"""The request cache: sqlite (WAL), keyed by (model fingerprint, request), committed in small batches.
+"""The request cache: sqlite (WAL), keyed by (model fingerprint, request), committed in small
+batches.
 
 A request is anything JSON-serialisable (a loglikelihood pair, a prompt + image key + decoding
 settings); its key is the sha256 of its canonical JSON. Values are JSON. A rerun answers finished
@@ -49,11 +50,12 @@ class RequestCache:
         self.reused = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
-        self._opened_at = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests").fetchone()[0]
+        newest = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM requests")
+        self._opened_at = newest.fetchone()[0]
 
     def _open(self, attempts: int = 40) -> sqlite3.Connection:
-        """Connect, switch to WAL and create the table. Ranks of a torchrun job open the same file at
-        once; switching the journal mode needs a moment alone with it, so "locked" is retried."""
+        """Connect, switch to WAL and create the table. Ranks of a torchrun job open the same file
+        at once; switching the journal mode needs a moment alone with it, so "locked" is retried."""
         attempt = 0
         while True:
             attempt += 1
@@ -76,7 +78,8 @@ class RequestCache:
                 db.close()
                 locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
                 if not locked or attempt >= attempts:
-                    raise DataError(f"{self.path}: request cache unusable ({exc}); delete it to start afresh") from exc
+                    raise DataError(f"{self.path}: request cache unusable ({exc}); delete it to "
+                                    "start afresh") from exc
                 time.sleep(0.05 * attempt)
 
     def get_many(self, fingerprint: str, keys: Sequence[str]) -> dict[str, Any]:
@@ -86,7 +89,8 @@ class RequestCache:
             chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT key, value, rowid FROM requests WHERE fingerprint = ? AND key IN ({marks})",  # noqa: S608
+                "SELECT key, value, rowid FROM requests "  # noqa: S608
+                f"WHERE fingerprint = ? AND key IN ({marks})",
                 [fingerprint, *chunk],
             )
             for key, value, rowid in rows:
@@ -111,7 +115,8 @@ class RequestCache:
         """Rows stored (for one fingerprint, or all)."""
         if fingerprint is None:
             return self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM requests WHERE fingerprint = ?", (fingerprint,)).fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM requests WHERE fingerprint = ?",
+                                (fingerprint,)).fetchone()[0]
 
     def close(self) -> None:
         """Commit and close."""

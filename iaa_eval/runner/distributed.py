@@ -34,7 +34,8 @@ class Shards:
         return range(self.rank, count, self.world_size)
 
     def map(self, items: Sequence[T], compute: Callable[[list[T]], list[R]]) -> list[R]:
-        """``compute`` over ``items``, split across ranks; every rank returns all results in order."""
+        """``compute`` over ``items``, split across ranks; every rank returns all results in
+        order."""
         if self.world_size == 1:
             return compute(list(items))
         import torch.distributed as dist

@@ -40,7 +40,8 @@ FEWSHOT_SEED = 1234
 
 
 class _QuietCustomDataset(logging.Filter):
-    """Drops lm-eval's per-task hint about ``--metadata`` for custom datasets (57 lines of noise)."""
+    """Drops lm-eval's per-task hint about ``--metadata`` for custom datasets (57 lines of
+    noise)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Custom kwargs can be passed" not in record.getMessage()
@@ -87,8 +88,10 @@ def _task_manager(bench: Benchmark) -> Any:
     return TaskManager(include_path=str(bench.folder), include_defaults=False)
 
 
-def load_tasks(bench: Benchmark, formulation: str, data_dir: Path | None, on_error: str) -> tuple[dict, str, LoadReport]:
-    """lm-eval tasks of every subject: the hub dataset, or local files when ``data_dir`` is given."""
+def load_tasks(bench: Benchmark, formulation: str, data_dir: Path | None,
+               on_error: str) -> tuple[dict, str, LoadReport]:
+    """lm-eval tasks of every subject: the hub dataset, or local files when ``data_dir`` is
+    given."""
     manager = _task_manager(bench)
     report = LoadReport()
     if data_dir is None:
@@ -97,7 +100,8 @@ def load_tasks(bench: Benchmark, formulation: str, data_dir: Path | None, on_err
             return manager.load(names), bench.hub_path, report
         except (OSError, ConnectionError, ValueError) as exc:
             raise DataError(
-                f"{bench.name}: cannot load {bench.hub_path} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
+                f"{bench.name}: cannot load {bench.hub_path} from the Hugging Face hub "
+                f"({type(exc).__name__}: {exc}); "
                 f"without network pass --data-dir with the files in the original layout"
             ) from exc
     root = resolve_root(data_dir, (bench.fewshot_split, bench.eval_split))
@@ -105,10 +109,12 @@ def load_tasks(bench: Benchmark, formulation: str, data_dir: Path | None, on_err
     template = template_config(bench, formulation)
     specs = []
     for subject in discover_subjects(root, bench.eval_split):
-        dataset = load_subject(root, bench.layout, subject, (bench.fewshot_split, bench.eval_split), on_error, report)
+        dataset = load_subject(root, bench.layout, subject, (bench.fewshot_split, bench.eval_split),
+                               on_error, report)
         fields = subject_fields(bench, subject, formulation, names)
         fields.pop("include")
-        specs.append({**template, **fields, "dataset_path": str(root), "custom_dataset": _Preloaded(dataset)})
+        specs.append({**template, **fields, "dataset_path": str(root),
+                      "custom_dataset": _Preloaded(dataset)})
     with _quiet_custom_dataset():
         return manager.load(specs), str(root), report
 
@@ -120,7 +126,8 @@ def prepared_tasks(bench: Benchmark, options: TaskOptions) -> tuple[dict, str, L
     shots = bench.default_fewshot if options.num_fewshot is None else options.num_fewshot
     loaded, source, report = load_tasks(bench, formulation, options.data_dir, options.on_error)
     for task in loaded["tasks"].values():
-        available = len(task.dataset[bench.fewshot_split]) if options.data_dir is not None else shots
+        local = options.data_dir is not None
+        available = len(task.dataset[bench.fewshot_split]) if local else shots
         if shots > available:  # lm-eval would stop on a bare assert deep inside its sampler
             split = bench.fewshot_split
             csv = Path(source) / split / f"{task.config.dataset_name}_{split}.csv"
@@ -140,7 +147,8 @@ def evaluate_text(lm: LM, bench: Benchmark, options: TaskOptions) -> TextRun:
     loaded, source, report = prepared_tasks(bench, options)
     subjects = {name: task.config.dataset_name for name, task in loaded["tasks"].items()}
     with lean_prompt_building():
-        output = evaluate(lm=lm, task_dict=loaded, limit=options.limit, bootstrap_iters=0, log_samples=True)
+        output = evaluate(lm=lm, task_dict=loaded, limit=options.limit, bootstrap_iters=0,
+                          log_samples=True)
     if output is None:
         raise RuntimeError("lm-eval returned no results (not rank 0)")
     return TextRun(output, subjects, source, report)
@@ -182,7 +190,8 @@ def lean_prompt_building() -> Iterator[None]:
 
 
 def _samples(run: TextRun) -> list[SampleRecord]:
-    """One record per question, ``doc_id = "<subject>/<index>"``; the response is the chosen option."""
+    """One record per question, ``doc_id = "<subject>/<index>"``; the response is the chosen
+    option."""
     records = []
     for task_name, subject in sorted(run.subjects.items(), key=lambda kv: kv[1]):
         for example in run.output["samples"][task_name]:
@@ -194,7 +203,8 @@ def _samples(run: TextRun) -> list[SampleRecord]:
             records.append(
                 SampleRecord(
                     doc_id=f"{subject}/{example['doc_id']}", prompt=example["arguments"][0][0],
-                    target=target_text.strip(), response=choices[chosen].strip(), correct=bool(example["acc"]),
+                    target=target_text.strip(), response=choices[chosen].strip(),
+                    correct=bool(example["acc"]),
                     group=subject, extra={"loglikelihoods": lls},
                 )
             )
@@ -205,7 +215,8 @@ def to_result(name: str, run: TextRun, options: TaskOptions, lm: LM, wall_s: flo
     """Micro and macro accuracy, per-subject groups, samples and the recorded set-up."""
     samples = _samples(run)
     if not samples:
-        raise DataError(f"{name}: no questions were scored (empty task; check --data-dir and --limit)")
+        raise DataError(f"{name}: no questions were scored "
+                        "(empty task; check --data-dir and --limit)")
     groups: dict[str, dict[str, float]] = {}
     for record in samples:
         group = groups.setdefault(record.group or "", {"acc": 0.0, "n": 0})
@@ -220,7 +231,8 @@ def to_result(name: str, run: TextRun, options: TaskOptions, lm: LM, wall_s: flo
     first = next(iter(run.output["configs"].values()))
     return TaskResult(
         task=name,
-        metrics={"acc": acc, "acc_stderr": stderr, "acc_macro": statistics.fmean(g["acc"] for g in groups.values())},
+        metrics={"acc": acc, "acc_stderr": stderr,
+                 "acc_macro": statistics.fmean(g["acc"] for g in groups.values())},
         primary="acc",
         n=len(samples),
         groups=groups,
@@ -234,8 +246,10 @@ def to_result(name: str, run: TextRun, options: TaskOptions, lm: LM, wall_s: flo
             "fewshot_sampler": "first_n",
             "limit_per_subject": options.limit,
             "subjects": len(groups),
-            "lm_eval_tasks": sorted(task_names.values())[:3] + (["..."] if len(task_names) > 3 else []),
-            "example_prompt": samples[0].prompt + first.get("target_delimiter", " ") + samples[0].target,
+            "lm_eval_tasks": sorted(task_names.values())[:3]
+            + (["..."] if len(task_names) > 3 else []),
+            "example_prompt": samples[0].prompt + first.get("target_delimiter", " ")
+            + samples[0].target,
         },
         requests=getattr(lm, "requests", 0),
         cached_requests=getattr(lm, "cached_requests", 0),
@@ -269,7 +283,8 @@ class TextTask:
         )
         run = evaluate_text(lm, bench, ctx.options)
         result = to_result(self.name, run, ctx.options, lm, time.perf_counter() - start)
-        log.info("%s: %d requests, %d answered from the cache", self.name, lm.requests, lm.cached_requests)
+        log.info("%s: %d requests, %d answered from the cache", self.name, lm.requests,
+                 lm.cached_requests)
         return result
 
 

@@ -12,7 +12,12 @@ from lm_eval.api.instance import Instance
 from iaa_eval.models.base import TextView
 from iaa_eval.runner.cache import RequestCache
 from iaa_eval.runner.requests import RequestPath
-from iaa_eval.tasks.lm_bridge import COMMIT_REQUESTS, SCORE_COMMIT_REQUESTS, TextViewLM, default_score_chunk
+from iaa_eval.tasks.lm_bridge import (
+    COMMIT_REQUESTS,
+    SCORE_COMMIT_REQUESTS,
+    TextViewLM,
+    default_score_chunk,
+)
 from tests.tasks.text_helpers import hflm, tiny_model
 
 

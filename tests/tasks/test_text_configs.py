@@ -10,7 +10,15 @@ from lm_eval.config.task import TaskConfig
 from lm_eval.tasks._yaml_loader import load_yaml
 
 from iaa_eval.errors import UsageError
-from iaa_eval.tasks.text_configs import BENCHMARKS, CEVAL, MMLU, TASKS_DIR, description, group_config, subject_fields
+from iaa_eval.tasks.text_configs import (
+    BENCHMARKS,
+    CEVAL,
+    MMLU,
+    TASKS_DIR,
+    description,
+    group_config,
+    subject_fields,
+)
 
 SHIPPED = sorted(p for b in BENCHMARKS.values() for p in b.folder.rglob("*.yaml"))
 TEMPLATES = sorted(p for b in BENCHMARKS.values() for p in b.folder.rglob("*_template_yaml"))

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from iaa_eval.errors import DataError
-from iaa_eval.tasks.text_data import LoadReport, discover_subjects, load_subject, read_split, resolve_root
+from iaa_eval.tasks.text_data import (
+    LoadReport,
+    discover_subjects,
+    load_subject,
+    read_split,
+    resolve_root,
+)
 from tests.conftest import shared_path
 from tests.tasks.text_helpers import write_ceval, write_mmlu
 

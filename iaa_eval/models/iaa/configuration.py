@@ -16,7 +16,8 @@ from transformers.configuration_utils import SubConfigSpec
 # The only released list (official `ehce_layers`): pairs of adjacent layers every 5 layers.
 IAA14_POSITIONS = (0, 1, 5, 6, 10, 11, 15, 16, 20, 21, 25, 26, 30, 31)
 INSERTION_PRESETS: dict[str, tuple[int, ...]] = {"iaa-14": IAA14_POSITIONS}
-IMAGE_PLACEHOLDER_ID = -200  # what the model consumes at each image's position (official IMAGE_TOKEN_INDEX)
+#: what the model consumes at each image's position (official IMAGE_TOKEN_INDEX)
+IMAGE_PLACEHOLDER_ID = -200
 SUPPORTED_BASES = ("llama", "mistral", "qwen2")
 SUPPORTED_WORKFLOWS = ("mm", "g")
 PROJECTOR_TYPES = ("mlp2x_gelu", "linear")
@@ -65,7 +66,8 @@ class IAAConfig(PreTrainedConfig):
         # wrapped base LM's own config (shared by reference) and silently change its kernels.
         kwargs.setdefault("attn_implementation", {})
         super().__post_init__(**kwargs)
-        self.insert_after_layers = resolve_positions(self.insert_after_layers, self.text_config.num_hidden_layers)
+        self.insert_after_layers = resolve_positions(self.insert_after_layers,
+                                                     self.text_config.num_hidden_layers)
         self.workflows = list(self.workflows)
         if self.mm_hidden_size is None:
             self.mm_hidden_size = self.vision_config.hidden_size
@@ -90,55 +92,65 @@ class IAAConfig(PreTrainedConfig):
         base_type = self.text_config.model_type
         if base_type not in SUPPORTED_BASES:
             raise ValueError(
-                f"text_config.model_type={base_type!r} is not a base IAA can wrap; supported: {', '.join(SUPPORTED_BASES)}"
+                f"text_config.model_type={base_type!r} is not a base IAA can wrap; supported: "
+                f"{', '.join(SUPPORTED_BASES)}"
             )
         if getattr(self.text_config, "sliding_window", None) and (
             base_type == "mistral" or getattr(self.text_config, "use_sliding_window", False)
         ):
             raise ValueError(
-                f"text_config.sliding_window={self.text_config.sliding_window}: sliding-window attention is not "
-                "supported by the insertion-layer cache; use a base with full attention"
+                f"text_config.sliding_window={self.text_config.sliding_window}: sliding-window "
+                "attention is not supported by the insertion-layer cache; use a base with full "
+                "attention"
             )
         bad = [w for w in self.workflows if w not in SUPPORTED_WORKFLOWS]
         if bad or "mm" not in self.workflows or len(set(self.workflows)) != len(self.workflows):
             raise ValueError(f"workflows={self.workflows!r}: expected ['mm'] or ['mm', 'g']")
         if self.projector_type not in PROJECTOR_TYPES:
-            raise ValueError(f"projector_type={self.projector_type!r}: expected one of {', '.join(PROJECTOR_TYPES)}")
+            raise ValueError(f"projector_type={self.projector_type!r}: expected one of "
+                             f"{', '.join(PROJECTOR_TYPES)}")
         if self.vision_feature_select not in FEATURE_SELECTS:
             raise ValueError(
-                f"vision_feature_select={self.vision_feature_select!r}: expected one of {', '.join(FEATURE_SELECTS)}"
+                f"vision_feature_select={self.vision_feature_select!r}: expected one of "
+                f"{', '.join(FEATURE_SELECTS)}"
             )
         if self.mm_hidden_size != self.vision_config.hidden_size:
             raise ValueError(
                 f"mm_hidden_size={self.mm_hidden_size} does not match vision_config.hidden_size="
-                f"{self.vision_config.hidden_size}: the projector's input must be the vision tower's width"
+                f"{self.vision_config.hidden_size}: the projector's input must be the vision "
+                "tower's width"
             )
         if self.image_aspect_ratio not in ("pad", "none"):
-            raise ValueError(f"image_aspect_ratio={self.image_aspect_ratio!r}: expected 'pad' or 'none'")
+            raise ValueError(f"image_aspect_ratio={self.image_aspect_ratio!r}: "
+                             "expected 'pad' or 'none'")
 
 
 def resolve_positions(value: list[int] | tuple[int, ...] | str, num_layers: int) -> list[int]:
-    """A preset name or a list -> a validated list of insertion positions for ``num_layers`` base layers."""
+    """A preset name or a list -> a validated list of insertion positions for ``num_layers`` base
+    layers."""
     if isinstance(value, str):
         if value.lower() == "iaa-8":
             raise ValueError(
-                "insert_after_layers='iaa-8': the IAA-8 layer list is not published (paper body unavailable); "
-                "pass the list explicitly, e.g. insert_after_layers=[...]"
+                "insert_after_layers='iaa-8': the IAA-8 layer list is not published (paper body "
+                "unavailable); pass the list explicitly, e.g. insert_after_layers=[...]"
             )
         if value.lower() not in INSERTION_PRESETS:
             raise ValueError(
-                f"insert_after_layers={value!r}: unknown preset; known: {', '.join(INSERTION_PRESETS)}, or pass a list"
+                f"insert_after_layers={value!r}: unknown preset; known: "
+                f"{', '.join(INSERTION_PRESETS)}, or pass a list"
             )
         value = INSERTION_PRESETS[value.lower()]
     positions = [int(p) for p in value]
     for index, position in enumerate(positions):
         if not 0 <= position < num_layers:
             raise ValueError(
-                f"insert_after_layers[{index}]={position} is out of range for num_hidden_layers={num_layers}"
+                f"insert_after_layers[{index}]={position} is out of range for "
+                f"num_hidden_layers={num_layers}"
             )
         if index and position <= positions[index - 1]:
             raise ValueError(
-                f"insert_after_layers[{index}]={position} must be greater than insert_after_layers[{index - 1}]="
+                f"insert_after_layers[{index}]={position} must be greater than "
+                f"insert_after_layers[{index - 1}]="
                 f"{positions[index - 1]}: positions are sorted and distinct"
             )
     return positions

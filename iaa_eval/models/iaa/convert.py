@@ -5,8 +5,9 @@ the vision tower, which the official layout keeps *beside* the checkpoint (``mm_
 a relative path resolving against the checkpoint folder) and self-trained checkpoints keep
 *inside* (``model.vision_tower.vision_tower.*``). What needs mapping is the config: the official
 one is a flat ``LlamaConfig`` plus ``mm_*`` fields and has no insertion positions (the code
-hard-codes IAA-14, which is what we assume when the field is absent). Every tensor is shape-checked; missing and unexpected keys are listed.
-Weights are read through safetensors, or ``torch.load(weights_only=True)`` for ``.bin`` files.
+hard-codes IAA-14, which is what we assume when the field is absent). Every tensor is shape-checked;
+missing and unexpected keys are listed. Weights are read through safetensors, or
+``torch.load(weights_only=True)`` for ``.bin`` files.
 """
 
 from __future__ import annotations
@@ -31,25 +32,31 @@ log = logging.getLogger(__name__)
 
 OFFICIAL_MODEL_TYPE = "IAA"
 VISION_PREFIX = "model.vision_tower.vision_tower."
+#: the G (grounding) branch's insertion layers: present only in a checkpoint with that workflow
+GROUNDING_PREFIX = "model.condition_layers_grounding."
 LLAMA3_IMAGE_TOKEN_ID = 128049  # <|reserved_special_token_44|>, the official image token
 _OFFICIAL_MM_FIELDS = {
-    "mm_vision_tower", "mm_hidden_size", "mm_projector_type", "mm_vision_select_layer", "mm_vision_select_feature",
-    "mm_use_im_start_end", "mm_use_im_patch_token", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "use_mm_proj",
-    "image_aspect_ratio", "image_grid_pinpoints", "mm_num_tokens", "mm_projector_lr", "mm_projector_config",
+    "mm_vision_tower", "mm_hidden_size", "mm_projector_type", "mm_vision_select_layer",
+    "mm_vision_select_feature", "mm_use_im_start_end", "mm_use_im_patch_token",
+    "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "use_mm_proj", "image_aspect_ratio",
+    "image_grid_pinpoints", "mm_num_tokens", "mm_projector_lr", "mm_projector_config",
     "auto_map", "architectures", "model_type", "transformers_version", "_name_or_path",
     "insert_after_layers", "image_token_id",  # our extensions; absent from official configs
 }
 
 
 def from_checkpoint_key(key: str) -> str:
-    """Checkpoint key -> module key: transformers 5 dropped CLIPVisionModel's ``vision_model.`` level."""
+    """Checkpoint key -> module key: transformers 5 dropped CLIPVisionModel's ``vision_model.``
+    level."""
     official = VISION_PREFIX + "vision_model."
     return VISION_PREFIX + key[len(official):] if key.startswith(official) else key
 
 
 def to_checkpoint_key(key: str) -> str:
     """Module key -> official checkpoint key (the inverse of :func:`from_checkpoint_key`)."""
-    return VISION_PREFIX + "vision_model." + key[len(VISION_PREFIX):] if key.startswith(VISION_PREFIX) else key
+    if not key.startswith(VISION_PREFIX):
+        return key
+    return VISION_PREFIX + "vision_model." + key[len(VISION_PREFIX):]
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -68,11 +75,13 @@ def weight_files(folder: Path) -> list[Path]:
         index = folder / f"{name}.index.json"
         if index.exists():
             return sorted({folder / f for f in read_json(index)["weight_map"].values()})
-    raise ModelError(f"{folder}: no model.safetensors, sharded safetensors or pytorch_model.bin found")
+    raise ModelError(f"{folder}: no model.safetensors, sharded safetensors or "
+                     "pytorch_model.bin found")
 
 
 def read_tensors(files: list[Path], keys_only: bool = False) -> dict[str, Any]:
-    """Tensors by key (or ``None`` values with ``keys_only``) from safetensors or weights-only ``.bin``."""
+    """Tensors by key (or ``None`` values with ``keys_only``) from safetensors or weights-only
+    ``.bin``."""
     out: dict[str, Any] = {}
     for file in files:
         if file.suffix == ".safetensors":
@@ -94,7 +103,8 @@ def resolve_vision_dir(name: str | None, folder: Path) -> Path | None:
 
 
 def load_image_processor(folder: Path, vision_tower_path: str | None) -> Any:
-    """A checkpoint's CLIP image processor: in its folder (our layout) or its vision tower's (official)."""
+    """A checkpoint's CLIP image processor: in its folder (our layout) or its vision tower's
+    (official)."""
     for candidate in (folder, resolve_vision_dir(vision_tower_path, folder)):
         if candidate is not None and (candidate / "preprocessor_config.json").exists():
             return CLIPImageProcessor.from_pretrained(candidate, trust_remote_code=False)
@@ -118,18 +128,21 @@ def load_vision_tower(path: str, what: str, **kwargs: Any) -> CLIPVisionModel:
 
 
 def vision_config_from(vision_dir: Path) -> Any:
-    """A ``CLIPVisionConfig`` from a vision-tower folder (a full CLIP config gives its vision part)."""
+    """A ``CLIPVisionConfig`` from a vision-tower folder (a full CLIP config gives its vision
+    part)."""
     config = AutoConfig.from_pretrained(vision_dir, trust_remote_code=False)
     return config.vision_config if config.model_type == "clip" else config
 
 
 def config_from_official(raw: dict[str, Any], folder: Path, keys: set[str]) -> IAAConfig:
-    """Official flat config -> IAAConfig (IAA-14 positions; the G branch if its keys are present)."""
+    """Official flat config -> IAAConfig (IAA-14 positions; the G branch if its keys are
+    present)."""
     vision_dir = resolve_vision_dir(raw.get("mm_vision_tower"), folder)
     if vision_dir is None:
         raise ModelError(
-            f"{folder / 'config.json'}: mm_vision_tower={raw.get('mm_vision_tower')!r} is not a directory (relative "
-            f"names resolve against {folder}); download the CLIP tower and point mm_vision_tower at it"
+            f"{folder / 'config.json'}: mm_vision_tower={raw.get('mm_vision_tower')!r} is not a "
+            f"directory (relative names resolve against {folder}); download the CLIP tower and "
+            "point mm_vision_tower at it"
         )
     text_fields = {k: v for k, v in raw.items() if k not in _OFFICIAL_MM_FIELDS}
     text_config = LlamaConfig(**text_fields)
@@ -138,12 +151,13 @@ def config_from_official(raw: dict[str, Any], folder: Path, keys: set[str]) -> I
         text_config=text_config,
         vision_config=vision_config_from(vision_dir),
         insert_after_layers=raw.get("insert_after_layers", list(IAA14_POSITIONS)),
-        workflows=["mm", "g"] if any(k.startswith("model.condition_layers_grounding.") for k in keys) else ["mm"],
+        workflows=["mm", "g"] if any(k.startswith(GROUNDING_PREFIX) for k in keys) else ["mm"],
         mm_hidden_size=raw.get("mm_hidden_size"),
         projector_type=raw.get("mm_projector_type", "mlp2x_gelu"),
         vision_feature_layer=raw.get("mm_vision_select_layer", -2),
         vision_feature_select=raw.get("mm_vision_select_feature", "patch"),
-        image_token_id=raw.get("image_token_id", LLAMA3_IMAGE_TOKEN_ID if vocab > LLAMA3_IMAGE_TOKEN_ID else None),
+        image_token_id=raw.get("image_token_id",
+                               LLAMA3_IMAGE_TOKEN_ID if vocab > LLAMA3_IMAGE_TOKEN_ID else None),
         image_aspect_ratio=raw.get("image_aspect_ratio", "pad"),
         vision_tower_path=str(vision_dir),
     )
@@ -152,11 +166,14 @@ def config_from_official(raw: dict[str, Any], folder: Path, keys: set[str]) -> I
 def _vision_tensors(vision_dir: Path | None, what: Path) -> dict[str, torch.Tensor]:
     """The tower's weights from its own folder, keyed as inside an IAA checkpoint."""
     if vision_dir is None:
-        raise ModelError(f"{what}: the checkpoint has no {VISION_PREFIX}* keys and no vision-tower folder to take them from")
-    tensors = read_tensors(weight_files(vision_dir))  # keys "vision_model.x" (official, full CLIP) or "x" (5.x)
+        raise ModelError(f"{what}: the checkpoint has no {VISION_PREFIX}* keys and no vision-tower "
+                         "folder to take them from")
+    # keys "vision_model.x" (official, full CLIP) or "x" (5.x)
+    tensors = read_tensors(weight_files(vision_dir))
     bare = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
     out = {VISION_PREFIX + k: v for k, v in tensors.items() if k.startswith("vision_model.")}
-    out.update({VISION_PREFIX + "vision_model." + k: v for k, v in tensors.items() if k.startswith(bare)})
+    out.update({VISION_PREFIX + "vision_model." + k: v
+                for k, v in tensors.items() if k.startswith(bare)})
     return out
 
 
@@ -168,8 +185,9 @@ def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], where: 
     refuse_unmatched(type(model).__name__, missing, unexpected, str(where), "IAA checkpoint")
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != tuple(shape):
-            raise ModelError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, the config implies {tuple(shape)}"
-                             f"{' (projector/LM hidden size mismatch)' if 'mm_projector' in key else ''}")
+            hint = " (projector/LM hidden size mismatch)" if "mm_projector" in key else ""
+            raise ModelError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, the config "
+                             f"implies {tuple(shape)}{hint}")
 
 
 def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
@@ -194,9 +212,11 @@ def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
             config = IAAConfig.from_pretrained(folder)
     except ValueError as exc:
         raise ModelError(f"{folder / 'config.json'}: {exc}") from exc
-    tensors = {k: v for k, v in read_tensors(files).items() if not k.endswith("rotary_emb.inv_freq")}
+    tensors = {k: v for k, v in read_tensors(files).items()
+               if not k.endswith("rotary_emb.inv_freq")}
     if not any(k.startswith(VISION_PREFIX) for k in tensors):
-        tensors.update(_vision_tensors(resolve_vision_dir(config.vision_tower_path, folder), folder))
+        vision_dir = resolve_vision_dir(config.vision_tower_path, folder)
+        tensors.update(_vision_tensors(vision_dir, folder))
     tensors = {from_checkpoint_key(k): v for k, v in tensors.items()}
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
@@ -204,22 +224,25 @@ def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
 
 
 def official_config(model: nn.Module, vision_dir_name: str) -> dict[str, Any]:
-    """The official flat ``config.json`` of ``model`` (Llama bases only: the official code is Llama).
+    """The official flat ``config.json`` of ``model`` (Llama bases only: the official code is
+    Llama).
 
     Positions other than IAA-14 and a non-Llama-3 image token are written as extra fields
     (``insert_after_layers``, ``image_token_id``) that the official code ignores and we read back.
     """
     config = model.config
     if config.text_config.model_type != "llama":
-        raise ModelError(f"the official layout holds a Llama base, not {config.text_config.model_type!r}; "
-                         "save in our layout")
+        raise ModelError("the official layout holds a Llama base, not "
+                         f"{config.text_config.model_type!r}; save in our layout")
     flat = config.text_config.to_dict()
     rope = flat.pop("rope_parameters", None) or {}
     flat.update(rope_theta=rope.get("rope_theta", 10000.0), rope_scaling=None)
     flat.update(
-        model_type=OFFICIAL_MODEL_TYPE, architectures=["IAALlamaForCausalLM"], mm_vision_tower=vision_dir_name,
-        mm_hidden_size=config.mm_hidden_size, mm_projector_type=config.projector_type,
-        mm_vision_select_layer=config.vision_feature_layer, mm_vision_select_feature=config.vision_feature_select,
+        model_type=OFFICIAL_MODEL_TYPE, architectures=["IAALlamaForCausalLM"],
+        mm_vision_tower=vision_dir_name, mm_hidden_size=config.mm_hidden_size,
+        mm_projector_type=config.projector_type,
+        mm_vision_select_layer=config.vision_feature_layer,
+        mm_vision_select_feature=config.vision_feature_select,
         mm_use_im_start_end=False, mm_use_im_patch_token=False, tune_mm_mlp_adapter=False,
         image_aspect_ratio=config.image_aspect_ratio, use_mm_proj=True,
     )
@@ -233,11 +256,12 @@ def official_config(model: nn.Module, vision_dir_name: str) -> dict[str, Any]:
 def save_iaa(model: nn.Module, path: str | os.PathLike, official: bool = False,
              vision_inside: bool = True, tokenizer: Any = None,
              image_processor: Any = None) -> Path:
-    """Write a checkpoint folder: config, ``model.safetensors``, optionally tokenizer and image processor.
+    """Write a checkpoint folder: config, ``model.safetensors``, optionally tokenizer and image
+    processor.
 
-    ``official=True`` writes the official config with ``mm_vision_tower="vision_tower"`` (relative) and
-    a ``vision_tower/`` folder holding the CLIP config (+ processor); ``vision_inside=False`` moves the
-    tower's weights there too instead of ``model.safetensors``.
+    ``official=True`` writes the official config with ``mm_vision_tower="vision_tower"`` (relative)
+    and a ``vision_tower/`` folder holding the CLIP config (+ processor); ``vision_inside=False``
+    moves the tower's weights there too instead of ``model.safetensors``.
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -258,7 +282,8 @@ def save_iaa(model: nn.Module, path: str | os.PathLike, official: bool = False,
             clip.config.save_pretrained(processor_dir)
         else:
             clip.save_pretrained(processor_dir)
-        (folder / "config.json").write_text(json.dumps(official_config(model, "vision_tower"), indent=2))
+        config = json.dumps(official_config(model, "vision_tower"), indent=2)
+        (folder / "config.json").write_text(config)
     else:
         model.config.save_pretrained(folder)
     if image_processor is not None:

@@ -14,10 +14,9 @@ position, as transformers' bookkeeping assumes; the prompt comes back as it was 
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from accelerate import init_empty_weights
@@ -31,10 +30,9 @@ from transformers.utils import ModelOutput
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID, SUPPORTED_BASES, IAAConfig
 from iaa_eval.models.iaa.convert import check_state_dict, read_checkpoint, save_iaa
+from iaa_eval.models.iaa.inner import Branch, IAAInner
 from iaa_eval.models.iaa.multimodal import (
     IGNORE_INDEX,
-    VisionTower,
-    build_projector,
     claim_cache,
     expand_placeholders,
     splice_images,
@@ -43,45 +41,13 @@ from iaa_eval.models.iaa.multimodal import (
 
 @dataclass
 class IAAOutput(ModelOutput):
-    """logits: ``(batch, spliced_len, vocab)`` float32; attention_mask: the spliced mask covering the
-    cache and this call (what the next decode step extends); cache: the updated KV cache."""
+    """logits: ``(batch, spliced_len, vocab)`` float32; attention_mask: the spliced mask covering
+    the cache and this call (what the next decode step extends); cache: the updated KV cache."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     cache: Cache | None = None
-
-
-class Branch(NamedTuple):
-    """The modules one workflow reads (``layers``/``projector`` are ``None`` for text)."""
-
-    embed: nn.Embedding
-    layers: nn.ModuleList | None
-    norm: nn.Module
-    head: nn.Linear
-    projector: nn.Module | None
-
-
-class IAAInner(nn.Module):
-    """Holds every ``model.*`` module: the frozen ones (shared with the base LM) and the branches."""
-
-    def __init__(self, config: IAAConfig, base: PreTrainedModel, vision: CLIPVisionModel) -> None:
-        super().__init__()
-        text, inner = base.config, base.model
-        self.embed_tokens, self.layers, self.norm, self.rotary_emb = (
-            inner.embed_tokens, inner.layers, inner.norm, inner.rotary_emb)
-        n_layers = len(inner.layers)
-        for suffix, proj_name in (("", "mm_projector"), ("_grounding", "mm_projector_G")):
-            if suffix and "g" not in config.workflows:
-                continue
-            setattr(self, f"embed_tokens_condition{suffix}", nn.Embedding(text.vocab_size, text.hidden_size))
-            layers = [type(inner.layers[0])(text, after) for after in config.insert_after_layers]
-            for k, layer in enumerate(layers):  # cache slot n_layers + k: one cache object, no collisions
-                layer.self_attn.layer_idx = n_layers + k
-            setattr(self, f"condition_layers{suffix}", nn.ModuleList(layers))
-            setattr(self, f"norm_condition{suffix}", copy.deepcopy(inner.norm))
-            setattr(self, proj_name, build_projector(config.projector_type, config.mm_hidden_size, text.hidden_size))
-        self.vision_tower = VisionTower(vision, config.vision_feature_layer, config.vision_feature_select)
 
 
 class IAAForCausalLM(PreTrainedModel, GenerationMixin):
@@ -95,16 +61,19 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
     config_class = IAAConfig
     base_model_prefix = "model"
 
-    def __init__(self, config: IAAConfig, base: PreTrainedModel | None = None, vision: CLIPVisionModel | None = None):
+    def __init__(self, config: IAAConfig, base: PreTrainedModel | None = None,
+                 vision: CLIPVisionModel | None = None):
         super().__init__(config)
         base = base if base is not None else AutoModelForCausalLM.from_config(config.text_config)
         object.__setattr__(self, "base_lm", base)  # unregistered: its modules are registered below
-        self.model = IAAInner(config, base, vision if vision is not None else CLIPVisionModel(config.vision_config))
+        vision = vision if vision is not None else CLIPVisionModel(config.vision_config)
+        self.model = IAAInner(config, base, vision)
         self.lm_head = base.lm_head
         text = base.config
         self.lm_head_condtion = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
         if "g" in config.workflows:
-            self.lm_head_condtion_grounding = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+            self.lm_head_condtion_grounding = nn.Linear(text.hidden_size, text.vocab_size,
+                                                        bias=False)
 
     @classmethod
     def from_base(
@@ -118,13 +87,16 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         """Wrap ``base`` (shared, frozen): insertion layers copy the layers they follow, the MM/G
         embedding, norm and head copy the base's; projectors are freshly initialised (LLaVA style).
 
-        ``config_fields`` go to :class:`IAAConfig` (``image_token_id``, ``vision_feature_layer``, ...).
+        ``config_fields`` go to :class:`IAAConfig` (``image_token_id``,
+        ``vision_feature_layer``, ...).
         """
         model_type = getattr(base.config, "model_type", None)
-        if not hasattr(base, "model") or not hasattr(base.model, "layers") or model_type not in SUPPORTED_BASES:
-            raise ModelError(f"cannot wrap base {type(base).__name__} (model_type={model_type!r}); supported: "
-                             f"{', '.join(SUPPORTED_BASES)} causal LMs")
-        config = IAAConfig(text_config=base.config, vision_config=vision_tower.config, insert_after_layers=positions,
+        wrappable = hasattr(base, "model") and hasattr(base.model, "layers")
+        if not wrappable or model_type not in SUPPORTED_BASES:
+            raise ModelError(f"cannot wrap base {type(base).__name__} (model_type={model_type!r}); "
+                             f"supported: {', '.join(SUPPORTED_BASES)} causal LMs")
+        config = IAAConfig(text_config=base.config, vision_config=vision_tower.config,
+                           insert_after_layers=positions,
                            workflows=list(workflows), **config_fields)
         model = cls(config, base=base, vision=vision_tower)
         base.requires_grad_(False)
@@ -132,8 +104,10 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         with torch.no_grad():
             for name in config.workflows:
                 branch = model.branch(name)
-                for module in (branch.embed, branch.layers, branch.norm, branch.head, branch.projector):
-                    module.to(device=base.device, dtype=base.dtype)  # never .to() the shared base (its RoPE buffer)
+                for module in (branch.embed, branch.layers, branch.norm, branch.head,
+                               branch.projector):
+                    # never .to() the shared base (its RoPE buffer)
+                    module.to(device=base.device, dtype=base.dtype)
                 for k, after in enumerate(config.insert_after_layers):
                     branch.layers[k].load_state_dict(base.model.layers[after].state_dict())
                 branch.embed.weight.copy_(base.model.embed_tokens.weight)
@@ -143,7 +117,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
-                        dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> IAAForCausalLM:
+                        dtype: torch.dtype | None = None,
+                        device: str | torch.device = "cpu") -> IAAForCausalLM:
         """Load our layout or the official one (read by
         :func:`~iaa_eval.models.iaa.convert.read_checkpoint`); a missing, unexpected or misshapen
         tensor is an error, never a random weight."""
@@ -158,13 +133,16 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         model.model.vision_tower.requires_grad_(False)
         return model.to(device).eval()
 
-    def save_pretrained(self, path: str | os.PathLike, official: bool = False, **kwargs: object) -> None:
-        """Write ``config.json`` + ``model.safetensors``; see :func:`iaa_eval.models.iaa.convert.save_iaa`
-        (``official=True``, ``vision_inside``, ``tokenizer``, ``image_processor``)."""
+    def save_pretrained(self, path: str | os.PathLike, official: bool = False,
+                        **kwargs: object) -> None:
+        """Write ``config.json`` + ``model.safetensors``; see
+        :func:`iaa_eval.models.iaa.convert.save_iaa` (``official=True``, ``vision_inside``,
+        ``tokenizer``, ``image_processor``)."""
         save_iaa(self, path, official=official, **kwargs)
 
     def train(self, mode: bool = True) -> IAAForCausalLM:
-        """Also flips the (unregistered) base LM's own flag, so ``base_lm.training`` stays truthful."""
+        """Also flips the (unregistered) base LM's own flag, so ``base_lm.training`` stays
+        truthful."""
         self.base_lm.train(mode)
         return super().train(mode)
 
@@ -174,34 +152,42 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         if workflow == "text":
             return Branch(m.embed_tokens, None, m.norm, self.lm_head, None)
         if workflow == "mm":
-            return Branch(m.embed_tokens_condition, m.condition_layers, m.norm_condition, self.lm_head_condtion,
+            return Branch(m.embed_tokens_condition, m.condition_layers, m.norm_condition,
+                          self.lm_head_condtion,
                           m.mm_projector)
         if workflow == "g" and "g" in self.config.workflows:
             return Branch(m.embed_tokens_condition_grounding, m.condition_layers_grounding,
-                          m.norm_condition_grounding, self.lm_head_condtion_grounding, m.mm_projector_G)
-        raise ModelError(f"workflow={workflow!r}: this model has workflows text, {', '.join(self.config.workflows)}")
+                          m.norm_condition_grounding, self.lm_head_condtion_grounding,
+                          m.mm_projector_G)
+        raise ModelError(f"workflow={workflow!r}: this model has workflows text, "
+                         f"{', '.join(self.config.workflows)}")
 
     def trainable_groups(self, workflow: str = "mm") -> dict[str, list[nn.Parameter]]:
-        """The parameter groups that IAA training may update, per name (everything else stays frozen)."""
+        """The parameter groups that IAA training may update, per name (everything else stays
+        frozen)."""
         b = self.branch(workflow)
-        return {"projector": list(b.projector.parameters()), "insertion_layers": list(b.layers.parameters()),
+        return {"projector": list(b.projector.parameters()),
+                "insertion_layers": list(b.layers.parameters()),
                 "embedding": list(b.embed.parameters()), "norm": list(b.norm.parameters()),
                 "head": list(b.head.parameters())}
 
     def project_images(self, workflow: str, pixel_values: torch.Tensor | None = None,
                        image_features: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Vision features (from pixels, or given pre-projector) through the workflow's projector."""
+        """Vision features (from pixels, or given pre-projector) through the workflow's
+        projector."""
         if pixel_values is None and image_features is None:
             return None
         projector = self.branch(workflow).projector
         if projector is None:
-            raise ModelError("workflow='text' takes no images: it is the unmodified base LM; use workflow='mm'")
+            raise ModelError("workflow='text' takes no images: it is the unmodified base LM; "
+                             "use workflow='mm'")
         if pixel_values is not None and image_features is not None:
             raise ModelError("pass pixel_values or image_features, not both")
-        features = self.model.vision_tower(pixel_values) if image_features is None else image_features
+        features = (self.model.vision_tower(pixel_values) if image_features is None
+                    else image_features)
         if features.shape[-1] != self.config.mm_hidden_size:
-            raise ModelError(f"image features have width {features.shape[-1]} but the projector expects "
-                             f"mm_hidden_size={self.config.mm_hidden_size}")
+            raise ModelError(f"image features have width {features.shape[-1]} but the projector "
+                             f"expects mm_hidden_size={self.config.mm_hidden_size}")
         return projector(features.to(self.dtype))  # (n_images, patches, hidden)
 
     def forward(
@@ -217,7 +203,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         logits_to_keep: int = 0,
         return_dict: bool = True,  # noqa: ARG002 (from generate; always a ModelOutput)
     ) -> IAAOutput:
-        """One pass of ``workflow``; ``input_ids`` carry -200 where each image goes (one per image, in order).
+        """One pass of ``workflow``; ``input_ids`` carry -200 where each image goes (one per image,
+        in order).
 
         Args:
             input_ids: ``(batch, seq)``; -200 marks an image.
@@ -225,7 +212,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
                 (positions come from the mask). Past columns are at the spliced length.
             pixel_values: ``(n_images, 3, H, W)``, images in placeholder order across the batch.
             workflow: ``text`` (base LM, bit-identical), ``mm`` or ``g``.
-            labels: ``(batch, seq)`` targets aligned with ``input_ids`` (-100 = no loss); shifted here.
+            labels: ``(batch, seq)`` targets aligned with ``input_ids`` (-100 = no loss); shifted
+            here.
             cache: a ``Cache`` (dynamic or static) of one workflow; created when ``use_cache``.
             use_cache: return the updated cache.
             image_features: ``(n_images, patches, mm_hidden)`` vision features instead of pixels.
@@ -238,30 +226,32 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
             claim_cache(cache, workflow)
         past = cache.get_seq_length() if cache is not None else 0
         if attention_mask is not None and attention_mask.shape[1] != past + input_ids.shape[1]:
-            raise ModelError(f"attention_mask has {attention_mask.shape[1]} columns; expected cached {past} + "
-                             f"new {input_ids.shape[1]}")
+            raise ModelError(f"attention_mask has {attention_mask.shape[1]} columns; expected "
+                             f"cached {past} + new {input_ids.shape[1]}")
         images = self.project_images(workflow, pixel_values, image_features)
         if workflow == "text" and (input_ids == IMAGE_PLACEHOLDER_ID).any():
-            raise ModelError("workflow='text' got image placeholders (-200) in input_ids; use workflow='mm'")
+            raise ModelError("workflow='text' got image placeholders (-200) in input_ids; "
+                             "use workflow='mm'")
         current_mask = attention_mask[:, past:] if attention_mask is not None else None
-        hidden, current_mask, labels = splice_images(input_ids, current_mask, labels, branch.embed, images)
+        hidden, current_mask, labels = splice_images(
+            input_ids, current_mask, labels, branch.embed, images)
         length = hidden.shape[1]  # spliced length of this call
         if current_mask is None:
             mask = None
             positions = torch.arange(past, past + length, device=hidden.device).unsqueeze(0)
         else:
-            past_mask = attention_mask[:, :past] if attention_mask is not None else current_mask.new_ones(
-                current_mask.shape[0], past)
+            past_mask = (attention_mask[:, :past] if attention_mask is not None
+                         else current_mask.new_ones(current_mask.shape[0], past))
             mask = torch.cat([past_mask.to(current_mask.dtype), current_mask], dim=1)
             positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (batch, length)
         text_config = self.base_lm.config
-        causal = create_causal_mask(config=text_config, inputs_embeds=hidden, attention_mask=mask, cache=cache,
-                                    position_ids=positions)
+        causal = create_causal_mask(config=text_config, inputs_embeds=hidden, attention_mask=mask,
+                                    cache=cache, position_ids=positions)
         rope = self.model.rotary_emb(hidden, position_ids=positions)  # one RoPE for every layer
         inserted = dict(zip(self.config.insert_after_layers, branch.layers or [], strict=False))
         for index, layer in enumerate(self.model.layers):
-            layer_args = dict(attention_mask=causal, position_ids=positions, cache=cache, use_cache=use_cache,
-                              position_embeddings=rope)
+            layer_args = dict(attention_mask=causal, position_ids=positions, cache=cache,
+                              use_cache=use_cache, position_embeddings=rope)
             hidden = layer(hidden, **layer_args)
             if index in inserted:  # the insertion layer's output replaces the hidden state
                 hidden = inserted[index](hidden, **layer_args)
@@ -270,11 +260,12 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
-            loss = nn.functional.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]), shift_labels.reshape(-1),
-                                               ignore_index=IGNORE_INDEX)
-        full_mask = mask if mask is not None else torch.ones(hidden.shape[0], past + length, dtype=torch.long,
-                                                             device=hidden.device)
-        return IAAOutput(loss=loss, logits=logits, attention_mask=full_mask, cache=cache if use_cache else None)
+            loss = nn.functional.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]),
+                                               shift_labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        full_mask = mask if mask is not None else torch.ones(hidden.shape[0], past + length,
+                                                             dtype=torch.long, device=hidden.device)
+        return IAAOutput(loss=loss, logits=logits, attention_mask=full_mask,
+                         cache=cache if use_cache else None)
 
     def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                  **kwargs: Any) -> torch.LongTensor:
@@ -282,7 +273,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         ``pixel_values``, ``image_features``, ``cache`` go to :meth:`forward`); returns
         ``input_ids`` as given (one -200 per image) followed by the new tokens."""
         if kwargs.get("eos_token_id") == [] and self.generation_config.pad_token_id is None:
-            kwargs.setdefault("pad_token_id", 0)  # no EOS: rows never finish; transformers wants a pad
+            # no EOS: rows never finish; transformers wants a pad
+            kwargs.setdefault("pad_token_id", 0)
         if not (input_ids == IMAGE_PLACEHOLDER_ID).any():
             return super().generate(input_ids, attention_mask=attention_mask, **kwargs)
         vision = self.config.vision_config

@@ -45,7 +45,8 @@ def claim_cache(cache: Cache, workflow: str) -> None:
     if owner is None:
         cache.iaa_workflow = workflow
     elif owner != workflow:
-        raise ModelError(f"this cache was filled by workflow={owner!r}; it cannot continue workflow={workflow!r}")
+        raise ModelError(f"this cache was filled by workflow={owner!r}; it cannot continue "
+                         f"workflow={workflow!r}")
 
 
 def splice_images(
@@ -66,8 +67,8 @@ def splice_images(
     if n_images and n_slots != n_images and n_slots == images.shape[0] * images.shape[1]:
         return splice_widened(input_ids, attention_mask, labels, embed, images)
     if n_slots != n_images:
-        raise ModelError(f"input_ids hold {n_slots} image placeholder(s) (-200) but {n_images} image(s) were given; "
-                         "each image needs exactly one placeholder, in order")
+        raise ModelError(f"input_ids hold {n_slots} image placeholder(s) (-200) but {n_images} "
+                         "image(s) were given; each image needs exactly one placeholder, in order")
     embeds = embed(input_ids.masked_fill(is_image, 0))  # (batch, seq, hidden)
     if n_images == 0:
         return embeds, attention_mask, labels
@@ -90,12 +91,13 @@ def splice_images(
             targets.append(torch.cat([*t_parts, labels[b, start:]]))
     width = max(r.shape[0] for r in rows)
     pad = [width - r.shape[0] for r in rows]
-    out_embeds = torch.stack([nn.functional.pad(r, (0, 0, p, 0)) for r, p in zip(rows, pad, strict=True)])
+    out_embeds = torch.stack([nn.functional.pad(r, (0, 0, p, 0))
+                              for r, p in zip(rows, pad, strict=True)])
     out_mask = torch.stack([nn.functional.pad(m, (p, 0)) for m, p in zip(masks, pad, strict=True)])
     out_labels = None
     if labels is not None:
-        out_labels = torch.stack([nn.functional.pad(t, (p, 0), value=IGNORE_INDEX) for t, p in zip(targets, pad,
-                                                                                                   strict=True)])
+        out_labels = torch.stack([nn.functional.pad(t, (p, 0), value=IGNORE_INDEX)
+                                  for t, p in zip(targets, pad, strict=True)])
     if attention_mask is None and not any(pad):
         out_mask = None
     return out_embeds, out_mask, out_labels

@@ -48,7 +48,8 @@ def to_model_ids(ids: Sequence[int], image_token_id: int | None, has_image: bool
     return ids
 
 
-def pixel_values(images: Sequence[Image], image_processor: Any, aspect: str = "pad") -> torch.Tensor:
+def pixel_values(images: Sequence[Image], image_processor: Any,
+                 aspect: str = "pad") -> torch.Tensor:
     """``(n, 3, H, W)``: pad to square (CLIP mean fill, centred) then the CLIP image processor."""
     if aspect == "pad":
         fill = pad_colour(image_processor.image_mean)

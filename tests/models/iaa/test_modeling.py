@@ -235,7 +235,13 @@ def test_from_base_on_a_bf16_base_leaves_the_base_unchanged() -> None:
 
 @pytest.mark.parametrize("family", ["qwen2", "mistral"])
 def test_other_llama_family_bases_work_through_the_same_code(family: str) -> None:
-    from transformers import CLIPVisionModel, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        CLIPVisionModel,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     from tests.conftest import tiny_clip_config
 
