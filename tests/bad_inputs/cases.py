@@ -398,8 +398,22 @@ def train(m: Models, d: Path, records: object, *extra: str) -> list[str]:
     (d / "images").mkdir(parents=True, exist_ok=True)
     random_image(0).save(d / "images" / "a.png")
     (d / "llava.json").write_text(records if isinstance(records, str) else json.dumps(records), encoding="utf-8")
-    return ["train", "iaa", "--base", str(m.llama), "--vision", str(m.llava), "--data", str(d / "llava.json"),
-            "--out", str(d / "ckpt"), "--steps", "1", "--threads", "1", *extra]
+    return ["train", "iaa", "--base", str(m.llama), "--vision", str(vision_tower(m, d)),
+            "--data", str(d / "llava.json"), "--out", str(d / "ckpt"), "--steps", "1", "--threads", "1",
+            *extra]
+
+
+def vision_tower(m: Models, d: Path) -> Path:
+    """A CLIP vision tower folder (weights and image processor) in ``{d}/clip``: the tiny LLaVA's
+    own folder is no CLIP checkpoint, and the loaders refuse to run its tower on random weights."""
+    from transformers import CLIPImageProcessor, CLIPVisionModel
+
+    from tests.conftest import tiny_clip_config
+
+    folder = d / "clip"
+    CLIPVisionModel(tiny_clip_config()).save_pretrained(folder)
+    CLIPImageProcessor.from_pretrained(m.llava).save_pretrained(folder)
+    return folder
 
 
 def turns(*roles: str) -> list[dict[str, str]]:
