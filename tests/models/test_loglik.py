@@ -295,3 +295,20 @@ def test_a_failing_flex_compile_falls_back_to_dense_masks(seed: int, monkeypatch
     assert not scorer.flex and scorer.plan.mask_bytes > 0
     assert "flex attention failed (RuntimeError: injected: triton compilation failed)" in caplog.text
     assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("value", [float("-inf"), float("nan")])
+def test_non_finite_target_logits_stop_the_scorer(seed: int, value: float) -> None:
+    """A target token whose logit is -inf scores -inf without any NaN in sight: refused all the
+    same, as generation refuses it."""
+    from iaa_eval.errors import NonFiniteOutput
+
+    model, tokenizer = tiny_model(seed, max_positions=128)
+    target = 7
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda _m, _i, out: out.index_fill(-1, torch.tensor([target]), value))
+    try:
+        with pytest.raises(NonFiniteOutput, match="NaN or infinite"):
+            FastScorer(model, 128, progress=False).score([([5, 9, 12], [target])])
+    finally:
+        hook.remove()

@@ -226,9 +226,9 @@ class FastScorer:
         if not pending:
             return results  # type: ignore[return-value]
         values = torch.cat([p.values for p in pending], dim=1).cpu().tolist()
-        if any(math.isnan(v) for v in values[0]):
-            raise NonFiniteOutput(f"the model's logits are NaN ({n} requests); expected finite "
-                                  "log-probabilities")
+        if not all(math.isfinite(v) for v in values[0]):  # NaN, or an infinite logit at a target
+            raise NonFiniteOutput(f"the model's logits are NaN or infinite ({n} requests); "
+                                  "expected finite log-probabilities")
         at = 0
         for index, count in (r for p in pending for r in p.readouts):
             results[index] = (float(sum(values[0][at : at + count])),
