@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from iaa_eval.runner.cache import RequestCache, request_key
 from iaa_eval.runner.distributed import Shards
 from iaa_eval.runner.requests import RequestPath
+from tests.runner.test_distributed import _Rank1
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +84,6 @@ def test_a_killed_run_resumes_on_the_same_chunks(tmp_path: Path) -> None:
     stored = {a for call in whole.calls[:2] for a in call}
     assert resumed.cached == sum(a in stored for a in args)
 
-
-@dataclass(frozen=True)
-class _Rank1(Shards):
-    """Rank 1 of 2 without a process group: computes every item itself (as if gathered)."""
-
-    rank: int = 1
-    world_size: int = 2
-
-    def map(self, items: Sequence[Any], compute: Callable[[list[Any]], list[Any]]) -> list[Any]:
-        return compute(list(items))
-
-    def barrier(self) -> None:
-        return None
 
 
 def test_only_the_writer_stores_and_chunks_grow_with_the_ranks(tmp_path: Path) -> None:
