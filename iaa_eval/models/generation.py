@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -115,24 +116,42 @@ class GenerationBatcher:
         free, _ = torch.cuda.mem_get_info(device)
         return max(1, min(256, int(free * 0.8) // per_row))
 
-    def map(self, items: Sequence[Any], compute: Callable[[Sequence[Any]], list[Any]]) -> list[Any]:
-        """``compute`` over consecutive batches of ``items``; results in order."""
+    def map(self, items: Sequence[Any], compute: Callable[[Any], list[Any]],
+            prepare: Callable[[Sequence[Any]], Any] | None = None) -> list[Any]:
+        """``compute(prepare(batch))`` over consecutive batches of ``items``; results in order.
+
+        ``prepare`` is the host's part of a batch (tokenizing, image preprocessing): it runs in a
+        background thread one batch ahead, so the host works while the device computes. It must
+        not touch state ``compute`` changes (each adapter gives it its own processor copy).
+        """
+        prepare = prepare or list
         out: list[Any] = []
         start = 0
-        while start < len(items):
-            chunk = items[start : start + self.size]
-            try:
-                out += compute(chunk)
-            except torch.OutOfMemoryError:
-                if len(chunk) == 1:
-                    raise
-                self.size = max(1, len(chunk) // 2)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                log.warning("out of memory generating %d answers at once; batch size now %d",
-                            len(chunk), self.size)
-                continue
-            start += len(chunk)
+        with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
+            ahead: tuple[int, int, Future] | None = None
+            while start < len(items):
+                size = min(self.size, len(items) - start)
+                if ahead is not None and ahead[:2] == (start, size):
+                    pending = ahead[2]
+                else:
+                    pending = pool.submit(prepare, items[start : start + size])
+                end = start + size
+                ahead = None
+                if end < len(items):
+                    following = min(self.size, len(items) - end)
+                    ahead = (end, following, pool.submit(prepare, items[end : end + following]))
+                try:
+                    out += compute(pending.result())
+                except torch.OutOfMemoryError:
+                    if size == 1:
+                        raise
+                    self.size = max(1, size // 2)
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    log.warning("out of memory generating %d answers at once; batch size now %d",
+                                size, self.size)
+                    continue
+                start = end
         return out
 
 
@@ -148,6 +167,24 @@ def left_padded(
     """``input_ids`` and ``attention_mask`` of ``rows`` left-padded to one width, on ``device``."""
     return {"input_ids": left_pad(rows, pad).to(device),
             "attention_mask": left_pad([[1] * len(r) for r in rows], 0).to(device)}
+
+
+def collate(rows: Sequence[dict[str, torch.Tensor]], pad: int) -> dict[str, torch.Tensor]:
+    """One left-padded batch from one-row processor outputs: per-token tensors (``(1, length)``,
+    as ``input_ids``) padded on the left (``input_ids`` with ``pad``, the rest with 0), anything
+    else (``image_sizes``, ``image_grid_thw``) stacked along the first dimension as the
+    processor's batch call does."""
+    batch: dict[str, torch.Tensor] = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        per_token = all(v.shape == row["input_ids"].shape for v, row in zip(values, rows,
+                                                                               strict=True))
+        if per_token:
+            fill = pad if key == "input_ids" else 0
+            batch[key] = left_pad([v[0].tolist() for v in values], fill).to(values[0].dtype)
+        else:
+            batch[key] = torch.cat(values)
+    return batch
 
 
 def prefill_rows(keys: Sequence[Any]) -> tuple[list[int], list[int]]:

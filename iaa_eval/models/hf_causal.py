@@ -6,8 +6,10 @@ which a multimodal model's gain is measured.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iaa_eval.models.base import MMRequest, ModelSpec, TextView, text_model_fingerprint
@@ -39,6 +41,7 @@ class HFCausalModel:
         check_vocabulary(self.tokenizer, self.model.get_input_embeddings().num_embeddings,
                          spec.path)
         ensure_pad_token(self.tokenizer)
+        self._host_tokenizer = copy.deepcopy(self.tokenizer)  # the prepare thread's
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
         self._fingerprint: str | None = None
 
@@ -47,19 +50,23 @@ class HFCausalModel:
         return TextView(self.model, self.tokenizer, self.fingerprint("text"))
 
     def _prompts(self, requests: Sequence[MMRequest]) -> list[str]:
-        return [build_prompt(self.tokenizer, r.prompt) for r in requests]
+        return [build_prompt(self._host_tokenizer, r.prompt) for r in requests]
 
     def generate(self, requests: Sequence[MMRequest]) -> list[str]:
-        """Blind answers: images, if any, are ignored by a text-only model."""
+        """Blind answers: images, if any, are ignored by a text-only model. Prompts are
+        tokenized a batch ahead, on the host, with the host's own copy of the tokenizer."""
 
-        def answer(chunk: Sequence[MMRequest]) -> list[str]:
-            enc = self.tokenizer(self._prompts(chunk), return_tensors="pt", padding=True,
-                                 add_special_tokens=False)
+        def prepare(chunk: Sequence[MMRequest]) -> tuple[dict[str, torch.Tensor], int]:
+            enc = self._host_tokenizer(self._prompts(chunk), return_tensors="pt", padding=True,
+                                       add_special_tokens=False)
+            return dict(enc), max(r.max_new_tokens for r in chunk)
+
+        def answer(prepared: tuple[dict[str, torch.Tensor], int]) -> list[str]:
+            enc, budget = prepared
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
-            budget = max(r.max_new_tokens for r in chunk)
             return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
 
-        return self.batcher.map(list(requests), answer)
+        return self.batcher.map(list(requests), answer, prepare=prepare)
 
     def fingerprint(self, workflow: str) -> str:
         """Text and blind answers both come from the same weights: one fingerprint."""

@@ -6,11 +6,12 @@ mean colour, the original centred, then the CLIP image processor (resize, crop, 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from iaa_eval.errors import DataError
 
@@ -84,6 +85,9 @@ class FeatureCache:
         self.misses = 0
         self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._store
+
     def get(self, images: Sequence[Image], keys: Sequence[str | None]) -> list[torch.Tensor]:
         """Features for each image, encoding only those not seen before (``None`` keys: always)."""
         keys = [k if k is not None else image_key(img) for img, k in zip(images, keys, strict=True)]
@@ -101,3 +105,34 @@ class FeatureCache:
         while len(self._store) > self.max_items:
             self._store.popitem(last=False)
         return out
+
+
+class OncePerImage:
+    """Stands in for a processor's image processor and processes each image object once.
+
+    A processor is called per prompt so that prompts can be batched from cached features; the
+    questions of one image (MMBench's four rotations, MME's two questions) would otherwise each
+    resize and normalise it again. Results are keyed by the image object's identity, so the
+    caller keeps the objects alive and calls :meth:`forget` when they go.
+    """
+
+    def __init__(self, inner: Callable[..., Any]) -> None:
+        self.inner = inner
+        self._done: dict[int, tuple[Any, Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __call__(self, images: Any = None, **kwargs: Any) -> Any:
+        flat = images
+        while isinstance(flat, (list, tuple)) and len(flat) == 1:
+            flat = flat[0]
+        if isinstance(flat, (list, tuple)) or flat is None:  # several images: nothing to share
+            return self.inner(images, **kwargs)
+        if id(flat) not in self._done:
+            self._done[id(flat)] = (flat, self.inner(images, **kwargs))
+        return copy.copy(self._done[id(flat)][1])
+
+    def forget(self) -> None:
+        """Drop every result (and the images they were keyed by)."""
+        self._done.clear()

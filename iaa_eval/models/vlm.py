@@ -24,13 +24,21 @@ bidirectional image mask), and for a batch that would reach a sliding window.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    BatchFeature,
+    GenerationMixin,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
 
 from iaa_eval.models.base import (
@@ -43,6 +51,7 @@ from iaa_eval.models.base import (
 )
 from iaa_eval.models.generation import (
     GenerationBatcher,
+    collate,
     ensure_pad_token,
     greedy_decode,
     prefill_shared,
@@ -56,16 +65,30 @@ from iaa_eval.models.loading import (
 )
 from iaa_eval.models.placement import dtype_device, placed, placement_kwargs
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
-from iaa_eval.models.vision import FeatureCache
+from iaa_eval.models.vision import FeatureCache, OncePerImage, image_key
 from iaa_eval.models.vlm_families import VLMFamily, require_family
 from iaa_eval.models.vlm_processor import build_processor
 
 log = logging.getLogger(__name__)
 # processor outputs that only the vision tower reads: replaced by cached features
 PIXEL_INPUTS = ("pixel_values", "pixel_attention_mask")
+# processor outputs that describe the prompt, not the image: never passed to the vision tower
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
 # device memory the feature cache may hold: an anyres 8B model's image is ~25 MB of features, so a
 # count limit alone (FeatureCache's 2048) could take tens of GB
 FEATURE_CACHE_BYTES = 2 << 30
+
+
+@dataclass
+class Prepared:
+    """A batch as the host prepared it: the requests, the processor's batch inputs (on the host)
+    and, where the model will get cached features, each prompt's own inputs (pixels included)
+    for encoding the images the cache lacks."""
+
+    requests: Sequence[MMRequest]
+    enc: dict[str, Any]
+    rows: list[dict[str, Any]]
+    keys: list[str]
 
 
 class DecoderLM(PreTrainedModel, GenerationMixin):
@@ -203,6 +226,10 @@ class VLMModel:
         self.feature_cache = (
             None if self.family.no_feature_cache else FeatureCache(self._encode_images)
         )
+        # the prepare thread's copy (tokenizers are not shared across threads); it processes
+        # each image once per batch
+        self._host = copy.deepcopy(self.processor)
+        self._host.image_processor = OncePerImage(self._host.image_processor)
         self._pooled_list = True  # how the model returns (and takes back) features: list or tensor
         self.share_prefixes = True  # off: every question's whole prompt is run (the reference path)
         for part, reason in (
@@ -219,27 +246,41 @@ class VLMModel:
     def render_prompt(self, request: MMRequest) -> str:
         """The exact text the model is given for a request, image placeholder unexpanded."""
         return render_prompt(
-            self.processor, request.prompt, request.image is not None, self.family.system_prompt
+            self._host, request.prompt, request.image is not None, self.family.system_prompt
         )
 
     def _encode(self, texts: Sequence[str], images: Sequence[Any]) -> dict[str, torch.Tensor]:
-        """The processor's inputs (left-padded), floating ones in the model's dtype; images nested
-        one list per prompt (a request has at most one), as every family's processor takes them."""
+        """The processor's inputs for a batch (left-padded), on the host; images nested one list
+        per prompt (a request has at most one), as every family's processor takes them."""
         pictures = [[image.convert("RGB")] for image in images] or None
-        enc = self.processor(images=pictures, text=list(texts), return_tensors="pt", padding=True)
-        return dict(enc.to(self.model.device, dtype=self.model.dtype))
+        enc = self._host(images=pictures, text=list(texts), return_tensors="pt", padding=True)
+        return dict(enc)
 
-    def _encode_images(self, images: list[Any]) -> list[torch.Tensor]:
+    def _encode_rows(self, texts: Sequence[str], images: Sequence[Any]) -> list[dict[str, Any]]:
+        """The processor's inputs prompt by prompt, each image processed once (rows that share an
+        image object share its pixels)."""
+        host = self._host
+        rgb = {id(image): image.convert("RGB") for image in images}
+        try:
+            return [dict(host(images=[[rgb[id(image)]]], text=[text], return_tensors="pt"))
+                    for text, image in zip(texts, images, strict=True)]
+        finally:
+            host.image_processor.forget()
+
+    def _to_device(self, enc: dict[str, Any]) -> dict[str, Any]:
+        """``enc`` on the model's device, floating tensors in its dtype."""
+        return dict(BatchFeature(enc).to(self.model.device, dtype=self.model.dtype))
+
+    def _encode_images(self, rows: list[dict[str, Any]]) -> list[torch.Tensor]:
         """Each image's features as the model's ``get_image_features`` returns them, one image at a
-        time (its pixel inputs from the processor, as a question's would be)."""
+        time, from the pixel inputs of a prompt that shows it."""
         encoder = self.model.base_model.get_image_features
-        accepted = inspect.signature(encoder).parameters
-        prompt = render_prompt(self.processor, "", True, self.family.system_prompt)
+        accepted = set(inspect.signature(encoder).parameters) - set(TEXT_INPUTS)
         features = []
-        for image in images:
-            enc = self._encode([prompt], [image])
+        for row in rows:
+            enc = self._to_device({k: v for k, v in row.items() if k in accepted})
             with torch.inference_mode():
-                out = encoder(**{k: v for k, v in enc.items() if k in accepted}, return_dict=True)
+                out = encoder(**enc, return_dict=True)
             pooled = out.pooler_output
             self._pooled_list = isinstance(pooled, (list, tuple))
             features.append(pooled[0] if self._pooled_list or pooled.shape[0] == 1 else pooled)
@@ -255,17 +296,10 @@ class VLMModel:
             pooled = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
         return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=pooled)}}
 
-    def _with_features(
-        self, enc: dict[str, Any], features: Sequence[torch.Tensor]
-    ) -> dict[str, Any]:
-        """``enc`` with its pixels replaced by the rows' cached image features."""
-        enc = {k: v for k, v in enc.items() if k not in PIXEL_INPUTS}
-        return {**enc, **self._features_input(features)}
-
     def _with_shared_heads(
         self,
         enc: dict[str, Any],
-        chunk: Sequence[MMRequest],
+        keys: Sequence[str],
         features: Sequence[torch.Tensor],
         budget: int,
     ) -> dict[str, Any] | None:
@@ -283,7 +317,6 @@ class VLMModel:
         ]
         image = self.model.config.image_token_id
         covers = [max(j for j, token in enumerate(row) if token == image) + 1 for row in rows]
-        keys = [r.image_key for r in chunk]
         length = shared_prefix_length(rows, keys, covers)
         if length is None:
             return None
@@ -296,33 +329,43 @@ class VLMModel:
             lambda firsts: self._features_input([features[i] for i in firsts]),
         )
 
+    def _prepare(self, chunk: Sequence[MMRequest], with_features: bool) -> Prepared:
+        """The host's part of a batch: prompts rendered and encoded. ``with_features``: prompt by
+        prompt, pixels kept per row for the images the feature cache lacks, and the batch
+        collated without them (the model gets cached features instead)."""
+        texts = [self.render_prompt(r) for r in chunk]
+        images = [r.image for r in chunk if r.image is not None]
+        if not with_features:
+            return Prepared(chunk, self._encode(texts, images), [], [])
+        rows = self._encode_rows(texts, images)
+        batch = collate([{k: v for k, v in row.items() if k not in PIXEL_INPUTS} for row in rows],
+                        self.tokenizer.pad_token_id)
+        return Prepared(chunk, batch, rows, [r.image_key or image_key(r.image) for r in chunk])
+
+    def _answer(self, prepared: Prepared) -> list[str]:
+        """Greedy answers to a prepared batch: cached features (and a shared head per image)
+        where the batch was prepared for them, else the processor's pixels."""
+        reqs = prepared.requests
+        enc = self._to_device(prepared.enc)
+        budget = max(r.max_new_tokens for r in reqs)
+        if prepared.rows:
+            features = self.feature_cache.get(prepared.rows, prepared.keys)
+            enc = self._with_shared_heads(enc, prepared.keys, features, budget) or {
+                **enc, **self._features_input(features)}
+        return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
+
     def generate(self, requests: Sequence[MMRequest], use_feature_cache: bool = True) -> list[str]:
         """Greedy answers; requests without an image are asked blind (same model, no image).
         ``use_feature_cache=False``: the pixel path, the reference the cache is tested against."""
         answers: dict[int, str] = {}
         for has_image in (True, False):
             group = [(i, r) for i, r in enumerate(requests) if (r.image is not None) == has_image]
-
-            def answer(
-                chunk: Sequence[tuple[int, MMRequest]], has_image: bool = has_image
-            ) -> list[str]:
-                reqs = [r for _, r in chunk]
-                enc = self._encode(
-                    [self.render_prompt(r) for r in reqs], [r.image for r in reqs if r.image]
-                )
-                budget = max(r.max_new_tokens for r in reqs)
-                if has_image and use_feature_cache and self.feature_cache is not None:
-                    features = self.feature_cache.get(
-                        [r.image for r in reqs], [r.image_key for r in reqs]
-                    )
-                    enc = self._with_shared_heads(
-                        enc, reqs, features, budget
-                    ) or self._with_features(enc, features)
-                return greedy_decode(
-                    self.model.generate, self.tokenizer, enc, budget, watch=self.model
-                )
-
-            texts = self.batcher.map(group, answer)
+            with_features = has_image and use_feature_cache and self.feature_cache is not None
+            texts = self.batcher.map(
+                [r for _, r in group],
+                self._answer,
+                prepare=lambda chunk, w=with_features: self._prepare(chunk, w),
+            )
             answers.update({i: t for (i, _), t in zip(group, texts, strict=True)})
         return [answers[i] for i in range(len(requests))]
 

@@ -17,6 +17,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +32,12 @@ if TYPE_CHECKING:
     from iaa_eval.tasks.context import TaskContext
 
 logger = logging.getLogger(__name__)
-CHUNK = 64  # items per generate call: bounds how many decoded images are held at once
-# generation requests per rank per cache transaction; also what the adapter's batcher sees at once,
-# so it caps the generation batch (an 8B LLaVA on an H200: 16-18 requests/s at 16, 27-40 at 64)
-GENERATE_COMMIT = 256
+# items per generate call: bounds the decoded images held at once (this chunk and the next, being
+# opened); the adapters batch within it (an 8B LLaVA on an H200: 16-18 requests/s at 16, 27-40
+# at 64)
+CHUNK = 512
+# generation requests per rank per cache transaction: what an interrupted run can lose at most
+GENERATE_COMMIT = CHUNK
 
 
 class Problems:
@@ -151,28 +154,47 @@ def generate(ctx: TaskContext, requests: Sequence[MMRequest]) -> list[str]:
     )
 
 
+def _opened(ctx: TaskContext, items: Sequence[Item], problems: Problems, max_new_tokens: int,
+            max_pixels: int | None) -> tuple[list[Item], list[MMRequest]]:
+    """The items whose image opens (each image decoded once) and their requests."""
+    opened: dict[int, tuple[Any, str]] = {}
+    kept, requests = [], []
+    for item in items:
+        image = key = None
+        if item.source is not None and not ctx.blind:
+            if id(item.source) not in opened:
+                try:
+                    img = item.source.open(max_pixels)
+                except DataError as exc:
+                    problems.report(str(exc))
+                    continue
+                opened[id(item.source)] = (img, image_key(img))
+            image, key = opened[id(item.source)]
+        kept.append(item)
+        requests.append(MMRequest(item.prompt, image, key, max_new_tokens))
+    return kept, requests
+
+
 def ask(
     ctx: TaskContext, items: Sequence[Item], problems: Problems, max_new_tokens: int
 ) -> Iterator[tuple[Item, str]]:
-    """Yield ``(item, response)``; items whose image cannot be opened are reported and left out."""
+    """Yield ``(item, response)``; items whose image cannot be opened are reported and left out.
+    The next chunk's images are decoded (and hashed) in a background thread while the model
+    answers this chunk."""
     max_pixels = option(ctx.options.extra, "max_image_pixels", None)
-    for start in range(0, len(items), CHUNK):
-        opened: dict[int, tuple[Any, str]] = {}
-        kept, requests = [], []
-        for item in items[start : start + CHUNK]:
-            image = key = None
-            if item.source is not None and not ctx.blind:
-                if id(item.source) not in opened:
-                    try:
-                        img = item.source.open(max_pixels)
-                    except DataError as exc:
-                        problems.report(str(exc))
-                        continue
-                    opened[id(item.source)] = (img, image_key(img))
-                image, key = opened[id(item.source)]
-            kept.append(item)
-            requests.append(MMRequest(item.prompt, image, key, max_new_tokens))
-        yield from zip(kept, generate(ctx, requests), strict=True)
+    with ThreadPoolExecutor(1, thread_name_prefix="images") as pool:
+
+        def opening(start: int) -> Future | None:
+            if start >= len(items):
+                return None
+            chunk = items[start : start + CHUNK]
+            return pool.submit(_opened, ctx, chunk, problems, max_new_tokens, max_pixels)
+
+        pending = opening(0)
+        for start in range(0, len(items), CHUNK):
+            kept, requests = pending.result()
+            pending = opening(start + CHUNK)
+            yield from zip(kept, generate(ctx, requests), strict=True)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,57 @@ def test_a_single_request_that_does_not_fit_is_reraised(tiny_llama_dir: Path, mo
         model.generate([MMRequest("Why?", max_new_tokens=2)])
 
 
+def test_batches_are_prepared_a_batch_ahead_in_another_thread(fresh_seed: int) -> None:
+    """``prepare`` runs off the calling thread, one batch ahead of ``compute``; results keep the
+    items' order, and an out-of-memory retry prepares the smaller batch again."""
+    import random
+    import threading
+
+    items = list(range(random.Random(fresh_seed).randrange(9, 40)))
+    batcher = GenerationBatcher(4, torch.nn.Linear(1, 1))
+    log: list[tuple[str, int, bool]] = []
+    caller = threading.get_ident()
+    failed: list[bool] = []
+    second_prepared = threading.Event()
+    overlapped: list[bool] = []
+
+    def prepare(chunk: list[int]) -> list[int]:
+        log.append(("prepare", chunk[0], threading.get_ident() == caller))
+        if chunk[0] == 4:
+            second_prepared.set()
+        return [x * 10 for x in chunk]
+
+    def compute(prepared: list[int]) -> list[int]:
+        log.append(("compute", prepared[0] // 10, True))
+        if prepared[0] == 0:  # batch 2 is prepared while batch 1 computes
+            overlapped.append(second_prepared.wait(timeout=30))
+        if len(prepared) == 4 and prepared[0] == 40 and not failed:
+            failed.append(True)
+            raise torch.OutOfMemoryError("injected")
+        return [x + 1 for x in prepared]
+
+    assert batcher.map(items, compute, prepare) == [x * 10 + 1 for x in items]
+    assert batcher.size == 2
+    assert not any(on_caller for step, _, on_caller in log if step == "prepare")
+    computed = [start for step, start, _ in log if step == "compute"]
+    assert computed[:3] == [0, 4, 4] and computed[3] == 6  # the retry re-prepared 4..5
+    assert overlapped == [True]
+
+
+def test_a_failing_prepare_raises_in_the_caller(tiny_llama_dir: Path) -> None:
+    batcher = GenerationBatcher(2, torch.nn.Linear(1, 1))
+
+    def prepare(chunk: list[int]) -> list[int]:
+        if 4 in chunk:
+            raise ValueError("bad row 4")
+        return chunk
+
+    done: list[int] = []
+    with pytest.raises(ValueError, match="bad row 4"):
+        batcher.map(list(range(8)), lambda c: done.extend(c) or c, prepare)
+    assert done == [0, 1, 2, 3]  # everything before the bad batch was answered
+
+
 def test_prefill_shared_then_generate_equals_whole_prompts(tiny_llama_dir: Path,
                                                            fresh_seed: int) -> None:
     """Any causal LM: rows of one key share a head run once; their new token ids equal those of

@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from iaa_eval.models import load_model
 from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.models.loglik.scorer import FastScorer
 from iaa_eval.models.templates import build_prompt
-from iaa_eval.models.vlm import DecoderLM
+from iaa_eval.models.vlm import PIXEL_INPUTS, DecoderLM
 from tests.vlm_checkpoints import FAMILIES, build_model, generation_blocker, save_family
 
 log = logging.getLogger(__name__)
@@ -140,11 +141,14 @@ def test_generate_mme_mmbench_vqa_items(model_type: str, vlm_dir: Callable[[str]
     ):  # each image encoded once; the LM sees the pixel path's input
         assert (model.feature_cache.misses, model.feature_cache.hits) == (2, 1)
         reqs = requests[:3]
-        enc = model._encode([model.render_prompt(r) for r in reqs], [r.image for r in reqs])
+        whole = model._encode([model.render_prompt(r) for r in reqs], [r.image for r in reqs])
+        prepared = model._prepare(reqs, with_features=True)  # prompt by prompt, then collated
+        assert prepared.enc.keys() == whole.keys() - set(PIXEL_INPUTS)
+        assert all(torch.equal(prepared.enc[k], whole[k]) for k in prepared.enc)
         with torch.inference_mode():
-            pixels = model.model(**enc).logits
-            features = model.feature_cache.get([r.image for r in reqs], [None] * 3)
-            cached = model.model(**model._with_features(enc, features)).logits
+            pixels = model.model(**whole).logits
+            features = model.feature_cache.get(prepared.rows, prepared.keys)
+            cached = model.model(**prepared.enc, **model._features_input(features)).logits
         torch.testing.assert_close(cached, pixels, rtol=1e-5, atol=1e-5)
     else:
         assert model.family.no_feature_cache
@@ -166,3 +170,34 @@ def test_llava_kind_is_an_alias_asking_with_llavas_prompt(tiny_llava_dir: Path) 
     rendered = llava.render_prompt(request)
     assert rendered == build_prompt(llava.tokenizer, request.prompt, "<image>", system=True)
     assert vlm.fingerprint("text") == llava.fingerprint("text")
+
+
+@pytest.mark.parametrize("model_type", ["llava", "qwen2_5_vl", "llava_next"])
+def test_each_image_is_preprocessed_once_per_batch(
+    model_type: str, vlm_dir: Callable[[str], Path], fresh_seed: int
+) -> None:
+    """MMBench-shaped (four prompts per image): the host's image processor runs once per
+    distinct image, and the answers equal the pixel path's (every prompt processed whole)."""
+    model = load_model(ModelSpec("v", "vlm", str(vlm_dir(model_type)), batch_size=8))
+    rng = np.random.default_rng(fresh_seed)
+    images = [Image.fromarray(rng.integers(0, 255, (int(rng.integers(20, 60)), 40, 3),
+                                           dtype=np.uint8)) for _ in range(2)]
+    requests = [MMRequest(f"Option {letter}? Answer with a letter.", image, max_new_tokens=3)
+                for image in images for letter in "ABCD"]
+    calls: list[int] = []
+
+    class Counting:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def __call__(self, images: Any = None, **kwargs: Any) -> Any:
+            calls.append(1)
+            return self.inner(images, **kwargs)
+
+    model._host.image_processor.inner = Counting(model._host.image_processor.inner)
+    cached = model.generate(requests)
+    assert len(calls) == 2
+    assert cached == model.generate(requests, use_feature_cache=False)

@@ -8,7 +8,9 @@ the grounding workflow); a request without an image runs that workflow blind.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,18 @@ from iaa_eval.models.iaa.placement import split
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, resolve_dtype
 from iaa_eval.models.placement import dtype_device
-from iaa_eval.models.vision import FeatureCache
+from iaa_eval.models.vision import FeatureCache, image_key
+
+
+@dataclass
+class Prepared:
+    """A batch as the host prepared it: prompt ids, each row's image key (``None``: blind) and
+    the preprocessed pixels of the images the feature cache lacked."""
+
+    requests: Sequence[MMRequest]
+    ids: list[list[int]]
+    keys: list[str | None]
+    pixels: dict[str, torch.Tensor]
 
 
 def split_path(path: str) -> tuple[str, str]:
@@ -79,6 +92,7 @@ class IAAModel:
                                          trust_remote_code=spec.trust_remote_code)
         check_vocabulary(self.tokenizer, self.model.config.text_config.vocab_size, folder)
         ensure_pad_token(self.tokenizer)
+        self._host_tokenizer = copy.deepcopy(self.tokenizer)  # the prepare thread's
         self.image_processor = load_image_processor(Path(folder).expanduser(),
                                                     self.model.config.vision_tower_path)
         self.feature_cache = FeatureCache(self._encode_images)
@@ -88,58 +102,75 @@ class IAAModel:
         self._fingerprints: dict[str, str] = {}
 
     @torch.no_grad()
-    def _encode_images(self, images: list[Any]) -> torch.Tensor:
-        pixels = pixel_values(images, self.image_processor, self.model.config.image_aspect_ratio)
-        # (n, patches, mm_hidden)
-        return self.model.model.vision_tower(pixels.to(self.model.device))
+    def _encode_images(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Vision features of preprocessed images (``(3, H, W)`` each): ``(n, patches, dim)``."""
+        return self.model.model.vision_tower(torch.stack(images).to(self.model.device))
+
+    def _pixels(self, images: list[Any]) -> torch.Tensor:
+        return pixel_values(images, self.image_processor, self.model.config.image_aspect_ratio)
 
     def text_view(self) -> TextView:
         """The wrapped base LM, unmodified (its weights are the frozen ones IAA runs on)."""
         return TextView(self.model.base_lm, self.tokenizer, self.fingerprint("text"))
 
-    def _inputs(self, chunk: Sequence[MMRequest]) -> tuple[list[list[int]], torch.Tensor | None]:
-        """Prompt ids (with -200 where the image goes) and the chunk's vision features, in order."""
+    def _prepare(self, chunk: Sequence[MMRequest]) -> Prepared:
+        """The host's part of a batch: prompt ids (with -200 where the image goes) and each
+        distinct image preprocessed, unless the feature cache has it already."""
+        tokenizer = self._host_tokenizer
         token_id = self.model.config.image_token_id
         ids = []
         for request in chunk:
             has_image = request.image is not None
-            text = prompt_text(self.tokenizer, request.prompt, token_id, has_image)
-            tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            text = prompt_text(tokenizer, request.prompt, token_id, has_image)
+            tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
             ids.append(to_model_ids(tokens, token_id, has_image))
-        with_image = [r for r in chunk if r.image is not None]
-        if not with_image:
-            return ids, None
-        features = self.feature_cache.get([r.image for r in with_image],
-                                          [r.image_key for r in with_image])
-        return ids, torch.stack(features)
+        keys = [None if r.image is None else r.image_key or image_key(r.image) for r in chunk]
+        todo = {k: r.image for k, r in zip(keys, chunk, strict=True)
+                if k is not None and k not in self.feature_cache}
+        pixels = dict(zip(todo, self._pixels(list(todo.values())), strict=True)) if todo else {}
+        return Prepared(chunk, ids, keys, pixels)
+
+    def _features(self, prepared: Prepared) -> torch.Tensor | None:
+        """The batch's image features in row order (rows with an image), from the cache or from
+        the pixels prepared for them (preprocessed now if the cache dropped them since)."""
+        rows = [(k, r.image) for k, r in zip(prepared.keys, prepared.requests, strict=True)
+                if k is not None]
+        if not rows:
+            return None
+        late = {k: image for k, image in rows
+                if k not in prepared.pixels and k not in self.feature_cache}
+        pixels = {**prepared.pixels,
+                  **dict(zip(late, self._pixels(list(late.values())), strict=True))}
+        # keys the cache holds are never encoded: their pixels are not needed
+        images = [pixels.get(k) for k, _ in rows]
+        return torch.stack(self.feature_cache.get(images, [k for k, _ in rows]))
+
+    def _answer(self, prepared: Prepared) -> list[str]:
+        """Greedy answers to a prepared batch through the workflow."""
+        ids, keys, features = prepared.ids, prepared.keys, self._features(prepared)
+        covers = [row.index(IMAGE_PLACEHOLDER_ID) + 1 if IMAGE_PLACEHOLDER_ID in row else 0
+                  for row in ids]
+        length = shared_prefix_length(ids, keys, covers) if self.share_prefixes else None
+        pad = self.tokenizer.pad_token_id
+        if length is None:
+            batch, images = left_padded(ids, pad, self.model.device), features
+        else:  # the prefill consumed every image
+            def head_inputs(firsts: list[int]) -> dict[str, Any]:
+                return {"workflow": self.workflow, "image_features": features[firsts]}
+
+            batch = prefill_shared(self.model, ids, keys, length, pad, head_inputs)
+            images = None
+
+        def run(**kwargs: Any) -> torch.Tensor:
+            return self.model.generate(workflow=self.workflow, image_features=images, **kwargs)
+
+        budget = max(r.max_new_tokens for r in prepared.requests)
+        return greedy_decode(run, self.tokenizer, batch, budget, watch=self.model)
 
     def generate(self, requests: Sequence[MMRequest]) -> list[str]:
         """Greedy answers through the MM (or G) workflow; left-padded batches, images and blind
-        mixed."""
-
-        def answer(chunk: Sequence[MMRequest]) -> list[str]:
-            ids, features = self._inputs(chunk)
-            keys = [r.image_key if r.image is not None else None for r in chunk]
-            covers = [row.index(IMAGE_PLACEHOLDER_ID) + 1 if IMAGE_PLACEHOLDER_ID in row else 0
-                      for row in ids]
-            length = shared_prefix_length(ids, keys, covers) if self.share_prefixes else None
-            pad = self.tokenizer.pad_token_id
-            if length is None:
-                batch, images = left_padded(ids, pad, self.model.device), features
-            else:  # the prefill consumed every image
-                def head_inputs(firsts: list[int]) -> dict[str, Any]:
-                    return {"workflow": self.workflow, "image_features": features[firsts]}
-
-                batch = prefill_shared(self.model, ids, keys, length, pad, head_inputs)
-                images = None
-
-            def run(**kwargs: Any) -> torch.Tensor:
-                return self.model.generate(workflow=self.workflow, image_features=images, **kwargs)
-
-            budget = max(r.max_new_tokens for r in chunk)
-            return greedy_decode(run, self.tokenizer, batch, budget, watch=self.model)
-
-        return self.batcher.map(list(requests), answer)
+        mixed; the next batch is prepared on the host while this one runs."""
+        return self.batcher.map(list(requests), self._answer, prepare=self._prepare)
 
     def fingerprint(self, workflow: str) -> str:
         """``text``: the base LM as a text model; otherwise all weights + the workflow actually
