@@ -27,8 +27,11 @@ Rates are measured on the subsets and extrapolated to MME's 2,374 questions (the
 
 GPU (one H200, both models in one call, transformers 5 wheels carried)::
 
-    python bench/vlm_generate_gpu.py --source .gpu/data --out $OUT/vlm_generate_h200.json \
-        --deadline 540
+    python bench/vlm_generate_gpu.py --source .gpu/data --images 150 --plain-requests 32 \
+        --plain-batches 1 8 32 64 --out $OUT/vlm_generate_h200.json --deadline 480
+
+``--deadline`` bounds the whole call (each model gets an equal share of what is left when it
+starts; within it, each phase stops after the batch that crosses its own share).
 
 ``--tiny``: 2-layer models of both families on CPU in float32, a few images, every code path of
 the GPU run but device and dtype; the smoke test (``tests/bench/test_vlm_generate_bench.py``).
@@ -337,8 +340,8 @@ def synthetic_source(root: Path, seed: int) -> Path:
     for subtask in SUBTASKS:
         lines = []
         for n in range(12):
-            thing = " ".join(rng.choice(words) for _ in range(rng.randrange(1, 4)))
-            for answer in ("Yes", "No"):
+            things = rng.sample(words, 2)  # MME asks two different questions of an image
+            for thing, answer in zip(things, ("Yes", "No"), strict=True):
                 lines.append(
                     f"{n:04d}.jpg\tIs there a {thing} in this image? Please answer yes "
                     f"or no.\t{answer}\n"
