@@ -635,7 +635,6 @@ def measure(
     work: Path,
 ) -> dict[str, Any]:
     """Build one model, time ours and plain ``generate``, compare answers; within ``end``."""
-
     from iaa_eval.models.base import ModelSpec
     from iaa_eval.models.vlm import VLMModel
     from iaa_eval.models.vlm_families import FAMILIES
@@ -743,6 +742,11 @@ def measure(
         "speedup_vs_batch_1": _ratio(ours_rate, report["plain"][0].get("requests_per_s")),
         "speedup_vs_best": _ratio(ours_rate, best and best["requests_per_s"]),
         "agreement_vs_batch_1": report["agreement"]["ours_vs_plain_batch_1"]["fraction_identical"],
+        "mme_full_s_extrapolated": {
+            "ours": report["ours"].get("mme_full_s_extrapolated"),
+            "plain_batch_1": report["plain"][0].get("mme_full_s_extrapolated"),
+            "plain_best": best and best["mme_full_s_extrapolated"],
+        },
     }
     for run in [report["ours"], *variants.values(), *report["plain"]]:
         run.pop("token_ids", None)
