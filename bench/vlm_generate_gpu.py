@@ -16,7 +16,8 @@ Timed per model, within its share of ``--deadline``:
 
 1. **ours**: ``VLMModel.from_model(spec, model, processor).generate`` with ``batch_size="auto"``,
    ``tasks.multimodal.CHUNK`` requests per call as the MME task hands them over (vision-feature
-   cache; shared image prefix where the family allows it);
+   cache; shared image prefix where the family allows it: ``shared_prefix_batches`` says
+   whether it engaged);
 2. **plain** transformers ``generate`` with the processor and chat template (lmms-eval's default
    loop) at batch 1 on ``--plain-requests`` requests, and at each of ``--plain-batches``;
 3. **agreement**: ours vs plain batch 1 on the same requests, answer by answer (differences listed
@@ -27,7 +28,7 @@ Rates are measured on the subsets and extrapolated to MME's 2,374 questions (the
 
 GPU (one H200, both models in one call, transformers 5 wheels carried)::
 
-    python bench/vlm_generate_gpu.py --source .gpu/data --images 150 --plain-requests 32 \
+    python bench/vlm_generate_gpu.py --source .gpu/data --images 250 --plain-requests 32 \
         --plain-batches 1 8 32 64 --out $OUT/vlm_generate_h200.json --deadline 480
 
 ``--deadline`` bounds the whole call (each model gets an equal share of what is left when it
@@ -817,15 +818,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Synthesise MME, then per model: build, time ours and plain, compare; write the JSON."""
+    """Parse, run :func:`measure_all` in a temporary folder; write and return the JSON report."""
     import torch
-    import transformers
 
     args = parse(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no GPU here (use --tiny for the CPU smoke test)")
+    with tempfile.TemporaryDirectory(prefix="vlm-generate-") as tmp:
+        return measure_all(args, Path(tmp))
+
+
+def measure_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Synthesise MME under ``work``, then per model: build, time ours and plain, compare."""
+    import torch
+    import transformers
+
     clock = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="vlm-generate-"))
     requests = mme_requests(args.source, work / "data", args.images, args.seed, args.tiny)
     texts = [r.prompt for r in requests]
     report: dict[str, Any] = {

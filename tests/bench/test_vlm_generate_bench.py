@@ -45,6 +45,7 @@ def test_tiny_run_reports_both_families_and_ours_agrees_with_plain_generate(
         ours = model["ours"]
         assert ours["requests"] == 6 and ours["requests_per_s"] > 0
         assert ours["feature_cache"] == {"hits": 3, "misses": 3}  # two questions per image
+        assert ours["shared_prefix_batches"] <= ours["shared_prefix_rows"]
         assert [p["batch"] for p in model["plain"]] == [1, 2]
         assert all(p["requests"] == 4 and "error" not in p for p in model["plain"])
         assert "pixels" in model["ours_variants"]
