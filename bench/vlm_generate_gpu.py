@@ -848,7 +848,9 @@ def measure_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "source": str(args.source),
             "max_new_tokens": MAX_NEW_TOKENS,
             "extrapolated_to": MME_QUESTIONS,
-            "note": "rates measured on the seeded subsets; MME seconds = 2,374 / rate",
+            "note": "rates measured on the seeded subsets; MME seconds = 2,374 / rate; every "
+            "run asks in one seeded image order (an image's two questions together, as MME's "
+            "loader), so the plain runs' requests are ours' first",
         },
         "synthesis_s": time.perf_counter() - clock,
         "models": {},
