@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 _spec = importlib.util.spec_from_file_location("suite_gpu", ROOT / "bench" / "suite_gpu.py")
 suite_gpu = importlib.util.module_from_spec(_spec)
+sys.modules["suite_gpu"] = suite_gpu  # its image-drawing workers are pickled by module name
 _spec.loader.exec_module(suite_gpu)
 mmlu_gpu = suite_gpu.mmlu_gpu
 
