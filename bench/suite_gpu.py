@@ -492,9 +492,9 @@ def suite_file(work: Path, group: tuple[str, ...]) -> Path:
     """The forgetting suite's real tasks, those this run has data for (MMBench-CN has none)."""
     import yaml
 
-    suite = yaml.safe_load(
-        (ROOT / "tasks" / "suites" / "forgetting.yaml").read_text(encoding="utf-8")
-    )
+    from iaa_eval.resources import SUITES
+
+    suite = yaml.safe_load((SUITES / "forgetting.yaml").read_text(encoding="utf-8"))
     name = lambda t: t if isinstance(t, str) else t["task"]  # noqa: E731
     suite["real_tasks"] = [t for t in suite["real_tasks"] if name(t) in group]
     path = work / "forgetting_bench.yaml"
