@@ -533,6 +533,7 @@ def run_ours(
         str(work / "runs"),
         "--run-id",
         "bench",
+        *(["--debug"] if args.debug else []),
     ]
     env = {
         **os.environ,
@@ -904,6 +905,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tiny", action="store_true", help="tiny shapes and data (CPU unless --device cuda)"
     )
+    parser.add_argument("--debug", action="store_true", help="our run's tracebacks in full")
     parser.add_argument(
         "--combine",
         type=Path,
