@@ -10,12 +10,13 @@ that can be shown.
 whitespace (``str.isspace``, a superset of the regex engines' ``\\s``). For the pipelines accepted
 by :meth:`LineEncoder.for_tokenizer` (no normalizer; a pre-tokenizer from ``_WHITESPACE_SPLITS``,
 GPT-2's byte-level regex or a Split by a regex in ``_KNOWN_SPLITS``, then byte-level mapping; a
-model that encodes each pre-token alone; added tokens without ``"\\n"`` in them and without
-``lstrip``) such a cut is a pre-token boundary, and:
+model that encodes each pre-token alone; added tokens without ``"\\n"`` in them, without
+``lstrip``, none starting with the sentinel ``"x"``) such a cut is a pre-token boundary, and:
 
 - no pre-token spans it: ``"\\n"`` is in no letter, digit or punctuation run, and whitespace runs
   stop at the non-whitespace ``s[q]``; no added token spans it either (none contains ``"\\n"``, none
-  strips whitespace to its left);
+  strips whitespace to its left), and none starts at it (no cut is made there: the added token's
+  match would end the text left of it, whose last split decisions would see no ``s[q]``);
 - left of it, every split decision reads ``s[q]`` at most, and only to ask whether it is whitespace
   (greedy runs stop at ``"\\n"`` or at ``s[q]``; ``(?!\\S)`` looks one character ahead), so the
   pre-tokens left of ``q`` are those of ``s[:q] + "x"`` left of ``q``;
@@ -95,7 +96,7 @@ def _unsupported(backend: Any) -> str | None:
     if not _post_processor_ok(spec.get("post_processor")):
         return f"post-processor {(spec.get('post_processor') or {}).get('type')}"
     for token in backend.get_added_tokens_decoder().values():
-        if "\n" in token.content or token.lstrip:
+        if "\n" in token.content or token.lstrip or token.content.startswith(_SENTINEL):
             return f"added token {token.content!r}"
     if spec.get("truncation") or spec.get("padding"):
         return "truncation or padding set on the backend"
@@ -115,6 +116,8 @@ class LineEncoder:
     def __init__(self, tokenizer: Any, head: list[int], tail: list[int]) -> None:
         self.tokenizer = tokenizer
         self.specials = (head, tail)
+        self._added = tuple(t.content for t in tokenizer.backend_tokenizer
+                            .get_added_tokens_decoder().values())
         self._sentinel_len = len(self._ids([_SENTINEL])[0])
 
     @classmethod
@@ -132,11 +135,13 @@ class LineEncoder:
         log.debug("tokenizing whole prompts: line cuts not shown exact (%s)", reason)
         return None
 
-    @staticmethod
-    def split(text: str) -> list[str]:
-        """``text`` cut after every newline that a non-whitespace character follows."""
+    def split(self, text: str) -> list[str]:
+        """``text`` cut after every newline that a non-whitespace character follows, except
+        where an added token follows (its match would end the text left of it there)."""
         pieces, start = [], 0
         for match in _CUT.finditer(text):
+            if self._added and text.startswith(self._added, match.end()):
+                continue
             pieces.append(text[start : match.end()])
             start = match.end()
         pieces.append(text[start:])
