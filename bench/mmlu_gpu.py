@@ -196,7 +196,7 @@ def agreement(ref: dict, other: dict, tie: float) -> dict:
 def workload(lm: Any, instances: list, shape: dict) -> dict:
     """Prompt lengths (our tokenization = HFLM's) and the FLOPs a no-reuse forward needs."""
     contexts = {inst.args[0] for inst in instances}
-    lengths = [len(lm.encode_pairs([(c, " A")])[0][0]) for c in sorted(contexts)]
+    lengths = [len(head) for head, _ in lm.encode_pairs([(c, " A") for c in sorted(contexts)])]
     required = flops(shape, sum(lengths), sum(n * (n + 1) / 2 for n in lengths), len(lengths))
     return {
         "questions": len(lengths), "subjects": len({i.task_name for i in instances}),
