@@ -24,6 +24,8 @@ model that encodes each pre-token alone; added tokens without ``"\\n"`` in them,
 
 Hence ``ids(s) = ids(s[:q] + "x")[:-len(ids("x"))] + ids(s[q:])`` (all without special tokens),
 applied at every cut. Special tokens the post-processor adds are a fixed head and tail (probed).
+Text appended later (a continuation) keeps every cut but perhaps the last, where it could finish
+an added token begun there (:meth:`LineEncoder.settled`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class LineEncoder:
         self.specials = (head, tail)
         self._added = tuple(t.content for t in tokenizer.backend_tokenizer
                             .get_added_tokens_decoder().values())
+        self._begun = frozenset(t[:i] for t in self._added for i in range(1, len(t)))
         self._sentinel_len = len(self._ids([_SENTINEL])[0])
 
     @classmethod
@@ -146,6 +149,12 @@ class LineEncoder:
             start = match.end()
         pieces.append(text[start:])
         return pieces
+
+    def settled(self, pieces: Sequence[str]) -> int:
+        """How many of a text's leading segments stay cut whatever is appended to the text: all
+        cuts but the last (an added token starting earlier would contain its ``"\\n"``), and the
+        last unless the text after it begins an added token that appended text could finish."""
+        return max(0, len(pieces) - 1 - (pieces[-1] in self._begun))
 
     def encode(self, inner: Iterable[str],
                final: Iterable[str]) -> tuple[dict[str, list[int]], dict[str, list[int]]]:

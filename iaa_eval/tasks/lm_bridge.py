@@ -157,24 +157,27 @@ class TextViewLM(LM):
     def _pairs_by_lines(self, lines: LineEncoder, pairs: list[tuple[str, str]],
                         ) -> tuple[dict[str, list[int]], dict[tuple[str, str], list[int]]]:
         """Heads and continuations by line cuts: a whole ``context + continuation`` is the
-        context's segments but the last, then its last segment with the continuation; only that
-        one is new text, and the shared part is never copied."""
+        context's settled segments (:meth:`LineEncoder.settled`: usually all but the last), then
+        the rest of the context with the continuation; only that is new text, and the shared part
+        is never copied."""
         split = {c: lines.split(c) for c in dict.fromkeys(c for c, _ in pairs)}
+        settled = {c: lines.settled(p) for c, p in split.items()}
+        rest = {c: "".join(p[settled[c] :]) for c, p in split.items()}
         inner, final = lines.encode((s for p in split.values() for s in p[:-1]),
                                     [*(p[-1] for p in split.values()),
-                                     *(split[c][-1] + d for c, d in pairs)])
+                                     *(rest[c] + d for c, d in pairs)])
         heads, shared = {}, {}
         for context, pieces in split.items():
             head, tail = self._specials(context)
             bare = lines.join(pieces, inner, final)
             heads[context] = head + bare + tail if head or tail else bare
-            shared[context] = len(bare) - len(final[pieces[-1]])  # ids before the last segment
+            shared[context] = sum(len(inner[s]) for s in pieces[: settled[context]])
         conts = {}
         for context, continuation in pairs:
-            last = final[split[context][-1] + continuation]
+            last = final[rest[context] + continuation]
             head, tail = self._specials(context, continuation)
-            # the whole is head + (the context's ids before its last segment) + last + tail; its
-            # head is the context's (a text starting with the BOS text starts every longer one)
+            # the whole is head + (the context's settled ids) + last + tail; its head is the
+            # context's (a text starting with the BOS text starts every longer one)
             start = len(heads[context]) - len(head) - shared[context]
             conts[context, continuation] = (last + tail)[start:]
         return heads, conts
