@@ -9,7 +9,9 @@ layers, 32 heads / 8 KV heads, intermediate 14336, vocab 128256, SDPA attention)
 ``--per-subject`` (35) test questions of each MMLU subject into lm-eval's standard 5-shot requests
 (our ``iaa_eval/data/tasks/mmlu`` YAMLs through lm-eval's TaskManager), and times
 ``loglikelihood`` over all of them for: ours (``batch_size="auto"``, prefix reuse on, then off)
-and HFLM (a fixed batch, 16, then ``batch_size="auto"``). It reports questions/s, the ratios,
+and HFLM (``--hflm-batches``: a fixed batch, 16, then ``batch_size="auto"``; ``--hflm-batches 16``
+skips ``auto``'s slow probing). It reports questions/s, our host seconds by stage (tokenization,
+grouping, pack layouts, time to the first forward), the ratios,
 agreement of per-question predictions (disagreements listed with both scorers' top-2 gaps: bf16
 ties), MFU against a bf16
 matmul peak measured in the same run, and peak GPU memory, as JSON.
@@ -39,6 +41,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +196,7 @@ def agreement(ref: dict, other: dict, tie: float) -> dict:
 def workload(lm: Any, instances: list, shape: dict) -> dict:
     """Prompt lengths (our tokenization = HFLM's) and the FLOPs a no-reuse forward needs."""
     contexts = {inst.args[0] for inst in instances}
-    lengths = [len(lm.encode_pairs([(c, " A")])[0][0]) for c in sorted(contexts)]
+    lengths = [len(head) for head, _ in lm.encode_pairs([(c, " A") for c in sorted(contexts)])]
     required = flops(shape, sum(lengths), sum(n * (n + 1) / 2 for n in lengths), len(lengths))
     return {
         "questions": len(lengths), "subjects": len({i.task_name for i in instances}),
@@ -200,6 +204,50 @@ def workload(lm: Any, instances: list, shape: dict) -> dict:
         "context_tokens_p90": sorted(lengths)[int(0.9 * len(lengths))], "context_tokens_total": sum(lengths),
         "required_flops": required,
     }
+
+
+@contextmanager
+def host_clock(lm: Any) -> Iterator[dict[str, float]]:
+    """Host seconds of our scorer's call, by stage: ``encode_s`` (HFLM-exact tokenization),
+    ``group_s`` (distinct rows, prefix groups), ``layout_s`` (every forward's pack layout: after
+    the first, overlapped with the GPU's work) and ``before_first_forward_s`` (from the call's start
+    to its first forward's launch: everything the GPU waits for)."""
+    from iaa_eval.models.loglik import scorer as scorer_module
+
+    clock = {"encode_s": 0.0, "group_s": 0.0, "layout_s": 0.0, "before_first_forward_s": 0.0}
+    scorer, layout, start = lm.scorer, scorer_module.pack_layout, time.perf_counter()
+
+    def timed_call(fn: Any, key: str, minus: str | None = None) -> Any:
+        def call(*a: Any, **k: Any) -> Any:
+            begin, other = time.perf_counter(), clock[minus] if minus else 0.0
+            try:
+                return fn(*a, **k)
+            finally:
+                clock[key] += time.perf_counter() - begin - ((clock[minus] - other) if minus else 0.0)
+        return call
+
+    def first(fn: Any) -> Any:
+        def call(*a: Any, **k: Any) -> Any:
+            clock["before_first_forward_s"] = clock["before_first_forward_s"] or time.perf_counter() - start
+            return fn(*a, **k)
+        return call
+
+    clock["scoring_s"] = 0.0
+    lm.encode_pairs = timed_call(lm.encode_pairs, "encode_s")
+    scorer._score_groups = timed_call(scorer._score_groups, "scoring_s")
+    scorer.score = timed_call(scorer.score, "group_s", minus="scoring_s")
+    scorer._score = first(scorer._score)
+    scorer_module.pack_layout = timed_call(layout, "layout_s")
+    try:
+        yield clock
+    finally:
+        for name in ("encode_pairs",):
+            del lm.__dict__[name]
+        for name in ("_score_groups", "score", "_score"):
+            del scorer.__dict__[name]
+        scorer_module.pack_layout = layout
+        clock.pop("scoring_s")
+        clock["host_s"] = clock["encode_s"] + clock["group_s"] + clock["layout_s"]
 
 
 def run_ours(view: Any, instances: list, device: str, reuse: bool, max_tokens: int | None = None) -> dict:
@@ -211,7 +259,10 @@ def run_ours(view: Any, instances: list, device: str, reuse: bool, max_tokens: i
     lm.loglikelihood(instances[:8])
     lm.scorer.tokens = lm.scorer.attended = lm.scorer.forwards = lm.scorer.padded_tokens = 0
     lm.scorer.shapes = []
-    result = timed(f"ours (prefix reuse {'on' if reuse else 'off'})", lm, instances, device)
+    with host_clock(lm) as host:
+        result = timed(f"ours (prefix reuse {'on' if reuse else 'off'})", lm, instances, device)
+    print("  host: " + ", ".join(f"{k} {v:.2f}" for k, v in host.items()), flush=True)
+    result["host"] = host
     scorer = lm.scorer
     result.update(forwards=scorer.forwards, tokens_run=scorer.tokens, padded_tokens=scorer.padded_tokens,
                   attended=scorer.attended, budget_gib=scorer.plan.budget_bytes / 2**30,
@@ -238,8 +289,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-subject", type=int, default=35, help="test questions per subject (57 x 35 = 1,995)")
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--hflm-batch", type=int, default=16, help="HFLM's fixed batch (32 runs out of memory)")
-    parser.add_argument("--skip-hflm-auto", action="store_true")
+    parser.add_argument("--hflm-batches", nargs="+", default=["16", "auto"],
+                        help="HFLM runs: fixed batches (the first is the agreement reference; 32 runs "
+                             "out of memory on an H100) and/or 'auto' (its probing is slow; --tiny: 4)")
     parser.add_argument("--skip-no-reuse", action="store_true")
     parser.add_argument("--max-tokens", type=int, help="our scorer's cap on padded tokens per forward (default: its own)")
     parser.add_argument("--no-math-attention", action="store_true",
@@ -247,7 +299,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tie", type=float, default=0.05, help="top-2 gap below which a disagreement is a bf16 tie")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="2-layer Llama on CPU, a few synthetic questions")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.hflm_batches = [4] if args.tiny else [b if b == "auto" else int(b) for b in args.hflm_batches]
+    if not any(isinstance(b, int) for b in args.hflm_batches):
+        parser.error("--hflm-batches: at least one fixed batch (the agreement reference)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -281,9 +337,10 @@ def main(argv: list[str] | None = None) -> dict:
     runs = {"ours": run_ours(view, instances, device, reuse=True, max_tokens=args.max_tokens)}
     if not args.skip_no_reuse:
         runs["ours_no_reuse"] = run_ours(view, instances, device, reuse=False, max_tokens=args.max_tokens)
-    runs["hflm_fixed"] = run_hflm(model, tokenizer, instances, device, 4 if args.tiny else args.hflm_batch)
-    if not (args.skip_hflm_auto or args.tiny):  # on CPU its probing at full length takes minutes
-        runs["hflm_auto"] = run_hflm(model, tokenizer, instances, device, "auto")
+    fixed = [b for b in args.hflm_batches if b != "auto"]
+    for batch in args.hflm_batches:
+        name = "hflm_auto" if batch == "auto" else "hflm_fixed" if batch == fixed[0] else f"hflm_batch{batch}"
+        runs[name] = run_hflm(model, tokenizer, instances, device, batch)
     reference = predictions(instances, runs["hflm_fixed"].pop("values"))
     n = shape_info["questions"]
     report: dict[str, Any] = {

@@ -25,6 +25,7 @@ from iaa_eval.models.generation import nan_guard
 from iaa_eval.models.loglik.scorer import FastScorer
 from iaa_eval.runner.cache import request_key
 from iaa_eval.runner.requests import RequestPath
+from iaa_eval.tasks.line_tokens import LineEncoder
 
 if TYPE_CHECKING:
     from lm_eval.api.instance import Instance
@@ -92,12 +93,16 @@ class TextViewLM(LM):
         bos = self.tokenizer.bos_token_id
         self.prefix_token_id: int = bos if bos is not None else self.tokenizer.eos_token_id
         self._bos_text = self.tokenizer.decode(self.prefix_token_id)
+        self._lines = LineEncoder.for_tokenizer(self.tokenizer)
 
     # ---------------------------------------------------------------- tokenization (as HFLM)
     def _encode(self, strings: Sequence[str]) -> dict[str, list[int]]:
-        """Each distinct string encoded once, in batches; special tokens added unless the string
-        already starts with the BOS text (HFLM's rule)."""
+        """Each distinct string encoded once; special tokens added unless the string already
+        starts with the BOS text (HFLM's rule)."""
         distinct = list(dict.fromkeys(strings))
+        if self._lines is not None:
+            bare = self._lines.encode_all(distinct)
+            return {s: self._special(s, ids) for s, ids in zip(distinct, bare, strict=True)}
         out: dict[str, list[int]] = {}
         for add in (True, False):
             chosen = [s for s in distinct if s.startswith(self._bos_text) != add]
@@ -107,15 +112,36 @@ class TextViewLM(LM):
                 out.update(zip(chunk, ids, strict=True))
         return out
 
+    def _special(self, text: str, ids: list[int]) -> list[int]:
+        """``ids`` (``text`` encoded without special tokens) as HFLM encodes ``text``."""
+        head, tail = self._specials(text)
+        return head + ids + tail if head or tail else ids
+
+    def _specials(self, text: str, more: str = "") -> tuple[list[int], list[int]]:
+        """The special ids HFLM's encoding of ``text + more`` has around the text's own (line
+        cuts); ``text + more`` is built only when ``text`` is shorter than the BOS text."""
+        whole = text if len(text) >= len(self._bos_text) else text + more
+        if self._lines is None or whole.startswith(self._bos_text):
+            return [], []
+        return self._lines.specials
+
     def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-        """Token ids of ``(context, continuation)`` pairs, split as HFLM splits them."""
+        """Token ids of ``(context, continuation)`` pairs, split as HFLM splits them: the context
+        encoded alone, the continuation as what follows it in ``context + continuation`` encoded
+        whole. With line cuts (:mod:`~iaa_eval.tasks.line_tokens`) a whole is the context's
+        segments but the last, then its last segment with the continuation: only that is new."""
         moved = []
         for context, continuation in pairs:
             n = len(context) - len(context.rstrip())
             moved.append((context[:-n], context[-n:] + continuation) if n
                          else (context, continuation))
-        whole = self._encode([c + d for (c, d), (o, _) in zip(moved, pairs, strict=True) if o])
-        heads = self._encode([c for (c, _), (o, _) in zip(moved, pairs, strict=True) if o])
+        kept = [m for m, (o, _) in zip(moved, pairs, strict=True) if o]
+        if self._lines is None:
+            heads = self._encode([c for c, _ in kept])
+            whole = self._encode([c + d for c, d in kept])
+            conts = {(c, d): whole[c + d][len(heads[c]) :] for c, d in dict.fromkeys(kept)}
+        else:
+            heads, conts = self._pairs_by_lines(self._lines, list(dict.fromkeys(kept)))
         result = []
         for (context, continuation), (orig_ctx, _) in zip(moved, pairs, strict=True):
             if orig_ctx == "":
@@ -125,9 +151,36 @@ class TextViewLM(LM):
                 else:
                     result.append(([self.prefix_token_id], cont))
                 continue
-            head = heads[context]
-            result.append((head, whole[context + continuation][len(head) :]))
+            result.append((heads[context], conts[context, continuation]))
         return result
+
+    def _pairs_by_lines(self, lines: LineEncoder, pairs: list[tuple[str, str]],
+                        ) -> tuple[dict[str, list[int]], dict[tuple[str, str], list[int]]]:
+        """Heads and continuations by line cuts: a whole ``context + continuation`` is the
+        context's settled segments (:meth:`LineEncoder.settled`: usually all but the last), then
+        the rest of the context with the continuation; only that is new text, and the shared part
+        is never copied."""
+        split = {c: lines.split(c) for c in dict.fromkeys(c for c, _ in pairs)}
+        settled = {c: lines.settled(p) for c, p in split.items()}
+        rest = {c: "".join(p[settled[c] :]) for c, p in split.items()}
+        inner, final = lines.encode((s for p in split.values() for s in p[:-1]),
+                                    [*(p[-1] for p in split.values()),
+                                     *(rest[c] + d for c, d in pairs)])
+        heads, shared = {}, {}
+        for context, pieces in split.items():
+            head, tail = self._specials(context)
+            bare = lines.join(pieces, inner, final)
+            heads[context] = head + bare + tail if head or tail else bare
+            shared[context] = sum(len(inner[s]) for s in pieces[: settled[context]])
+        conts = {}
+        for context, continuation in pairs:
+            last = final[rest[context] + continuation]
+            head, tail = self._specials(context, continuation)
+            # the whole is head + (the context's settled ids) + last + tail; its head is the
+            # context's (a text starting with the BOS text starts every longer one)
+            start = len(heads[context]) - len(head) - shared[context]
+            conts[context, continuation] = (last + tail)[start:]
+        return heads, conts
 
     # ---------------------------------------------------------------- the request path
     @property

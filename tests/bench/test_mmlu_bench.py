@@ -21,5 +21,8 @@ def test_tiny_mode_runs_and_agrees(tmp_path: Path) -> None:
         assert agreement["same"] == 1.0 and agreement["abs_ll_diff_max"] < 1e-4
     assert report["runs"]["ours"]["tokens_run"] < report["workload"]["context_tokens_total"]  # prefix reuse
     assert report["ratios"]["ours_vs_hflm_fixed"] > 0 and report["peak_matmul_tflops"] > 0
+    host = report["runs"]["ours"]["host"]
+    assert 0 < host["encode_s"] <= host["host_s"] and 0 < host["before_first_forward_s"]
     args = module.parse(["--data-dir", "x"])
-    assert (args.per_subject, args.shots, args.hflm_batch, args.device) == (35, 5, 16, "cuda")
+    assert (args.per_subject, args.shots, args.hflm_batches, args.device) == (35, 5, [16, "auto"], "cuda")
+    assert module.parse(["--hflm-batches", "16"]).hflm_batches == [16]

@@ -12,6 +12,7 @@ import torch
 from iaa_eval.models.loglik.packing import (
     FLEX_BLOCK,
     Pack,
+    _lcp,
     block_mask,
     dense_mask,
     pack_layout,
@@ -74,6 +75,16 @@ def test_plan_groups_share_prefixes_but_never_readouts() -> None:
     plain = [g for g in groups if not g.prefix_len]
     assert sorted(len(r.tokens) for r in plain[0].rows) == [3, 21]
     assert plan_groups(rows, reuse=False, min_prefix=16)[0].prefix_len == 0
+
+
+def test_common_prefix_length_by_halving_matches_a_scan(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(500):
+        a = tuple(rng.randrange(3) for _ in range(rng.randrange(40)))
+        b = a[: rng.randrange(len(a) + 1)] + tuple(rng.randrange(3) for _ in range(rng.randrange(40)))
+        limit = rng.randrange(50)
+        scan = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        assert _lcp(a, b, limit) == min(scan, limit)
 
 
 def test_prefix_stops_before_the_readout_positions() -> None:

@@ -191,7 +191,8 @@ class FastScorer:
             if len(continuation) > self.max_length:
                 raise ValueError(f"request {index}: continuation of {len(continuation)} tokens "
                                  "exceeds max_length")
-            tokens = tuple((list(context) + list(continuation))[-(self.max_length + 1) :][:-1])
+            whole = (*context, *continuation)  # left-truncated to L + 1, the last dropped
+            tokens = whole[max(0, len(whole) - self.max_length - 1) : -1]
             rows.setdefault(tokens, _Row(tokens)).readouts.append((index, tuple(continuation)))
         groups = plan_groups(list(rows.values()), reuse=self.prefix_reuse,
                              min_prefix=self.min_prefix)
