@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from transformers import CompileConfig, StaticCache
 
 from iaa_eval.errors import ModelError, NonFiniteOutput
 
 log = logging.getLogger(__name__)
+DECODES = ("dynamic", "static")
 
 
 def check_logits(module: torch.nn.Module, args: Any, output: Any) -> None:
@@ -38,33 +40,107 @@ def nan_guard(model: torch.nn.Module | None) -> Iterator[None]:
             handle.remove()
 
 
-def greedy_decode(
+def greedy_ids(
     generate: Callable[..., torch.Tensor],
-    tokenizer: Any,
-    batch_inputs: dict[str, torch.Tensor],
+    batch_inputs: dict[str, Any],
     max_new_tokens: int,
-    eos_token_ids: Sequence[int] | None = None,
+    eos_token_ids: int | Sequence[int] | None,
+    pad_token_id: int | None,
     watch: torch.nn.Module | None = None,
-) -> list[str]:
-    """Run ``generate(**batch_inputs)`` greedily and decode only the new tokens.
+    static: StaticDecode | None = None,
+) -> torch.Tensor:
+    """``generate(**batch_inputs)`` greedily; the new token ids ``(batch, max_new_tokens or less)``.
 
     ``batch_inputs`` must be left-padded so every row's new tokens start at the same column.
     ``watch``: the module whose forwards ``generate`` runs; NaN or infinite logits there raise
-    :class:`~iaa_eval.errors.NonFiniteOutput` instead of decoding into garbage.
+    :class:`~iaa_eval.errors.NonFiniteOutput` instead of decoding into garbage. ``static``: decode
+    on its static KV cache (``--decode static``), else on transformers' dynamic one.
     """
     prompt_len = batch_inputs["input_ids"].shape[1]
-    eos = list(eos_token_ids) if eos_token_ids else tokenizer.eos_token_id
     with torch.inference_mode(), nan_guard(watch):
+        if static is not None:
+            batch_inputs = static.inputs(batch_inputs, prompt_len + max_new_tokens)
         output = generate(
             **batch_inputs,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,
-            eos_token_id=eos,
-            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=eos_token_ids,
+            pad_token_id=pad_token_id,
         )
-    new_tokens = output[:, prompt_len:]
+    return output[:, prompt_len:]
+
+
+def greedy_decode(
+    generate: Callable[..., torch.Tensor],
+    tokenizer: Any,
+    batch_inputs: dict[str, Any],
+    max_new_tokens: int,
+    eos_token_ids: Sequence[int] | None = None,
+    watch: torch.nn.Module | None = None,
+    static: StaticDecode | None = None,
+) -> list[str]:
+    """:func:`greedy_ids` decoded to text, special tokens stripped (EOS: the tokenizer's unless
+    ``eos_token_ids`` are given)."""
+    eos = list(eos_token_ids) if eos_token_ids else tokenizer.eos_token_id
+    new_tokens = greedy_ids(generate, batch_inputs, max_new_tokens, eos, tokenizer.pad_token_id,
+                            watch, static)
     return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def static_decode(decode: str, model: torch.nn.Module) -> StaticDecode | None:
+    """What ``--decode`` asks of ``model``'s generation: a :class:`StaticDecode`, or ``None``."""
+    if decode not in DECODES:
+        raise ModelError(f"--decode {decode!r}: expected one of {', '.join(DECODES)}")
+    return StaticDecode(model) if decode == "static" else None
+
+
+class StaticDecode:
+    """``--decode static``: greedy decoding on a static KV cache, its decode step compiled by
+    transformers' ``generate`` on CUDA (``torch.compile`` with CUDA graphs: ``reduce-overhead``).
+
+    One cache per model, reused across calls while the batch and length bucket stay the same, so
+    the captured graphs replay on the same addresses instead of being recorded again; lengths are
+    rounded up to :attr:`bucket` tokens so ``torch.compile`` sees few shapes. A prompt whose head
+    was prefilled once per image (:func:`prefill_shared`, a dynamic cache) is copied into it.
+    Elsewhere than on CUDA it runs eagerly (``compile_config._compile_all_devices`` forces the
+    compile, as the tests do on CPU with a cheap backend).
+    """
+
+    bucket = 256
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.config, self.device = model.config, model.device
+        self.compile_config = CompileConfig(
+            fullgraph=getattr(model, "_can_compile_fullgraph", False), dynamic=False,
+            mode="reduce-overhead",
+        )
+        self.cache: StaticCache | None = None
+        self._shape: tuple[int, int] | None = None
+
+    def _fresh_cache(self, batch: int, length: int) -> StaticCache:
+        size = -(-length // self.bucket) * self.bucket
+        if self._shape == (batch, size):
+            self.cache.reset()
+        else:
+            self.cache = StaticCache(config=self.config, max_cache_len=size)
+            self._shape = (batch, size)
+        return self.cache
+
+    def inputs(self, batch_inputs: dict[str, Any], length: int) -> dict[str, Any]:
+        """``batch_inputs`` for ``generate`` on the static cache, sized for ``length`` tokens."""
+        cache = self._fresh_cache(batch_inputs["input_ids"].shape[0], length)
+        prefilled = batch_inputs.get("cache")
+        if prefilled is not None:  # copy the shared heads' K/V in (lazily sized by the first)
+            for static, dynamic in zip(cache.layers, prefilled.layers, strict=True):
+                if not static.is_initialized:
+                    static.lazy_initialization(dynamic.keys, dynamic.values)
+                static.keys[:, :, : dynamic.keys.shape[2]].copy_(dynamic.keys)
+                static.values[:, :, : dynamic.values.shape[2]].copy_(dynamic.values)
+                static.cumulative_length.fill_(dynamic.keys.shape[2])
+        compiles = self.device.type == "cuda" or self.compile_config._compile_all_devices
+        return {**batch_inputs, "cache": cache,
+                "compile_config": self.compile_config if compiles else None}
 
 
 def ensure_pad_token(tokenizer: Any) -> None:

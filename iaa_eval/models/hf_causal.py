@@ -11,7 +11,12 @@ from collections.abc import Sequence
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iaa_eval.models.base import MMRequest, ModelSpec, TextView, text_model_fingerprint
-from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
+from iaa_eval.models.generation import (
+    GenerationBatcher,
+    ensure_pad_token,
+    greedy_decode,
+    static_decode,
+)
 from iaa_eval.models.loading import (
     check_vocabulary,
     load_pretrained,
@@ -40,6 +45,7 @@ class HFCausalModel:
                          spec.path)
         ensure_pad_token(self.tokenizer)
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
+        self.static = static_decode(spec.decode, self.model)
         self._fingerprint: str | None = None
 
     def text_view(self) -> TextView:
@@ -57,7 +63,8 @@ class HFCausalModel:
                                  add_special_tokens=False)
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
             budget = max(r.max_new_tokens for r in chunk)
-            return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
+            return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model,
+                                 static=self.static)
 
         return self.batcher.map(list(requests), answer)
 

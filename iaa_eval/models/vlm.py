@@ -47,6 +47,7 @@ from iaa_eval.models.generation import (
     greedy_decode,
     prefill_shared,
     shared_prefix_length,
+    static_decode,
 )
 from iaa_eval.models.loading import (
     check_vocabulary,
@@ -200,6 +201,7 @@ class VLMModel:
         self._text_lm = DecoderLM(self.model).eval()
         self._fingerprints: dict[str, str] = {}
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
+        self.static = static_decode(spec.decode, self.model)
         self.feature_cache = (
             None if self.family.no_feature_cache else FeatureCache(self._encode_images)
         )
@@ -319,7 +321,8 @@ class VLMModel:
                         enc, reqs, features, budget
                     ) or self._with_features(enc, features)
                 return greedy_decode(
-                    self.model.generate, self.tokenizer, enc, budget, watch=self.model
+                    self.model.generate, self.tokenizer, enc, budget, watch=self.model,
+                    static=self.static,
                 )
 
             texts = self.batcher.map(group, answer)

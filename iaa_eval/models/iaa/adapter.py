@@ -32,6 +32,7 @@ from iaa_eval.models.generation import (
     left_padded,
     prefill_shared,
     shared_prefix_length,
+    static_decode,
 )
 from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID
 from iaa_eval.models.iaa.convert import load_image_processor
@@ -83,6 +84,7 @@ class IAAModel:
                                                     self.model.config.vision_tower_path)
         self.feature_cache = FeatureCache(self._encode_images)
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
+        self.static = static_decode(spec.decode, self.model)
         # off: every question's whole prompt is run (the reference path)
         self.share_prefixes = True
         self._fingerprints: dict[str, str] = {}
@@ -137,7 +139,8 @@ class IAAModel:
                 return self.model.generate(workflow=self.workflow, image_features=images, **kwargs)
 
             budget = max(r.max_new_tokens for r in chunk)
-            return greedy_decode(run, self.tokenizer, batch, budget, watch=self.model)
+            return greedy_decode(run, self.tokenizer, batch, budget, watch=self.model,
+                                 static=self.static)
 
         return self.batcher.map(list(requests), answer)
 
