@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from transformers import CompileConfig, StaticCache
+from transformers import CompileConfig, LogitsProcessor, LogitsProcessorList, StaticCache
 
 from iaa_eval.errors import ModelError, NonFiniteOutput
 
@@ -18,15 +18,30 @@ log = logging.getLogger(__name__)
 DECODES = ("dynamic", "static")
 
 
-def check_logits(module: torch.nn.Module, args: Any, output: Any) -> None:
-    """Forward hook: raise :class:`NonFiniteOutput` when a forward returns NaN or infinite logits.
-    Greedy argmax over NaN or ties of inf silently picks token 0, so a broken model would otherwise
-    answer plausible garbage (an overflowing head made every MME answer "", scored as wrong)."""
-    logits = getattr(output, "logits", None)
-    if logits is not None and not torch.isfinite(logits).all():
+def require_finite(logits: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteOutput` on NaN or infinite logits. Greedy argmax over NaN or ties of
+    inf silently picks token 0, so a broken model would otherwise answer plausible garbage (an
+    overflowing head made every MME answer "", scored as wrong)."""
+    if not torch.isfinite(logits).all():
         kind = "NaN" if torch.isnan(logits).any() else "infinite"
         raise NonFiniteOutput(f"the model's logits are {kind} (shape {tuple(logits.shape)}); "
                               "expected finite logits")
+
+
+def check_logits(module: torch.nn.Module, args: Any, output: Any) -> None:
+    """Forward hook: :func:`require_finite` on the logits a forward returns."""
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        require_finite(logits)
+
+
+class FiniteScores(LogitsProcessor):
+    """:func:`require_finite` on each step's next-token logits, between ``generate``'s forwards:
+    a compiled decode step cannot hold a forward hook's data-dependent check."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        require_finite(scores)
+        return scores
 
 
 @contextlib.contextmanager
@@ -54,12 +69,16 @@ def greedy_ids(
     ``batch_inputs`` must be left-padded so every row's new tokens start at the same column.
     ``watch``: the module whose forwards ``generate`` runs; NaN or infinite logits there raise
     :class:`~iaa_eval.errors.NonFiniteOutput` instead of decoding into garbage. ``static``: decode
-    on its static KV cache (``--decode static``), else on transformers' dynamic one.
+    on its static KV cache (``--decode static``), else on transformers' dynamic one; its NaN check
+    then runs on each step's scores (:class:`FiniteScores`), outside the compiled forward.
     """
     prompt_len = batch_inputs["input_ids"].shape[1]
-    with torch.inference_mode(), nan_guard(watch):
+    hooked = watch if static is None else None
+    with torch.inference_mode(), nan_guard(hooked):
         if static is not None:
             batch_inputs = static.inputs(batch_inputs, prompt_len + max_new_tokens)
+            if watch is not None:
+                batch_inputs["logits_processor"] = LogitsProcessorList([FiniteScores()])
         output = generate(
             **batch_inputs,
             max_new_tokens=max_new_tokens,
