@@ -130,20 +130,24 @@ class StaticDecode:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.config, self.device = model.config, model.device
+        # every (model, batch, length) compiles one entry on torch.nn.Module.__call__'s code,
+        # shared by all models: dynamo's default limit of 8 would fall back to eager unsaid
+        dynamo = torch._dynamo.config
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
         self.compile_config = CompileConfig(
             fullgraph=getattr(model, "_can_compile_fullgraph", False), dynamic=False,
             mode="reduce-overhead",
         )
         self.cache: StaticCache | None = None
-        self._shape: tuple[int, int] | None = None
+        self.shape: tuple[int, int] | None = None
 
     def _fresh_cache(self, batch: int, length: int) -> StaticCache:
         size = -(-length // self.bucket) * self.bucket
-        if self._shape == (batch, size):
+        if self.shape == (batch, size):
             self.cache.reset()
         else:
             self.cache = StaticCache(config=self.config, max_cache_len=size)
-            self._shape = (batch, size)
+            self.shape = (batch, size)
         return self.cache
 
     def inputs(self, batch_inputs: dict[str, Any], length: int) -> dict[str, Any]:
