@@ -154,13 +154,9 @@ class StaticDecode:
         """``batch_inputs`` for ``generate`` on the static cache, sized for ``length`` tokens."""
         cache = self._fresh_cache(batch_inputs["input_ids"].shape[0], length)
         prefilled = batch_inputs.get("cache")
-        if prefilled is not None:  # copy the shared heads' K/V in (lazily sized by the first)
+        if prefilled is not None:  # the shared heads' K/V, written in as their prefill would
             for static, dynamic in zip(cache.layers, prefilled.layers, strict=True):
-                if not static.is_initialized:
-                    static.lazy_initialization(dynamic.keys, dynamic.values)
-                static.keys[:, :, : dynamic.keys.shape[2]].copy_(dynamic.keys)
-                static.values[:, :, : dynamic.values.shape[2]].copy_(dynamic.values)
-                static.cumulative_length.fill_(dynamic.keys.shape[2])
+                static.update(dynamic.keys, dynamic.values)
         compiles = self.device.type == "cuda" or self.compile_config._compile_all_devices
         return {**batch_inputs, "cache": cache,
                 "compile_config": self.compile_config if compiles else None}
