@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--text-tokens", type=int, default=None, help="text prompt (default 128; tiny 12)"
     )
     parser.add_argument(
-        "--only", default=None, help="comma-separated case labels to run (e.g. 'llava image')"
+        "--only", default=None, help="cases, comma-separated: LABEL or LABEL@BATCH ('iaa image@64')"
     )
     parser.add_argument(
         "--deadline", type=float, default=None, help="seconds: skip cases that would pass it"
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
     for label, batch, build_case in cases(models, args):
         entry: dict[str, Any] = {"case": label, "batch": batch}
         left = args.deadline - (time.perf_counter() - started) if args.deadline else None
-        if wanted is not None and label not in wanted:
+        if wanted is not None and not {label, f"{label}@{batch}"} & wanted:
             continue
         if left is not None and left < 1.5 * slowest + 15:
             entry["skipped"] = f"deadline: {left:.0f} s left, the slowest case took {slowest:.0f} s"

@@ -42,7 +42,7 @@ def test_a_divergence_is_located_and_weighed_by_the_eager_logits() -> None:
 
 def test_the_deadline_skips_what_would_not_fit() -> None:
     report = runpy.run_path(str(SCRIPT))["main"](["--tiny", "--device", "cpu", "--deadline", "1",
-                                                  "--only", "llava image,llama text"])
-    assert [c["case"] for c in report["cases"]] == ["llava image", "llama text", "llava image",
-                                                    "llama text"]
+                                                  "--only", "llava image,llama text@3"])
+    assert [(c["case"], c["batch"]) for c in report["cases"]] == [
+        ("llava image", 1), ("llava image", 3), ("llama text", 3)]
     assert all(c["skipped"].startswith("deadline") for c in report["cases"])
