@@ -119,6 +119,7 @@ def build_iaa_adapter(shape: str, device: str, dtype: torch.dtype, batch: int) -
     adapter.feature_cache = FeatureCache(adapter._encode_images)
     adapter.batcher = GenerationBatcher(batch, model)
     adapter.share_prefixes = True
+    adapter.static = None  # --decode dynamic
     adapter._fingerprints = {}
     return adapter
 

@@ -100,6 +100,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--max-memory", metavar="DEV=SIZE,..", help="per device: 0=70GiB,cpu=200GiB")
     run.add_argument("--batch-size", type=_batch_size, default=8,
                      help="N or auto (sized from free memory)")
+    run.add_argument("--decode", choices=["dynamic", "static"], default="dynamic",
+                     help="greedy decoding's KV cache; static: compiled with CUDA graphs on CUDA")
     run.add_argument("--log-samples", action="store_true",
                      help="write samples/<model>/<task>.jsonl (suites always do)")
     run.add_argument("--output-path", type=Path, default=Path("runs"),
@@ -176,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         models=(*args.model, *shorthands), tasks=args.tasks, suite=args.suite,
         data_dirs=tuple(args.data_dir), limit=args.limit, num_fewshot=args.num_fewshot,
         formulation=args.formulation, on_error=args.on_error, device=device, dtype=args.dtype,
-        batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
+        batch_size=args.batch_size, decode=args.decode, trust_remote_code=args.trust_remote_code,
         device_map=args.device_map, max_memory=args.max_memory, vlm=bool(args.vlm),
         pairs=args.pairs, allow_tokenizer_mismatch=args.allow_tokenizer_mismatch,
         output_path=args.output_path, run_id=args.run_id, log_samples=args.log_samples,

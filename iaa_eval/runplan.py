@@ -39,6 +39,7 @@ class RunChoices:
     device: str = "cpu"
     dtype: str = "auto"
     batch_size: int | str = 8
+    decode: str = "dynamic"
     trust_remote_code: bool = False
     device_map: str | None = None
     max_memory: str | None = None
@@ -69,7 +70,9 @@ def plan_run(choices: RunChoices, world_size: int = 1) -> RunConfig:
             "or a suite with defaults"
         )
     models = [
-        dataclasses.replace(m, device_map=choices.device_map, max_memory=memory) for m in models
+        dataclasses.replace(m, device_map=choices.device_map, max_memory=memory,
+                            decode=choices.decode)
+        for m in models
     ]
     models, pairing = pair_vlm(
         models, "vlm" if choices.vlm else None, tasks, choices.pairs,

@@ -43,6 +43,9 @@ class ModelSpec:
             GPU (:mod:`~iaa_eval.models.placement`); ``device`` then places nothing.
         max_memory: with ``device_map``, the most each device may hold, e.g.
             ``{"0": "70GiB", "cpu": "200GiB"}`` (GPU indices as strings).
+        decode: ``dynamic`` (transformers' growing KV cache) or ``static`` (a fixed-size one, the
+            decode step compiled with CUDA graphs on CUDA; same answers):
+            :class:`~iaa_eval.models.generation.StaticDecode`.
     """
 
     name: str
@@ -54,6 +57,7 @@ class ModelSpec:
     trust_remote_code: bool = False
     device_map: str | None = None
     max_memory: dict[str, str] | None = None
+    decode: str = "dynamic"
 
     def __post_init__(self) -> None:
         path_name(self.name, "model name")

@@ -11,21 +11,38 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
+from transformers import CompileConfig, LogitsProcessor, LogitsProcessorList, StaticCache
 
 from iaa_eval.errors import ModelError, NonFiniteOutput
 
 log = logging.getLogger(__name__)
+DECODES = ("dynamic", "static")
 
 
-def check_logits(module: torch.nn.Module, args: Any, output: Any) -> None:
-    """Forward hook: raise :class:`NonFiniteOutput` when a forward returns NaN or infinite logits.
-    Greedy argmax over NaN or ties of inf silently picks token 0, so a broken model would otherwise
-    answer plausible garbage (an overflowing head made every MME answer "", scored as wrong)."""
-    logits = getattr(output, "logits", None)
-    if logits is not None and not torch.isfinite(logits).all():
+def require_finite(logits: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteOutput` on NaN or infinite logits. Greedy argmax over NaN or ties of
+    inf silently picks token 0, so a broken model would otherwise answer plausible garbage (an
+    overflowing head made every MME answer "", scored as wrong)."""
+    if not torch.isfinite(logits).all():
         kind = "NaN" if torch.isnan(logits).any() else "infinite"
         raise NonFiniteOutput(f"the model's logits are {kind} (shape {tuple(logits.shape)}); "
                               "expected finite logits")
+
+
+def check_logits(module: torch.nn.Module, args: Any, output: Any) -> None:
+    """Forward hook: :func:`require_finite` on the logits a forward returns."""
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        require_finite(logits)
+
+
+class FiniteScores(LogitsProcessor):
+    """:func:`require_finite` on each step's next-token logits, between ``generate``'s forwards:
+    a compiled decode step cannot hold a forward hook's data-dependent check."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        require_finite(scores)
+        return scores
 
 
 @contextlib.contextmanager
@@ -39,33 +56,111 @@ def nan_guard(model: torch.nn.Module | None) -> Iterator[None]:
             handle.remove()
 
 
-def greedy_decode(
+def greedy_ids(
     generate: Callable[..., torch.Tensor],
-    tokenizer: Any,
-    batch_inputs: dict[str, torch.Tensor],
+    batch_inputs: dict[str, Any],
     max_new_tokens: int,
-    eos_token_ids: Sequence[int] | None = None,
+    eos_token_ids: int | Sequence[int] | None,
+    pad_token_id: int | None,
     watch: torch.nn.Module | None = None,
-) -> list[str]:
-    """Run ``generate(**batch_inputs)`` greedily and decode only the new tokens.
+    static: StaticDecode | None = None,
+) -> torch.Tensor:
+    """``generate(**batch_inputs)`` greedily; the new token ids ``(batch, max_new_tokens or less)``.
 
     ``batch_inputs`` must be left-padded so every row's new tokens start at the same column.
     ``watch``: the module whose forwards ``generate`` runs; NaN or infinite logits there raise
-    :class:`~iaa_eval.errors.NonFiniteOutput` instead of decoding into garbage.
+    :class:`~iaa_eval.errors.NonFiniteOutput` instead of decoding into garbage. ``static``: decode
+    on its static KV cache (``--decode static``), else on transformers' dynamic one; its NaN check
+    then runs on each step's scores (:class:`FiniteScores`), outside the compiled forward.
     """
     prompt_len = batch_inputs["input_ids"].shape[1]
-    eos = list(eos_token_ids) if eos_token_ids else tokenizer.eos_token_id
-    with torch.inference_mode(), nan_guard(watch):
+    hooked = watch if static is None else None
+    with torch.inference_mode(), nan_guard(hooked):
+        if static is not None:
+            batch_inputs = static.inputs(batch_inputs, prompt_len + max_new_tokens)
+            if watch is not None:
+                batch_inputs["logits_processor"] = LogitsProcessorList([FiniteScores()])
         output = generate(
             **batch_inputs,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,
-            eos_token_id=eos,
-            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=eos_token_ids,
+            pad_token_id=pad_token_id,
         )
-    new_tokens = output[:, prompt_len:]
+    return output[:, prompt_len:]
+
+
+def greedy_decode(
+    generate: Callable[..., torch.Tensor],
+    tokenizer: Any,
+    batch_inputs: dict[str, Any],
+    max_new_tokens: int,
+    eos_token_ids: Sequence[int] | None = None,
+    watch: torch.nn.Module | None = None,
+    static: StaticDecode | None = None,
+) -> list[str]:
+    """:func:`greedy_ids` decoded to text, special tokens stripped (EOS: the tokenizer's unless
+    ``eos_token_ids`` are given)."""
+    eos = list(eos_token_ids) if eos_token_ids else tokenizer.eos_token_id
+    new_tokens = greedy_ids(generate, batch_inputs, max_new_tokens, eos, tokenizer.pad_token_id,
+                            watch, static)
     return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def static_decode(decode: str, model: torch.nn.Module) -> StaticDecode | None:
+    """What ``--decode`` asks of ``model``'s generation: a :class:`StaticDecode`, or ``None``."""
+    if decode not in DECODES:
+        raise ModelError(f"--decode {decode!r}: expected one of {', '.join(DECODES)}")
+    return StaticDecode(model) if decode == "static" else None
+
+
+class StaticDecode:
+    """``--decode static``: greedy decoding on a static KV cache, its decode step compiled by
+    transformers' ``generate`` on CUDA (``torch.compile`` with CUDA graphs: ``reduce-overhead``).
+
+    One cache per model, reused across calls while the batch and length bucket stay the same, so
+    the captured graphs replay on the same addresses instead of being recorded again; lengths are
+    rounded up to :attr:`bucket` tokens so ``torch.compile`` sees few shapes. A prompt whose head
+    was prefilled once per image (:func:`prefill_shared`, a dynamic cache) is copied into it.
+    Elsewhere than on CUDA it runs eagerly (``compile_config._compile_all_devices`` forces the
+    compile, as the tests do on CPU with a cheap backend).
+    """
+
+    bucket = 256
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.config, self.device = model.config, model.device
+        # every (model, batch, length) compiles one entry on torch.nn.Module.__call__'s code,
+        # shared by all models: dynamo's default limit of 8 would fall back to eager unsaid
+        dynamo = torch._dynamo.config
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
+        self.compile_config = CompileConfig(
+            fullgraph=getattr(model, "_can_compile_fullgraph", False), dynamic=False,
+            mode="reduce-overhead",
+        )
+        self.cache: StaticCache | None = None
+        self.shape: tuple[int, int] | None = None
+
+    def _fresh_cache(self, batch: int, length: int) -> StaticCache:
+        size = -(-length // self.bucket) * self.bucket
+        if self.shape == (batch, size):
+            self.cache.reset()
+        else:
+            self.cache = StaticCache(config=self.config, max_cache_len=size)
+            self.shape = (batch, size)
+        return self.cache
+
+    def inputs(self, batch_inputs: dict[str, Any], length: int) -> dict[str, Any]:
+        """``batch_inputs`` for ``generate`` on the static cache, sized for ``length`` tokens."""
+        cache = self._fresh_cache(batch_inputs["input_ids"].shape[0], length)
+        prefilled = batch_inputs.get("cache")
+        if prefilled is not None:  # the shared heads' K/V, written in as their prefill would
+            for static, dynamic in zip(cache.layers, prefilled.layers, strict=True):
+                static.update(dynamic.keys, dynamic.values)
+        compiles = self.device.type == "cuda" or self.compile_config._compile_all_devices
+        return {**batch_inputs, "cache": cache,
+                "compile_config": self.compile_config if compiles else None}
 
 
 def ensure_pad_token(tokenizer: Any) -> None:

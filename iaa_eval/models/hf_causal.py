@@ -13,7 +13,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iaa_eval.models.base import MMRequest, ModelSpec, TextView, text_model_fingerprint
-from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token, greedy_decode
+from iaa_eval.models.generation import (
+    GenerationBatcher,
+    ensure_pad_token,
+    greedy_decode,
+    static_decode,
+)
 from iaa_eval.models.loading import (
     check_vocabulary,
     load_pretrained,
@@ -43,6 +48,7 @@ class HFCausalModel:
         ensure_pad_token(self.tokenizer)
         self._host_tokenizer = copy.deepcopy(self.tokenizer)  # the prepare thread's
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
+        self.static = static_decode(spec.decode, self.model)
         self._fingerprint: str | None = None
 
     def text_view(self) -> TextView:
@@ -64,7 +70,8 @@ class HFCausalModel:
         def answer(prepared: tuple[dict[str, torch.Tensor], int]) -> list[str]:
             enc, budget = prepared
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
-            return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
+            return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model,
+                                 static=self.static)
 
         return self.batcher.map(list(requests), answer, prepare=prepare)
 

@@ -56,6 +56,7 @@ from iaa_eval.models.generation import (
     greedy_decode,
     prefill_shared,
     shared_prefix_length,
+    static_decode,
 )
 from iaa_eval.models.loading import (
     check_vocabulary,
@@ -223,6 +224,7 @@ class VLMModel:
         self._text_lm = DecoderLM(self.model).eval()
         self._fingerprints: dict[str, str] = {}
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
+        self.static = static_decode(spec.decode, self.model)
         self.feature_cache = (
             None if self.family.no_feature_cache else FeatureCache(self._encode_images)
         )
@@ -352,7 +354,8 @@ class VLMModel:
             features = self.feature_cache.get(prepared.rows, prepared.keys)
             enc = self._with_shared_heads(enc, prepared.keys, features, budget) or {
                 **enc, **self._features_input(features)}
-        return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model)
+        return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model,
+                             static=self.static)
 
     def generate(self, requests: Sequence[MMRequest], use_feature_cache: bool = True) -> list[str]:
         """Greedy answers; requests without an image are asked blind (same model, no image).

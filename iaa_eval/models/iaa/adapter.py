@@ -34,6 +34,7 @@ from iaa_eval.models.generation import (
     left_padded,
     prefill_shared,
     shared_prefix_length,
+    static_decode,
 )
 from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID
 from iaa_eval.models.iaa.convert import load_image_processor
@@ -97,6 +98,7 @@ class IAAModel:
                                                     self.model.config.vision_tower_path)
         self.feature_cache = FeatureCache(self._encode_images)
         self.batcher = GenerationBatcher(spec.batch_size, self.model)
+        self.static = static_decode(spec.decode, self.model)
         # off: every question's whole prompt is run (the reference path)
         self.share_prefixes = True
         self._fingerprints: dict[str, str] = {}
@@ -165,7 +167,8 @@ class IAAModel:
             return self.model.generate(workflow=self.workflow, image_features=images, **kwargs)
 
         budget = max(r.max_new_tokens for r in prepared.requests)
-        return greedy_decode(run, self.tokenizer, batch, budget, watch=self.model)
+        return greedy_decode(run, self.tokenizer, batch, budget, watch=self.model,
+                             static=self.static)
 
     def generate(self, requests: Sequence[MMRequest]) -> list[str]:
         """Greedy answers through the MM (or G) workflow; left-padded batches, images and blind

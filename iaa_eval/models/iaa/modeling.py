@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from accelerate import init_empty_weights
 from torch import nn
+from torch.compiler import is_compiling
 from transformers import AutoModelForCausalLM, CLIPVisionModel, DynamicCache, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.generation import GenerationMixin
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import create_causal_mask, create_masks_for_generate
 from transformers.utils import ModelOutput
 
 from iaa_eval.errors import ModelError
@@ -42,7 +43,8 @@ from iaa_eval.models.iaa.multimodal import (
 @dataclass
 class IAAOutput(ModelOutput):
     """logits: ``(batch, spliced_len, vocab)`` float32; attention_mask: the spliced mask covering
-    the cache and this call (what the next decode step extends); cache: the updated KV cache."""
+    the cache and this call (what the next decode step extends; ``None`` when ``generate`` made a
+    4-D one); cache: the updated KV cache."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -60,6 +62,8 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
 
     config_class = IAAConfig
     base_model_prefix = "model"
+    # a decode step on a static cache traces as one graph (tested: torch.compile(fullgraph=True))
+    _can_compile_fullgraph = True
 
     def __init__(self, config: IAAConfig, base: PreTrainedModel | None = None,
                  vision: CLIPVisionModel | None = None):
@@ -201,6 +205,7 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
         use_cache: bool = False,
         image_features: torch.Tensor | None = None,
         logits_to_keep: int = 0,
+        position_ids: torch.LongTensor | None = None,
         return_dict: bool = True,  # noqa: ARG002 (from generate; always a ModelOutput)
     ) -> IAAOutput:
         """One pass of ``workflow``; ``input_ids`` carry -200 where each image goes (one per image,
@@ -212,31 +217,34 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
                 (positions come from the mask). Past columns are at the spliced length.
             pixel_values: ``(n_images, 3, H, W)``, images in placeholder order across the batch.
             workflow: ``text`` (base LM, bit-identical), ``mm`` or ``g``.
-            labels: ``(batch, seq)`` targets aligned with ``input_ids`` (-100 = no loss); shifted
-            here.
+            labels: ``(batch, seq)`` targets aligned with the ids (-100: no loss), shifted here.
             cache: a ``Cache`` (dynamic or static) of one workflow; created when ``use_cache``.
             use_cache: return the updated cache.
             image_features: ``(n_images, patches, mm_hidden)`` vision features instead of pixels.
             logits_to_keep: compute logits for the last N positions only (0 = all).
+            position_ids: read with ``generate``'s 4-D mask only (static cache; else from the mask).
         """
         branch = self.branch(workflow)
-        if use_cache and cache is None:
-            cache = DynamicCache()
+        cache = DynamicCache() if use_cache and cache is None else cache
         if cache is not None:
             claim_cache(cache, workflow)
         past = cache.get_seq_length() if cache is not None else 0
-        if attention_mask is not None and attention_mask.shape[1] != past + input_ids.shape[1]:
+        prepared = attention_mask is not None and attention_mask.ndim == 4  # by generate
+        if not prepared and attention_mask is not None and (
+                attention_mask.shape[1] != past + input_ids.shape[1]):
             raise ModelError(f"attention_mask has {attention_mask.shape[1]} columns; expected "
                              f"cached {past} + new {input_ids.shape[1]}")
         images = self.project_images(workflow, pixel_values, image_features)
-        if workflow == "text" and (input_ids == IMAGE_PLACEHOLDER_ID).any():
+        if workflow == "text" and not is_compiling() and (input_ids == IMAGE_PLACEHOLDER_ID).any():
             raise ModelError("workflow='text' got image placeholders (-200) in input_ids; "
                              "use workflow='mm'")
-        current_mask = attention_mask[:, past:] if attention_mask is not None else None
+        current_mask = None if attention_mask is None or prepared else attention_mask[:, past:]
         hidden, current_mask, labels = splice_images(
             input_ids, current_mask, labels, branch.embed, images)
         length = hidden.shape[1]  # spliced length of this call
-        if current_mask is None:
+        if prepared:
+            mask, positions = attention_mask, position_ids
+        elif current_mask is None:
             mask = None
             positions = torch.arange(past, past + length, device=hidden.device).unsqueeze(0)
         else:
@@ -264,7 +272,7 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
                                                shift_labels.reshape(-1), ignore_index=IGNORE_INDEX)
         full_mask = mask if mask is not None else torch.ones(hidden.shape[0], past + length,
                                                              dtype=torch.long, device=hidden.device)
-        return IAAOutput(loss=loss, logits=logits, attention_mask=full_mask,
+        return IAAOutput(loss=loss, logits=logits, attention_mask=None if prepared else full_mask,
                          cache=cache if use_cache else None)
 
     def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
@@ -294,7 +302,7 @@ class IAAForCausalLM(PreTrainedModel, GenerationMixin):
             inputs["image_features"] = None
         return inputs
 
-    @staticmethod
-    def create_masks_for_generate(attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
-        """Keep the 2-D mask under a static cache too: :meth:`forward` derives positions from it."""
-        return attention_mask
+    def create_masks_for_generate(self, config: Any, **kwargs: Any) -> Any:  # noqa: ARG002
+        """transformers' masks for a static cache (4-D, its fixed length: the decode step keeps one
+        shape), made for the base's config, whose attention implementation the layers run."""
+        return create_masks_for_generate(config=self.base_lm.config, **kwargs)

@@ -62,6 +62,9 @@ def splice_images(
     Rows whose spliced lengths differ are left-padded (mask 0, label -100). Returns
     ``(embeds (batch, len, hidden), mask (batch, len) or None, labels or None)``.
     """
+    if images is None and torch.compiler.is_compiling():
+        # a compiled decode step: no image, and no data-dependent placeholder count to check
+        return embed(input_ids), attention_mask, labels
     is_image = input_ids == IMAGE_PLACEHOLDER_ID
     n_slots, n_images = int(is_image.sum()), 0 if images is None else images.shape[0]
     if n_images and n_slots != n_images and n_slots == images.shape[0] * images.shape[1]:

@@ -1,0 +1,194 @@
+"""``--decode static``: greedy token ids equal the dynamic cache's, token for token, for every
+adapter (hf, vlm on llava-hf with shared image heads, IAA's MM and G workflows), at batch 1 and in
+left-padded batches of different prompt lengths, with and without images; and a compiled decode
+step gives the same ids, compiled once per shape. On CPU the compile runs torch's ``eager``
+backend (dynamo's whole-graph capture, the part that can break; CUDA graphs need CUDA, and
+inductor is too slow for two shared cores): the GPU bench measures the real thing."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from iaa_eval.errors import ModelError, NonFiniteOutput
+from iaa_eval.models import load_model
+from iaa_eval.models import vlm as vlm_module
+from iaa_eval.models.base import MMRequest, ModelSpec
+from iaa_eval.models.generation import StaticDecode, static_decode
+from iaa_eval.models.iaa import adapter as iaa_module
+from iaa_eval.models.vlm_families import FAMILIES
+from tests.conftest import save_tiny_llama
+from tests.iaa_helpers import tiny_iaa
+from tests.models.conftest import record_new_tokens, record_prefills
+from tests.models.test_vlm_shared_prefix import _mme_shaped, _sharpened
+from tests.vlm_checkpoints import generation_blocker, save_family
+
+
+def _adapter(kind: str, folder: Path, seed: int, decode: str = "dynamic") -> Any:
+    """A tiny model of ``kind`` (``hf``, ``iaa``, ``iaa#g`` or a vlm family) on fresh random
+    weights (redrawn large, so that rows' answers differ), batches of 6."""
+    if kind == "hf":
+        path = save_tiny_llama(folder, seed)
+    elif kind.startswith("iaa"):
+        tokenizer, _, _, processor, model = tiny_iaa(seed=seed)
+        model.save_pretrained(folder, tokenizer=tokenizer, image_processor=processor)
+        path = f"{folder}{kind[3:]}"
+    else:
+        path, kind = save_family(kind, folder, seed), "vlm"
+    spec = ModelSpec("m", kind.partition("#")[0], str(path), batch_size=6, decode=decode)
+    return _sharpened(load_model(spec), seed)
+
+
+def _requests(seed: int, images: bool) -> list[MMRequest]:
+    """Questions of different lengths: six on three images, two to three per image (a batch of
+    them shares its heads), then two asked blind; without images, all blind."""
+    asked = _mme_shaped(seed)
+    if not images:
+        asked = [MMRequest(r.prompt, max_new_tokens=r.max_new_tokens) for r in asked]
+    blind = [MMRequest(f"Why is {word} the answer?", max_new_tokens=6) for word in ("it", "a b")]
+    return [*asked, *blind]
+
+
+def _answer(model: Any, requests: list[MMRequest], static: StaticDecode | None) -> None:
+    """The whole list batched, then the first two requests one at a time (batch 1), then the
+    batch again (a static cache reused)."""
+    model.static = static
+    model.generate(requests)
+    for request in requests[:2]:
+        model.generate([request])
+    model.generate(requests)
+
+
+KINDS = ["hf", "llava", "iaa", "iaa#g"]
+# every other family, with images (Mistral 3's sliding-window layers caught a wrong head copy)
+FAMILY_CASES = [(t, True) for t in FAMILIES if t != "llava" and not generation_blocker(t)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "images"), [*((k, i) for k in KINDS for i in (True, False)), *FAMILY_CASES]
+)
+def test_static_decode_gives_the_dynamic_token_ids(
+    kind: str, images: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_seed: int
+) -> None:
+    model = _adapter(kind, tmp_path / kind.replace("#", "_"), fresh_seed, decode="static")
+    assert isinstance(model.static, StaticDecode)
+    requests = _requests(fresh_seed, images)
+    prefills = record_prefills(monkeypatch, iaa_module if kind.startswith("iaa") else vlm_module)
+    tokens = record_new_tokens(monkeypatch, model.model)
+    _answer(model, requests, model.static)
+    calls = len(tokens)
+    _answer(model, requests, None)
+    static, dynamic = tokens[:calls], tokens[calls:]
+    assert len(static) == len(dynamic) > 3
+    for got, want in zip(static, dynamic, strict=True):
+        assert torch.equal(got, want)
+    if kind in KINDS:  # the rows' answers differ (some tiny families answer all alike)
+        assert len({tuple(row.tolist()) for row in dynamic[0]}) > 1
+    family = FAMILIES.get(kind)
+    if images and kind != "hf" and not (family and (family.no_shared_prefix or
+                                                    family.no_feature_cache)):
+        assert prefills  # the shared heads were written into the static cache
+
+
+def test_unknown_decode_is_refused(tiny_llama_dir: Path) -> None:
+    with pytest.raises(ModelError, match="--decode 'fast': expected one of dynamic, static"):
+        static_decode("fast", torch.nn.Linear(1, 1))
+    assert load_model(ModelSpec("m", "hf", str(tiny_llama_dir))).static is None
+
+
+def _counting_compile(static: StaticDecode, graphs: list[Any]) -> None:
+    """Compile ``static``'s decode steps on any device with torch's eager backend, keeping every
+    captured graph (the adapter's fullgraph and shape settings stay)."""
+
+    def backend(graph: torch.fx.GraphModule, example_inputs: Any, **_: Any) -> Any:
+        graphs.append(graph)
+        return graph.forward
+
+    static.compile_config = dataclasses.replace(static.compile_config, backend=backend)
+    static.compile_config._compile_all_devices = True
+
+
+@pytest.mark.parametrize("kind", ["hf", "llava", "iaa"])
+def test_compiled_decode_step_gives_the_same_ids_and_compiles_once_per_shape(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_seed: int
+) -> None:
+    """The decode step traces as one graph (``fullgraph``, as each model declares), the cache is
+    reused so a second batch of the same shape compiles nothing, and the ids equal the dynamic
+    cache's, with and without images."""
+    model = _adapter(kind, tmp_path, fresh_seed, decode="static")
+    static = model.static
+    assert static.compile_config.fullgraph and static.compile_config.dynamic is False
+    graphs: list[Any] = []
+    _counting_compile(static, graphs)
+    torch._dynamo.reset()
+    requests = [r for r in _requests(fresh_seed, images=kind != "hf") if r.image or kind == "hf"]
+    tokens = record_new_tokens(monkeypatch, model.model)
+    model.generate(requests)
+    compiled, calls = len(graphs), len(tokens)
+    model.generate(requests)
+    assert compiled >= 1 and len(graphs) == compiled  # the same shapes: nothing recompiled
+    model.static = None
+    model.generate(requests)
+    dynamic = tokens[2 * calls:]
+    for got in (tokens[:calls], tokens[calls : 2 * calls]):
+        assert all(torch.equal(a, b) for a, b in zip(got, dynamic, strict=True))
+
+
+@pytest.mark.parametrize("workflow", ["text", "mm"])
+def test_iaa_decode_step_compiles_whole_in_either_workflow(workflow: str, fresh_seed: int) -> None:
+    """:class:`IAAForCausalLM` declares ``_can_compile_fullgraph``: its forward on a static cache
+    traces without a break, the text workflow too; ids equal the dynamic cache's."""
+    from iaa_eval.models.generation import greedy_ids
+    from tests.models.iaa.test_modeling import ids_with_image
+
+    tokenizer, _, _, _, model = tiny_iaa(seed=fresh_seed)
+    assert model._can_compile_fullgraph
+    gen = torch.Generator().manual_seed(fresh_seed)
+    vocab = len(tokenizer)
+    ids = torch.stack([ids_with_image(gen, vocab, 2, 5), ids_with_image(gen, vocab, 5, 2)])
+    pixels = torch.randn(2, 3, 32, 32, generator=gen) if workflow == "mm" else None
+    if workflow == "text":
+        ids[ids == -200] = 7
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    def run(**kwargs: Any) -> torch.Tensor:
+        return model.generate(workflow=workflow, pixel_values=pixels, **kwargs)
+
+    static, graphs = StaticDecode(model), []
+    _counting_compile(static, graphs)
+    torch._dynamo.reset()
+    dynamic = greedy_ids(run, batch, 8, [], 0)
+    assert torch.equal(greedy_ids(run, batch, 8, [], 0, static=static), dynamic)
+    assert len(graphs) == 1
+    assert not torch.equal(dynamic[0], dynamic[1])
+
+
+def test_static_decode_stops_on_logits_that_turn_nan_in_a_decode_step(
+    tiny_llama_dir: Path,
+) -> None:
+    """The NaN check leaves the forward (no hook inside a compiled step) but still sees every
+    step: logits that turn NaN after the prefill raise."""
+    model = load_model(ModelSpec("m", "hf", str(tiny_llama_dir), decode="static"))
+
+    def poison(module: Any, args: Any, output: torch.Tensor) -> torch.Tensor:
+        return output * float("nan") if args[0].shape[1] == 1 else output
+
+    model.model.lm_head.register_forward_hook(poison)
+    with pytest.raises(NonFiniteOutput, match="logits are NaN"):
+        model.generate([MMRequest("Why?", max_new_tokens=4)])
+
+
+def test_decode_flag_reaches_every_model_spec(tiny_llama_dir: Path) -> None:
+    from iaa_eval.cli import build_parser
+    from iaa_eval.runplan import RunChoices, plan_run
+
+    args = build_parser().parse_args(["run", "--tasks", "mmlu", "--decode", "static"])
+    assert args.decode == "static"
+    assert build_parser().parse_args(["run", "--tasks", "mmlu"]).decode == "dynamic"
+    config = plan_run(RunChoices(models=(f"base=hf:{tiny_llama_dir}",), tasks="mmlu",
+                                 decode=args.decode))
+    assert [m.decode for m in config.models] == ["static"]
