@@ -533,8 +533,9 @@ def run_ours(
         str(work / "runs"),
         "--run-id",
         "bench",
-        *(["--debug"] if args.debug else []),
     ]
+    if args.debug:
+        command.insert(3, "--debug")  # a global flag: before the command
     env = {
         **os.environ,
         "TQDM_DISABLE": "1",

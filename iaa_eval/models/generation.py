@@ -331,8 +331,10 @@ def prefill_shared(model: torch.nn.Module, rows: Sequence[Sequence[int]], keys: 
     device = model.device
     prefix = torch.tensor([rows[i][:length] for i in firsts], device=device)
     with torch.inference_mode(), nan_guard(model):
+        # logits of the last position only: the head's logits are never read (full ones were
+        # ~45 GB for 256 LLaVA heads on an 8B model)
         out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
-                    **head_inputs(firsts))
+                    logits_to_keep=1, **head_inputs(firsts))
     out.cache.reorder_cache(torch.tensor(order, device=device))
     head = torch.tensor([row[:length] for row in rows], device=device)
     own = left_padded([row[length:] for row in rows], pad, device)

@@ -108,8 +108,14 @@ class IAAModel:
         """Vision features of preprocessed images (``(3, H, W)`` each): ``(n, patches, dim)``."""
         return self.model.model.vision_tower(torch.stack(images).to(self.model.device))
 
-    def _pixels(self, images: list[Any]) -> torch.Tensor:
-        return pixel_values(images, self.image_processor, self.model.config.image_aspect_ratio)
+    def _pixels(self, images: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Each image preprocessed, by key (none for none: a processor may refuse an empty
+        list)."""
+        if not images:
+            return {}
+        aspect = self.model.config.image_aspect_ratio
+        pixels = pixel_values(list(images.values()), self.image_processor, aspect)
+        return dict(zip(images, pixels, strict=True))
 
     def text_view(self) -> TextView:
         """The wrapped base LM, unmodified (its weights are the frozen ones IAA runs on)."""
@@ -129,8 +135,7 @@ class IAAModel:
         keys = [None if r.image is None else r.image_key or image_key(r.image) for r in chunk]
         todo = {k: r.image for k, r in zip(keys, chunk, strict=True)
                 if k is not None and k not in self.feature_cache}
-        pixels = dict(zip(todo, self._pixels(list(todo.values())), strict=True)) if todo else {}
-        return Prepared(chunk, ids, keys, pixels)
+        return Prepared(chunk, ids, keys, self._pixels(todo))
 
     def _features(self, prepared: Prepared) -> torch.Tensor | None:
         """The batch's image features in row order (rows with an image), from the cache or from
@@ -141,8 +146,7 @@ class IAAModel:
             return None
         late = {k: image for k, image in rows
                 if k not in prepared.pixels and k not in self.feature_cache}
-        pixels = {**prepared.pixels,
-                  **dict(zip(late, self._pixels(list(late.values())), strict=True))}
+        pixels = {**prepared.pixels, **self._pixels(late)}
         # keys the cache holds are never encoded: their pixels are not needed
         images = [pixels.get(k) for k, _ in rows]
         return torch.stack(self.feature_cache.get(images, [k for k, _ in rows]))

@@ -140,3 +140,26 @@ def test_a_checkpoint_without_a_weight_is_refused_naming_it(
     with pytest.raises(ModelError, match=f"1 weights missing from the checkpoint.*: {key};") as err:
         load_model(ModelSpec("iaa", "iaa", str(folder)))
     assert "\n" not in str(err.value)
+
+
+def test_images_already_encoded_are_not_preprocessed_again(checkpoints: tuple[Path, Path],
+                                                          fresh_seed: int) -> None:
+    """A batch whose images are all in the feature cache asks the image processor for nothing:
+    torchvision's processors refuse an empty list (an IndexError on the GPU machine)."""
+    _, iaa_dir = checkpoints
+    model = IAAModel(ModelSpec("iaa", "iaa", str(iaa_dir), batch_size=2))
+    requests = _mme_shaped(fresh_seed)
+    first = model.generate(requests)
+    real = model.image_processor
+
+    class RefusesEmpty:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def __call__(self, images: list, **kwargs: object) -> object:
+            if not images:
+                raise IndexError("list index out of range")
+            return real(images=images, **kwargs)
+
+    model.image_processor = RefusesEmpty()
+    assert model.generate(requests) == first
