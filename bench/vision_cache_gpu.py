@@ -39,7 +39,6 @@ from transformers import (
 )
 
 from iaa_eval.models.base import MMRequest, ModelSpec
-from iaa_eval.models.generation import GenerationBatcher, ensure_pad_token
 from iaa_eval.models.iaa import IAAForCausalLM
 from iaa_eval.models.iaa.adapter import IAAModel
 from iaa_eval.models.vision import FeatureCache
@@ -111,16 +110,9 @@ def build_iaa_adapter(shape: str, device: str, dtype: torch.dtype, batch: int) -
         model = IAAForCausalLM.from_base(base, tower, positions="iaa-14" if shape == "real" else [0, 1],
                                          image_token_id=tokenizer.convert_tokens_to_ids("<image>")).eval()
     torch.set_default_dtype(torch.float32)
-    adapter = IAAModel.__new__(IAAModel)
-    adapter.spec = ModelSpec("iaa", "iaa", f"random-{shape}", device, str(dtype), batch)
-    adapter.model, adapter.tokenizer, adapter.workflow = model, tokenizer, "mm"
-    adapter.image_processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
-    ensure_pad_token(tokenizer)
-    adapter.feature_cache = FeatureCache(adapter._encode_images)
-    adapter.batcher = GenerationBatcher(batch, model)
-    adapter.share_prefixes = True
-    adapter.static = None  # --decode dynamic
-    adapter._fingerprints = {}
+    spec = ModelSpec("iaa", "iaa", f"random-{shape}", device, str(dtype), batch)
+    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    adapter = IAAModel.from_model(spec, model, tokenizer, processor)
     return adapter
 
 

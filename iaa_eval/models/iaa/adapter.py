@@ -92,13 +92,28 @@ class IAAModel:
                                          config=self.model.config.text_config,
                                          trust_remote_code=spec.trust_remote_code)
         check_vocabulary(self.tokenizer, self.model.config.text_config.vocab_size, folder)
-        ensure_pad_token(self.tokenizer)
-        self._host_tokenizer = copy.deepcopy(self.tokenizer)  # the prepare thread's
         self.image_processor = load_image_processor(Path(folder).expanduser(),
                                                     self.model.config.vision_tower_path)
+        self._setup()
+
+    @classmethod
+    def from_model(cls, spec: ModelSpec, model: IAAForCausalLM, tokenizer: Any,
+                   image_processor: Any, workflow: str = "mm") -> IAAModel:
+        """The adapter around a model, tokenizer and image processor built in memory (the GPU
+        benchmarks' random weights of real shapes), placed where they are."""
+        adapter = cls.__new__(cls)
+        adapter.spec, adapter.model, adapter.workflow = spec, model.eval(), workflow
+        adapter.tokenizer, adapter.image_processor = tokenizer, image_processor
+        adapter._setup()
+        return adapter
+
+    def _setup(self) -> None:
+        """What follows from the model, tokenizer and processor: caches, batching, decoding."""
+        ensure_pad_token(self.tokenizer)
+        self._host_tokenizer = copy.deepcopy(self.tokenizer)  # the prepare thread's
         self.feature_cache = FeatureCache(self._encode_images)
-        self.batcher = GenerationBatcher(spec.batch_size, self.model)
-        self.static = static_decode(spec.decode, self.model)
+        self.batcher = GenerationBatcher(self.spec.batch_size, self.model)
+        self.static = static_decode(self.spec.decode, self.model)
         # off: every question's whole prompt is run (the reference path)
         self.share_prefixes = True
         self._fingerprints: dict[str, str] = {}
