@@ -13,8 +13,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from iaa_eval.models.base import MMRequest, ModelSpec, TextView, text_model_fingerprint
+from iaa_eval.models.batching import GenerationBatcher
 from iaa_eval.models.generation import (
-    GenerationBatcher,
     ensure_pad_token,
     greedy_decode,
     static_decode,
@@ -69,6 +69,8 @@ class HFCausalModel:
 
         def answer(prepared: tuple[dict[str, torch.Tensor], int]) -> list[str]:
             enc, budget = prepared
+            rows, width = enc["input_ids"].shape
+            self.batcher.fit(rows, width + budget)
             enc = {k: v.to(self.model.device) for k, v in enc.items()}
             return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model,
                                  static=self.static)

@@ -49,8 +49,8 @@ from iaa_eval.models.base import (
     resident_tensors,
     text_model_fingerprint,
 )
+from iaa_eval.models.batching import GenerationBatcher
 from iaa_eval.models.generation import (
-    GenerationBatcher,
     collate,
     ensure_pad_token,
     greedy_decode,
@@ -348,8 +348,9 @@ class VLMModel:
         """Greedy answers to a prepared batch: cached features (and a shared head per image)
         where the batch was prepared for them, else the processor's pixels."""
         reqs = prepared.requests
-        enc = self._to_device(prepared.enc)
         budget = max(r.max_new_tokens for r in reqs)
+        self.batcher.fit(len(reqs), prepared.enc["input_ids"].shape[1] + budget)
+        enc = self._to_device(prepared.enc)
         if prepared.rows:
             features = self.feature_cache.get(prepared.rows, prepared.keys)
             enc = self._with_shared_heads(enc, prepared.keys, features, budget) or {

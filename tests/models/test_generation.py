@@ -9,8 +9,8 @@ import torch
 
 from iaa_eval.models import load_model
 from iaa_eval.models.base import MMRequest, ModelSpec
+from iaa_eval.models.batching import GenerationBatcher
 from iaa_eval.models.generation import (
-    GenerationBatcher,
     left_padded,
     prefill_rows,
     prefill_shared,
@@ -89,6 +89,34 @@ def test_batches_are_prepared_a_batch_ahead_in_another_thread(fresh_seed: int) -
     computed = [start for step, start, _ in log if step == "compute"]
     assert computed[:3] == [0, 4, 4] and computed[3] == 6  # the retry re-prepared 4..5
     assert overlapped == [True]
+
+
+def test_auto_sizes_again_for_wider_prompts_before_any_work(tiny_llama_dir: Path,
+                                                              monkeypatch, fresh_seed: int) -> None:
+    """Under ``auto``, a batch wider than the budget is split before it runs (no work lost, no
+    out-of-memory), and the answers are those of a fixed batch size."""
+    import random
+
+    rng = random.Random(fresh_seed)
+    model = load_model(ModelSpec("base", "hf", str(tiny_llama_dir), batch_size=4))
+    requests = [MMRequest(" ".join(["word"] * rng.randrange(1, 60)) + "?", max_new_tokens=3)
+                for _ in range(9)]
+    reference = model.generate(requests)
+    monkeypatch.setattr(GenerationBatcher, "_auto",
+                        classmethod(lambda cls, model, tokens: max(1, 400 // tokens)))
+    auto = load_model(ModelSpec("base", "hf", str(tiny_llama_dir), batch_size="auto"))
+    auto.batcher.tokens_per_row = 10
+    auto.batcher.size = 40  # as sized for 10-token rows
+    widths: list[tuple[int, int]] = []
+    real = auto.model.generate
+
+    def recording(*args: object, **kwargs: torch.Tensor) -> torch.Tensor:
+        widths.append(tuple(kwargs["input_ids"].shape))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(auto.model, "generate", recording)
+    assert auto.generate(requests) == reference
+    assert auto.batcher.size < 9 and all(rows * (width + 3) <= 400 for rows, width in widths)
 
 
 def test_a_failing_prepare_raises_in_the_caller(tiny_llama_dir: Path) -> None:

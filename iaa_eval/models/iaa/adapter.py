@@ -27,8 +27,8 @@ from iaa_eval.models.base import (
     text_model_fingerprint,
     tokenizer_digest,
 )
+from iaa_eval.models.batching import GenerationBatcher
 from iaa_eval.models.generation import (
-    GenerationBatcher,
     ensure_pad_token,
     greedy_decode,
     left_padded,
@@ -169,6 +169,9 @@ class IAAModel:
     def _answer(self, prepared: Prepared) -> list[str]:
         """Greedy answers to a prepared batch through the workflow."""
         ids, keys, features = prepared.ids, prepared.keys, self._features(prepared)
+        budget = max(r.max_new_tokens for r in prepared.requests)
+        image_tokens = 0 if features is None else features.shape[1] - 1  # beyond the placeholder
+        self.batcher.fit(len(ids), max(len(row) for row in ids) + image_tokens + budget)
         covers = [row.index(IMAGE_PLACEHOLDER_ID) + 1 if IMAGE_PLACEHOLDER_ID in row else 0
                   for row in ids]
         length = shared_prefix_length(ids, keys, covers) if self.share_prefixes else None
@@ -185,7 +188,6 @@ class IAAModel:
         def run(**kwargs: Any) -> torch.Tensor:
             return self.model.generate(workflow=self.workflow, image_features=images, **kwargs)
 
-        budget = max(r.max_new_tokens for r in prepared.requests)
         return greedy_decode(run, self.tokenizer, batch, budget, watch=self.model,
                              static=self.static)
 

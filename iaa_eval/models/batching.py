@@ -1,0 +1,108 @@
+"""Generation batches: how many requests run at once, and the host's share of each batch
+prepared a batch ahead in a background thread while the device answers the current one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class TooWide(Exception):
+    """A batch's rows are longer than ``auto`` budgeted for: split it before any work is done."""
+
+
+class GenerationBatcher:
+    """Batches for generation: a fixed ``--batch-size N``, or ``auto`` sized from free device
+    memory (no out-of-memory probing) for ``tokens_per_row`` tokens a row, and sized again, before
+    any work, when a batch turns out wider (:meth:`fit`: LLaVA-NeXT's anyres prompts reach ~2,900
+    tokens). A real out-of-memory error halves the size and retries the same requests, so answers
+    are unchanged, only computed in smaller batches.
+
+    Args:
+        batch_size: a positive int or ``"auto"``.
+        model: the generating module (its config and device size ``auto``).
+        tokens_per_row: the sequence length ``auto`` budgets for (prompt + answer + image tokens).
+    """
+
+    CPU_DEFAULT = 8
+
+    def __init__(self, batch_size: int | str, model: torch.nn.Module,
+                 tokens_per_row: int = 2048) -> None:
+        self.auto = not isinstance(batch_size, int)
+        self.model, self.tokens_per_row = model, tokens_per_row
+        self.size = self._auto(model, tokens_per_row) if self.auto else int(batch_size)
+
+    def fit(self, rows: int, width: int) -> None:
+        """Before computing a batch of ``rows`` rows ``width`` tokens wide (prompt and answer):
+        under ``auto``, a width beyond the budget sizes batches again for it, and raises
+        :class:`TooWide` if this batch no longer fits (:meth:`map` splits it and goes on)."""
+        if not self.auto or width <= self.tokens_per_row:
+            return
+        self.tokens_per_row = width
+        self.size = min(self.size, self._auto(self.model, width))
+        if rows > self.size:
+            log.info("prompts of %d tokens: generation batches now %d rows", width, self.size)
+            raise TooWide
+
+    @classmethod
+    def _auto(cls, model: torch.nn.Module, tokens_per_row: int) -> int:
+        device = next(model.parameters()).device
+        if device.type != "cuda":
+            return cls.CPU_DEFAULT
+        config = getattr(model, "config", None)
+        text = getattr(config, "text_config", None) or config
+        layers = getattr(text, "num_hidden_layers", 32)
+        heads = getattr(text, "num_attention_heads", 32)
+        kv_heads = getattr(text, "num_key_value_heads", None) or heads
+        head_dim = getattr(text, "head_dim", None) or getattr(text, "hidden_size", 4096) // heads
+        element = next(model.parameters()).element_size()
+        # K and V per token per layer, x2 for activations and the allocator's slack
+        per_row = 2 * layers * kv_heads * head_dim * element * tokens_per_row * 2
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(1, min(256, int(free * 0.8) // per_row))
+
+    def map(self, items: Sequence[Any], compute: Callable[[Any], list[Any]],
+            prepare: Callable[[Sequence[Any]], Any] | None = None) -> list[Any]:
+        """``compute(prepare(batch))`` over consecutive batches of ``items``; results in order.
+
+        ``prepare`` is the host's part of a batch (tokenizing, image preprocessing): it runs in a
+        background thread one batch ahead, so the host works while the device computes. It must
+        not touch state ``compute`` changes (each adapter gives it its own processor copy).
+        """
+        prepare = prepare or list
+        out: list[Any] = []
+        start = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
+            ahead: tuple[int, int, Future] | None = None
+            while start < len(items):
+                size = min(self.size, len(items) - start)
+                if ahead is not None and ahead[:2] == (start, size):
+                    pending = ahead[2]
+                else:
+                    pending = pool.submit(prepare, items[start : start + size])
+                end = start + size
+                ahead = None
+                if end < len(items):
+                    following = min(self.size, len(items) - end)
+                    ahead = (end, following, pool.submit(prepare, items[end : end + following]))
+                try:
+                    out += compute(pending.result())
+                except TooWide:
+                    continue
+                except torch.OutOfMemoryError:
+                    if size == 1:
+                        raise
+                    self.size = max(1, size // 2)
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    log.warning("out of memory generating %d answers at once; batch size now %d",
+                                size, self.size)
+                    continue
+                start = end
+        return out
