@@ -110,7 +110,6 @@ def _run_task(
     start = time.perf_counter()
     try:
         result = task.run(ctx)
-        path.close()
     except NonFiniteOutput as exc:
         model_spec = model.spec
         raise NonFiniteOutput(
@@ -118,6 +117,8 @@ def _run_task(
             f"on task {spec.key!r}: {exc}; "
             "no results written for it (check the weights and --dtype)"
         ) from exc
+    finally:  # its progress bar ends its line, whatever stopped the task
+        path.close()
     result.task = spec.key
     result.wall_s = time.perf_counter() - start
     result.blind = blind

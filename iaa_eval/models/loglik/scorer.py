@@ -218,12 +218,12 @@ class FastScorer:
         synchronisation)."""
         results: list[tuple[float, bool] | None] = [None] * n
         pending: list[_Pending] = []
-        bar = tqdm(total=n, desc="Scoring", disable=not self.progress, leave=False)
-        with torch.inference_mode(), sdpa_kernel(_ATTENTION_BACKENDS), self._attention():
+        # closed however the loop ends: an interrupt's one-line message starts on its own line
+        with (tqdm(total=n, desc="Scoring", disable=not self.progress, leave=False) as bar,
+              torch.inference_mode(), sdpa_kernel(_ATTENTION_BACKENDS), self._attention()):
             for batch in self._plan(groups):
                 pending += self._retrying(batch)
                 bar.update(sum(len(r.readouts) for p in batch for r in p.rows))
-        bar.close()
         if not pending:
             return results  # type: ignore[return-value]
         values = torch.cat([p.values for p in pending], dim=1).cpu().tolist()
