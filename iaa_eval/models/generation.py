@@ -218,51 +218,61 @@ def prefill_rows(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
     return list(first.values()), [slot[key] for key in keys]
 
 
-def shared_prefix_length(rows: Sequence[Sequence[int]], keys: Sequence[Any],
-                         covers: Sequence[int]) -> int | None:
-    """One prefix length ``P`` that every group of rows with the same key (the same image) can
-    share, or ``None`` when sharing saves nothing.
+def shared_prefix_lengths(rows: Sequence[Sequence[int]], keys: Sequence[Any],
+                          covers: Sequence[int]) -> dict[Any, int] | None:
+    """The head length each key (image) shares among its rows, or ``None`` when sharing saves
+    nothing (no key has two rows) or cannot hold (a row without a key).
 
-    ``P`` is at most each group's common prefix and leaves every row at least one token of its own
-    (``generate`` needs one to start from); it is at least ``covers[i]`` for every row (its image
-    tokens: the suffix must not need the image). Some group must have two rows or more.
+    A key's length is its rows' common prefix, leaves every row at least one token of its own
+    (``generate`` needs one to start from) and reaches past each row's ``covers[i]`` (its image
+    tokens: a question's own tokens must not need the image). A key asked once shares its whole
+    prompt but the last token, so every image is consumed by the prefill. Keys may differ in
+    length: anyres images (LLaVA-NeXT) each have their own token count.
     """
     groups: dict[Any, list[int]] = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     if None in groups or all(len(members) < 2 for members in groups.values()):
         return None
-    longest = min(len(row) for row in rows) - 1
-    for members in groups.values():
+    lengths = {}
+    for key, members in groups.items():
         first = rows[members[0]]
+        longest = min(len(rows[i]) for i in members) - 1
         for i in members[1:]:
-            row = rows[i]
-            same = next((j for j, (a, b) in enumerate(zip(first, row, strict=False)) if a != b),
-                        min(len(first), len(row)))
+            same = next((j for j, (a, b) in enumerate(zip(first, rows[i], strict=False))
+                         if a != b), longest)
             longest = min(longest, same)
-    return longest if longest >= max(covers) and longest > 0 else None
+        if longest <= 0 or longest < max(covers[i] for i in members):
+            return None
+        lengths[key] = longest
+    return lengths
 
 
 def prefill_shared(model: torch.nn.Module, rows: Sequence[Sequence[int]], keys: Sequence[Any],
-                   length: int, pad: int,
+                   lengths: dict[Any, int], pad: int,
                    head_inputs: Callable[[list[int]], dict[str, Any]]) -> dict[str, Any]:
-    """``generate`` inputs whose first ``length`` tokens are already in the cache.
+    """``generate`` inputs whose heads (``lengths[key]`` tokens of each row) are in the cache.
 
     The head of the first row of each key (image) is run once, with ``head_inputs(firsts)`` (the
-    images of those rows, the workflow...); its K/V are copied to every row of that key. Each row
-    keeps its whole ids (``generate`` feeds only those past the cache); its own tokens follow the
-    head after masked padding, so positions, derived from the mask, continue from the head.
+    images of those rows, the workflow...), heads of different lengths left-padded with positions
+    counted from their first real token; the K/V are copied to every row of that key. Each row
+    keeps its whole ids (``generate`` feeds only those past the cache); its own tokens follow
+    its head after masked padding, so positions, derived from the mask, continue from the head.
     """
     firsts, order = prefill_rows(keys)
     device = model.device
-    prefix = torch.tensor([rows[i][:length] for i in firsts], device=device)
+    heads = left_padded([rows[i][: lengths[keys[i]]] for i in firsts], pad, device)
+    positions = (heads["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode(), nan_guard(model):
         # logits of the last position only: the head's logits are never read (full ones were
         # ~45 GB for 256 LLaVA heads on an 8B model)
-        out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
-                    logits_to_keep=1, **head_inputs(firsts))
-    out.cache.reorder_cache(torch.tensor(order, device=device))
-    head = torch.tensor([row[:length] for row in rows], device=device)
-    own = left_padded([row[length:] for row in rows], pad, device)
-    return {"input_ids": torch.cat([head, own["input_ids"]], dim=1), "cache": out.cache,
-            "attention_mask": torch.cat([torch.ones_like(head), own["attention_mask"]], dim=1)}
+        out = model(**heads, position_ids=positions, use_cache=True, logits_to_keep=1,
+                    **head_inputs(firsts))
+    index = torch.tensor(order, device=device)
+    out.cache.reorder_cache(index)
+    own = left_padded([row[lengths[key]:] for row, key in zip(rows, keys, strict=True)], pad,
+                      device)
+    return {"input_ids": torch.cat([heads["input_ids"][index], own["input_ids"]], dim=1),
+            "attention_mask": torch.cat([heads["attention_mask"][index], own["attention_mask"]],
+                                        dim=1),
+            "cache": out.cache}

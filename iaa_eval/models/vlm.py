@@ -55,7 +55,7 @@ from iaa_eval.models.generation import (
     ensure_pad_token,
     greedy_decode,
     prefill_shared,
-    shared_prefix_length,
+    shared_prefix_lengths,
     static_decode,
 )
 from iaa_eval.models.loading import (
@@ -310,23 +310,25 @@ class VLMModel:
         does not hold (see the module docstring) or saves nothing."""
         if not self.share_prefixes or self.family.no_shared_prefix:
             return None
-        window = sliding_window(self.model.config.get_text_config())
-        if window is not None and enc["input_ids"].shape[1] + budget >= window:
-            return None  # the window would count the padding after a shared head as positions
         rows = [
             ids[mask.bool()].tolist()
             for ids, mask in zip(enc["input_ids"], enc["attention_mask"], strict=True)
         ]
         image = self.model.config.image_token_id
         covers = [max(j for j, token in enumerate(row) if token == image) + 1 for row in rows]
-        length = shared_prefix_length(rows, keys, covers)
-        if length is None:
+        lengths = shared_prefix_lengths(rows, keys, covers)
+        if lengths is None:
             return None
+        window = sliding_window(self.model.config.get_text_config())
+        width = max(lengths.values()) + max(len(r) - lengths[k] for r, k in zip(rows, keys,
+                                                                                   strict=True))
+        if window is not None and width + budget >= window:
+            return None  # the window would count the padding around a shared head as positions
         return prefill_shared(
             self.model,
             rows,
             keys,
-            length,
+            lengths,
             self.tokenizer.pad_token_id,
             lambda firsts: self._features_input([features[i] for i in firsts]),
         )

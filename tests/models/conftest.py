@@ -33,14 +33,14 @@ def record_new_tokens(monkeypatch: pytest.MonkeyPatch, model: torch.nn.Module
     return calls
 
 
-def record_prefills(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
-    """Wrap ``module.prefill_shared``: the list fills with each call's shared length."""
-    lengths: list[int] = []
+def record_prefills(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[dict[Any, int]]:
+    """Wrap ``module.prefill_shared``: the list fills with each call's head length per key."""
+    lengths: list[dict[Any, int]] = []
     real = module.prefill_shared
 
-    def recording(model: Any, rows: Any, keys: Any, length: int, *rest: Any) -> Any:
-        lengths.append(length)
-        return real(model, rows, keys, length, *rest)
+    def recording(model: Any, rows: Any, keys: Any, shared: dict[Any, int], *rest: Any) -> Any:
+        lengths.append(shared)
+        return real(model, rows, keys, shared, *rest)
 
     monkeypatch.setattr(module, "prefill_shared", recording)
     return lengths

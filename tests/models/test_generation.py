@@ -14,7 +14,7 @@ from iaa_eval.models.generation import (
     left_padded,
     prefill_rows,
     prefill_shared,
-    shared_prefix_length,
+    shared_prefix_lengths,
 )
 
 
@@ -135,35 +135,40 @@ def test_a_failing_prepare_raises_in_the_caller(tiny_llama_dir: Path) -> None:
 
 def test_prefill_shared_then_generate_equals_whole_prompts(tiny_llama_dir: Path,
                                                            fresh_seed: int) -> None:
-    """Any causal LM: rows of one key share a head run once; their new token ids equal those of
-    generating every whole (left-padded) prompt."""
+    """Any causal LM: rows of one key share a head run once, heads of different keys of different
+    lengths (left-padded in the prefill); their new token ids equal those of generating every
+    whole (left-padded) prompt."""
     model = load_model(ModelSpec("base", "hf", str(tiny_llama_dir))).model
     gen = torch.Generator().manual_seed(fresh_seed)
     vocab = model.config.vocab_size
-    heads = [torch.randint(3, vocab, (7,), generator=gen).tolist() for _ in range(2)]
-    keys = ["a", "b", "a", "a", "b"]
-    rows = [heads[k == "b"] + torch.randint(3, vocab, (int(n),), generator=gen).tolist()
-            for k, n in zip(keys, torch.randint(1, 6, (5,), generator=gen), strict=True)]
-    length = shared_prefix_length(rows, keys, [0] * 5)
-    assert length is not None and length >= 7
+    heads = [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in (7, 12, 4)]
+    keys = ["a", "b", "a", "a", "b", "c"]
+    rows = [heads["abc".index(k)] + torch.randint(3, vocab, (int(n),), generator=gen).tolist()
+            for k, n in zip(keys, torch.randint(1, 6, (6,), generator=gen), strict=True)]
+    lengths = shared_prefix_lengths(rows, keys, [0] * 6)
+    assert lengths is not None and lengths["a"] >= 7 and lengths["b"] >= 12
+    assert lengths["c"] == len(rows[5]) - 1  # asked once: all but its last token
     kwargs = dict(max_new_tokens=6, do_sample=False, eos_token_id=[], pad_token_id=0)
     whole_ids = left_padded(rows, 0)
     whole = model.generate(**whole_ids, **kwargs)[:, whole_ids["input_ids"].shape[1]:]
-    enc = prefill_shared(model, rows, keys, length, 0, lambda firsts: {})
+    enc = prefill_shared(model, rows, keys, lengths, 0, lambda firsts: {})
     shared = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1]:]
     assert torch.equal(shared, whole)
     assert len({tuple(row.tolist()) for row in whole}) > 1  # the rows' answers differ
 
 
-def test_shared_prefix_length_rules() -> None:
+def test_shared_prefix_lengths_rules() -> None:
     rows = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [7, 2, 3, 4, 6, 6], [7, 2, 3, 4, 1]]
     pairs = ["a", "a", "b", "b"]
-    assert shared_prefix_length(rows, pairs, [2, 2, 2, 2]) == 3  # the shortest common prefix
-    assert shared_prefix_length(rows, pairs, [2, 2, 4, 2]) is None  # an image would be cut
-    assert shared_prefix_length(rows, ["a", "b", "c", "d"], [1] * 4) is None  # nothing shared
-    assert shared_prefix_length(rows, ["a", "a", None, "b"], [1] * 4) is None  # a row without key
+    # each key its own common prefix
+    assert shared_prefix_lengths(rows, pairs, [2, 2, 2, 2]) == {"a": 3, "b": 4}
+    assert shared_prefix_lengths(rows, pairs, [2, 2, 5, 2]) is None  # an image would be cut
+    assert shared_prefix_lengths(rows, ["a", "b", "c", "d"], [1] * 4) is None  # nothing shared
+    assert shared_prefix_lengths(rows, ["a", "a", None, "b"], [1] * 4) is None  # a row without key
+    # a key asked once shares all but its last token
+    assert shared_prefix_lengths(rows, ["a", "a", "b", "c"], [1] * 4) == {"a": 3, "b": 5, "c": 4}
     # each row keeps a token of its own
-    assert shared_prefix_length([[1, 2], [1, 2]], ["a", "a"], [1, 1]) == 1
+    assert shared_prefix_lengths([[1, 2], [1, 2]], ["a", "a"], [1, 1]) == {"a": 1}
 
 
 def test_prefill_rows_pick_each_keys_first_row_and_map_every_row_to_it() -> None:

@@ -33,7 +33,7 @@ from iaa_eval.models.generation import (
     greedy_decode,
     left_padded,
     prefill_shared,
-    shared_prefix_length,
+    shared_prefix_lengths,
     static_decode,
 )
 from iaa_eval.models.iaa.configuration import IMAGE_PLACEHOLDER_ID
@@ -174,15 +174,15 @@ class IAAModel:
         self.batcher.fit(len(ids), max(len(row) for row in ids) + image_tokens + budget)
         covers = [row.index(IMAGE_PLACEHOLDER_ID) + 1 if IMAGE_PLACEHOLDER_ID in row else 0
                   for row in ids]
-        length = shared_prefix_length(ids, keys, covers) if self.share_prefixes else None
+        lengths = shared_prefix_lengths(ids, keys, covers) if self.share_prefixes else None
         pad = self.tokenizer.pad_token_id
-        if length is None:
+        if lengths is None:
             batch, images = left_padded(ids, pad, self.model.device), features
         else:  # the prefill consumed every image
             def head_inputs(firsts: list[int]) -> dict[str, Any]:
                 return {"workflow": self.workflow, "image_features": features[firsts]}
 
-            batch = prefill_shared(self.model, ids, keys, length, pad, head_inputs)
+            batch = prefill_shared(self.model, ids, keys, lengths, pad, head_inputs)
             images = None
 
         def run(**kwargs: Any) -> torch.Tensor:
