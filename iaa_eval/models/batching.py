@@ -35,6 +35,7 @@ class GenerationBatcher:
     def __init__(self, batch_size: int | str, model: torch.nn.Module,
                  tokens_per_row: int = 2048) -> None:
         self.auto = not isinstance(batch_size, int)
+        self.overlap = True  # off: each batch prepared in the caller's thread, just before it runs
         self.model, self.tokens_per_row = model, tokens_per_row
         self.size = self._auto(model, tokens_per_row) if self.auto else int(batch_size)
 
@@ -76,6 +77,8 @@ class GenerationBatcher:
         not touch state ``compute`` changes (each adapter gives it its own processor copy).
         """
         prepare = prepare or list
+        if not self.overlap:
+            prepare, compute = list, lambda batch, run=compute, host=prepare: run(host(batch))
         out: list[Any] = []
         start = 0
         with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
