@@ -56,7 +56,7 @@ def workload(images: int, per_image: int, size: tuple[int, int], seed: int) -> l
 def run(adapter: Any, requests: list[MMRequest], batch: int | str, overlap: bool,
         device: str) -> dict[str, Any]:
     """One combination, from a cold feature cache; the batcher sized as ``--batch-size`` would."""
-    adapter.batcher = type(adapter.batcher)(batch, adapter.model)
+    adapter.batcher = type(adapter.batcher)(batch, adapter.model, kv_layers=adapter.batcher.kv_layers)
     adapter.batcher.overlap = overlap
     adapter.feature_cache = FeatureCache(adapter._encode_images)
     if device == "cuda":

@@ -28,16 +28,21 @@ class GenerationBatcher:
         batch_size: a positive int or ``"auto"``.
         model: the generating module (its config and device size ``auto``).
         tokens_per_row: the sequence length ``auto`` budgets for (prompt + answer + image tokens).
+        kv_layers: layers that keep K/V per token (default: the text config's; IAA's MM workflow
+            adds its insertion layers).
     """
 
     CPU_DEFAULT = 8
 
     def __init__(self, batch_size: int | str, model: torch.nn.Module,
-                 tokens_per_row: int = 2048) -> None:
+                 tokens_per_row: int = 2048, kv_layers: int | None = None) -> None:
         self.auto = not isinstance(batch_size, int)
         self.overlap = True  # off: each batch prepared in the caller's thread, just before it runs
         self.model, self.tokens_per_row = model, tokens_per_row
-        self.size = self._auto(model, tokens_per_row) if self.auto else int(batch_size)
+        config = getattr(model, "config", None)
+        self.text_config = getattr(config, "text_config", None) or config
+        self.kv_layers = kv_layers or getattr(self.text_config, "num_hidden_layers", 32)
+        self.size = self._auto(tokens_per_row) if self.auto else int(batch_size)
 
     def fit(self, rows: int, width: int) -> None:
         """Before computing a batch of ``rows`` rows ``width`` tokens wide (prompt and answer):
@@ -46,25 +51,23 @@ class GenerationBatcher:
         if not self.auto or width <= self.tokens_per_row:
             return
         self.tokens_per_row = width
-        self.size = min(self.size, self._auto(self.model, width))
+        self.size = min(self.size, self._auto(width))
         if rows > self.size:
             log.info("prompts of %d tokens: generation batches now %d rows", width, self.size)
             raise TooWide
 
-    @classmethod
-    def _auto(cls, model: torch.nn.Module, tokens_per_row: int) -> int:
-        device = next(model.parameters()).device
+    def _auto(self, tokens_per_row: int) -> int:
+        """Rows whose K/V (x2 for activations and the allocator's slack) fit in 80% of the free
+        device memory, at most 256; :attr:`CPU_DEFAULT` off CUDA."""
+        device = next(self.model.parameters()).device
         if device.type != "cuda":
-            return cls.CPU_DEFAULT
-        config = getattr(model, "config", None)
-        text = getattr(config, "text_config", None) or config
-        layers = getattr(text, "num_hidden_layers", 32)
+            return self.CPU_DEFAULT
+        text = self.text_config
         heads = getattr(text, "num_attention_heads", 32)
         kv_heads = getattr(text, "num_key_value_heads", None) or heads
         head_dim = getattr(text, "head_dim", None) or getattr(text, "hidden_size", 4096) // heads
-        element = next(model.parameters()).element_size()
-        # K and V per token per layer, x2 for activations and the allocator's slack
-        per_row = 2 * layers * kv_heads * head_dim * element * tokens_per_row * 2
+        element = next(self.model.parameters()).element_size()
+        per_row = 2 * self.kv_layers * kv_heads * head_dim * element * tokens_per_row * 2
         free, _ = torch.cuda.mem_get_info(device)
         return max(1, min(256, int(free * 0.8) // per_row))
 

@@ -102,8 +102,7 @@ def test_auto_sizes_again_for_wider_prompts_before_any_work(tiny_llama_dir: Path
     requests = [MMRequest(" ".join(["word"] * rng.randrange(1, 60)) + "?", max_new_tokens=3)
                 for _ in range(9)]
     reference = model.generate(requests)
-    monkeypatch.setattr(GenerationBatcher, "_auto",
-                        classmethod(lambda cls, model, tokens: max(1, 400 // tokens)))
+    monkeypatch.setattr(GenerationBatcher, "_auto", lambda self, tokens: max(1, 400 // tokens))
     auto = load_model(ModelSpec("base", "hf", str(tiny_llama_dir), batch_size="auto"))
     auto.batcher.tokens_per_row = 10
     auto.batcher.size = 40  # as sized for 10-token rows

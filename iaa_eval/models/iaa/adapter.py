@@ -112,7 +112,9 @@ class IAAModel:
         ensure_pad_token(self.tokenizer)
         self._host_tokenizer = copy.deepcopy(self.tokenizer)  # the prepare thread's
         self.feature_cache = FeatureCache(self._encode_images)
-        self.batcher = GenerationBatcher(self.spec.batch_size, self.model)
+        config = self.model.config  # the workflow's insertion layers keep K/V too
+        layers = config.text_config.num_hidden_layers + len(config.insert_after_layers)
+        self.batcher = GenerationBatcher(self.spec.batch_size, self.model, kv_layers=layers)
         self.static = static_decode(self.spec.decode, self.model)
         # off: every question's whole prompt is run (the reference path)
         self.share_prefixes = True

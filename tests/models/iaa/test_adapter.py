@@ -164,3 +164,14 @@ def test_images_already_encoded_are_not_preprocessed_again(checkpoints: tuple[Pa
 
     model.image_processor = RefusesEmpty()
     assert model.generate(requests) == first
+
+
+def test_auto_budgets_the_insertion_layers_kv_too(checkpoints: tuple[Path, Path]) -> None:
+    """The MM workflow keeps K/V in the base's layers and in each insertion layer: ``auto`` sizes
+    batches for all of them (IAA-14 on Llama-3-8B: 46, not 32)."""
+    _, iaa_dir = checkpoints
+    model = IAAModel(ModelSpec("iaa", "iaa", str(iaa_dir), batch_size="auto"))
+    config = model.model.config
+    assert len(config.insert_after_layers) > 0
+    assert model.batcher.kv_layers == (config.text_config.num_hidden_layers
+                                       + len(config.insert_after_layers))
