@@ -74,10 +74,11 @@ def image_key(image: Image) -> str:
 
 class FeatureCache:
     """Encodes each distinct image once per model per run (MME asks two questions per image,
-    MMBench one per option rotation). ``encode`` maps a list of images to a tensor whose first
-    dimension indexes them."""
+    MMBench one per option rotation). ``encode`` maps a list of what it reads for an image (the
+    adapter's preprocessed pixels or processor inputs) to features indexed by the first
+    dimension; images are known by their content key (:func:`image_key`)."""
 
-    def __init__(self, encode: Callable[[list[Image]], torch.Tensor],
+    def __init__(self, encode: Callable[[list[Any]], Sequence[torch.Tensor] | torch.Tensor],
                  max_items: int = 2048) -> None:
         self.encode = encode
         self.max_items = max_items
@@ -88,10 +89,10 @@ class FeatureCache:
     def __contains__(self, key: str) -> bool:
         return key in self._store
 
-    def get(self, images: Sequence[Image], keys: Sequence[str | None]) -> list[torch.Tensor]:
-        """Features for each image, encoding only those not seen before (``None`` keys: always)."""
-        keys = [k if k is not None else image_key(img) for img, k in zip(images, keys, strict=True)]
-        missing = {k: img for img, k in zip(images, keys, strict=True) if k not in self._store}
+    def get(self, inputs: Sequence[Any], keys: Sequence[str]) -> list[torch.Tensor]:
+        """Features for each key, encoding from ``inputs`` only the keys not seen before (an
+        input whose key is cached is not read)."""
+        missing = {k: x for x, k in zip(inputs, keys, strict=True) if k not in self._store}
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         if missing:

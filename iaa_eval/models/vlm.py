@@ -300,20 +300,17 @@ class VLMModel:
 
     def _with_shared_heads(
         self,
-        enc: dict[str, Any],
+        rows: list[list[int]],
         keys: Sequence[str],
         features: Sequence[torch.Tensor],
         budget: int,
     ) -> dict[str, Any] | None:
         """``generate`` inputs in which the head the questions of each image share (up to at least
         its image tokens) has been run once, its K/V copied to each question; ``None`` where that
-        does not hold (see the module docstring) or saves nothing."""
+        does not hold (see the module docstring) or saves nothing. ``rows``: each prompt's ids,
+        unpadded."""
         if not self.share_prefixes or self.family.no_shared_prefix:
             return None
-        rows = [
-            ids[mask.bool()].tolist()
-            for ids, mask in zip(enc["input_ids"], enc["attention_mask"], strict=True)
-        ]
         image = self.model.config.image_token_id
         covers = [max(j for j, token in enumerate(row) if token == image) + 1 for row in rows]
         lengths = shared_prefix_lengths(rows, keys, covers)
@@ -355,7 +352,8 @@ class VLMModel:
         enc = self._to_device(prepared.enc)
         if prepared.rows:
             features = self.feature_cache.get(prepared.rows, prepared.keys)
-            enc = self._with_shared_heads(enc, prepared.keys, features, budget) or {
+            ids = [row["input_ids"][0].tolist() for row in prepared.rows]  # on the host, unpadded
+            enc = self._with_shared_heads(ids, prepared.keys, features, budget) or {
                 **enc, **self._features_input(features)}
         return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model,
                              static=self.static)
