@@ -143,16 +143,11 @@ def test_iaa_decode_step_compiles_whole_in_either_workflow(workflow: str, fresh_
     """:class:`IAAForCausalLM` declares ``_can_compile_fullgraph``: its forward on a static cache
     traces without a break, the text workflow too; ids equal the dynamic cache's."""
     from iaa_eval.models.generation import greedy_ids
-    from tests.models.iaa.test_modeling import ids_with_image
+    from tests.models.iaa.test_modeling import two_prompts
 
     tokenizer, _, _, _, model = tiny_iaa(seed=fresh_seed)
     assert model._can_compile_fullgraph
-    gen = torch.Generator().manual_seed(fresh_seed)
-    vocab = len(tokenizer)
-    ids = torch.stack([ids_with_image(gen, vocab, 2, 5), ids_with_image(gen, vocab, 5, 2)])
-    pixels = torch.randn(2, 3, 32, 32, generator=gen) if workflow == "mm" else None
-    if workflow == "text":
-        ids[ids == -200] = 7
+    ids, pixels = two_prompts(torch.Generator().manual_seed(fresh_seed), len(tokenizer), workflow)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
     def run(**kwargs: Any) -> torch.Tensor:

@@ -24,6 +24,17 @@ def ids_with_image(generator: torch.Generator, vocab: int, before: int, after: i
     return torch.cat([left, torch.tensor([-200]), right])
 
 
+def two_prompts(generator: torch.Generator, vocab: int, workflow: str
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Two 8-token prompts, the image placeholder at different places, and their pixels (``mm``);
+    for the text workflow the placeholder is an ordinary token."""
+    ids = torch.stack([ids_with_image(generator, vocab, 2, 5), ids_with_image(generator, vocab, 5, 2)])
+    pixels = torch.randn(2, 3, 32, 32, generator=generator) if workflow == "mm" else None
+    if workflow == "text":
+        ids[ids == -200] = 7
+    return ids, pixels
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_text_workflow_is_bit_identical_to_the_base(seed: int) -> None:
     tokenizer, base, _, _, model = tiny_iaa(seed=seed)
@@ -208,12 +219,7 @@ def test_unsupported_base_is_refused() -> None:
 def test_static_cache_generation_equals_dynamic(workflow: str, fresh_seed: int) -> None:
     """``cache_implementation="static"`` (eager) gives the dynamic cache's token ids."""
     tokenizer, _, _, _, model = tiny_iaa(seed=fresh_seed)
-    gen = torch.Generator().manual_seed(fresh_seed)
-    vocab = len(tokenizer)
-    ids = torch.stack([ids_with_image(gen, vocab, 2, 5), ids_with_image(gen, vocab, 5, 2)])
-    pixels = torch.randn(2, 3, 32, 32, generator=gen) if workflow == "mm" else None
-    if workflow == "text":
-        ids[ids == -200] = 7
+    ids, pixels = two_prompts(torch.Generator().manual_seed(fresh_seed), len(tokenizer), workflow)
     kwargs = dict(pixel_values=pixels, workflow=workflow, max_new_tokens=8, eos_token_id=[])
     dynamic = model.generate(ids, **kwargs)
     assert torch.equal(model.generate(ids, cache_implementation="static", **kwargs), dynamic)
