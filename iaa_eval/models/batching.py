@@ -4,6 +4,7 @@ prepared a batch ahead in a background thread while the device answers the curre
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -38,6 +39,8 @@ class GenerationBatcher:
                  tokens_per_row: int = 2048, kv_layers: int | None = None) -> None:
         self.auto = not isinstance(batch_size, int)
         self.overlap = True  # off: each batch prepared in the caller's thread, just before it runs
+        self.host_seconds = 0.0  # time the caller waited for batches' host work (see map)
+        self.prepare_seconds = 0.0  # time the host work took, wherever it ran
         self.model, self.tokens_per_row = model, tokens_per_row
         config = getattr(model, "config", None)
         self.text_config = getattr(config, "text_config", None) or config
@@ -71,34 +74,48 @@ class GenerationBatcher:
         free, _ = torch.cuda.mem_get_info(device)
         return max(1, min(256, int(free * 0.8) // per_row))
 
+    def _timed(self, prepare: Callable[[Sequence[Any]], Any], batch: Sequence[Any]) -> Any:
+        """``prepare(batch)``, its time added to :attr:`prepare_seconds`."""
+        start = time.perf_counter()
+        try:
+            return prepare(batch)
+        finally:
+            self.prepare_seconds += time.perf_counter() - start
+
     def map(self, items: Sequence[Any], compute: Callable[[Any], list[Any]],
             prepare: Callable[[Sequence[Any]], Any] | None = None) -> list[Any]:
         """``compute(prepare(batch))`` over consecutive batches of ``items``; results in order.
 
-        ``prepare`` is the host's part of a batch (tokenizing, image preprocessing): it runs in a
-        background thread one batch ahead, so the host works while the device computes. It must
-        not touch state ``compute`` changes (each adapter gives it its own processor copy).
+        ``prepare`` is the host's part of a batch (tokenizing, image preprocessing): with
+        :attr:`overlap` it runs in a background thread one batch ahead, so the host works while
+        the device computes; it must not touch state ``compute`` changes (each adapter gives it
+        its own processor copy). Without, it runs inline, just before its batch.
+        :attr:`host_seconds` adds up the time the caller waited for the host's part,
+        :attr:`prepare_seconds` the time that part took: their difference was hidden.
         """
         prepare = prepare or list
-        if not self.overlap:
-            prepare, compute = list, lambda batch, run=compute, host=prepare: run(host(batch))
         out: list[Any] = []
         start = 0
         with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
             ahead: tuple[int, int, Future] | None = None
             while start < len(items):
                 size = min(self.size, len(items) - start)
-                if ahead is not None and ahead[:2] == (start, size):
-                    pending = ahead[2]
-                else:
-                    pending = pool.submit(prepare, items[start : start + size])
                 end = start + size
-                ahead = None
-                if end < len(items):
-                    following = min(self.size, len(items) - end)
-                    ahead = (end, following, pool.submit(prepare, items[end : end + following]))
+                waiting = time.perf_counter()
+                if not self.overlap:
+                    prepared = self._timed(prepare, items[start:end])
+                else:
+                    pending = ahead[2] if ahead is not None and ahead[:2] == (start, size) else (
+                        pool.submit(self._timed, prepare, items[start:end]))
+                    ahead = None
+                    if end < len(items):
+                        following = min(self.size, len(items) - end)
+                        ahead = (end, following, pool.submit(self._timed, prepare,
+                                                             items[end : end + following]))
+                    prepared = pending.result()
+                self.host_seconds += time.perf_counter() - waiting
                 try:
-                    out += compute(pending.result())
+                    out += compute(prepared)
                 except TooWide:
                     continue
                 except torch.OutOfMemoryError:
@@ -112,3 +129,4 @@ class GenerationBatcher:
                     continue
                 start = end
         return out
+

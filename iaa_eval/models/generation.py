@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 from transformers import CompileConfig, LogitsProcessor, LogitsProcessorList, StaticCache
 
 from iaa_eval.errors import ModelError, NonFiniteOutput
@@ -74,7 +75,7 @@ def greedy_ids(
     """
     prompt_len = batch_inputs["input_ids"].shape[1]
     hooked = watch if static is None else None
-    with torch.inference_mode(), nan_guard(hooked):
+    with torch.inference_mode(), nan_guard(hooked), record_function("iaa_eval.generate"):
         if static is not None:
             batch_inputs = static.inputs(batch_inputs, prompt_len + max_new_tokens)
             if watch is not None:
@@ -263,7 +264,7 @@ def prefill_shared(model: torch.nn.Module, rows: Sequence[Sequence[int]], keys: 
     device = model.device
     heads = left_padded([rows[i][: lengths[keys[i]]] for i in firsts], pad, device)
     positions = (heads["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    with torch.inference_mode(), nan_guard(model):
+    with torch.inference_mode(), nan_guard(model), record_function("iaa_eval.prefill_shared"):
         # logits of the last position only: the head's logits are never read (full ones were
         # ~45 GB for 256 LLaVA heads on an 8B model)
         out = model(**heads, position_ids=positions, use_cache=True, logits_to_keep=1,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 from transformers import (
     AutoConfig,
     AutoModelForImageTextToText,
@@ -351,7 +352,8 @@ class VLMModel:
         self.batcher.fit(len(reqs), prepared.enc["input_ids"].shape[1] + budget)
         enc = self._to_device(prepared.enc)
         if prepared.rows:
-            features = self.feature_cache.get(prepared.rows, prepared.keys)
+            with record_function("iaa_eval.encode_images"):
+                features = self.feature_cache.get(prepared.rows, prepared.keys)
             ids = [row["input_ids"][0].tolist() for row in prepared.rows]  # on the host, unpadded
             enc = self._with_shared_heads(ids, prepared.keys, features, budget) or {
                 **enc, **self._features_input(features)}

@@ -91,6 +91,34 @@ def test_batches_are_prepared_a_batch_ahead_in_another_thread(fresh_seed: int) -
     assert overlapped == [True]
 
 
+def test_without_overlap_batches_are_prepared_inline_and_timed(fresh_seed: int) -> None:
+    """``overlap = False``: each batch is prepared on the calling thread just before it runs,
+    with the same results; the host's time is counted as waited for, all of it."""
+    import random
+    import threading
+    import time
+
+    items = list(range(random.Random(fresh_seed).randrange(5, 30)))
+    batcher = GenerationBatcher(3, torch.nn.Linear(1, 1))
+    batcher.overlap = False
+    caller = threading.get_ident()
+    order: list[str] = []
+
+    def prepare(chunk: list[int]) -> list[int]:
+        assert threading.get_ident() == caller
+        order.append("prepare")
+        time.sleep(0.01)
+        return [x * 10 for x in chunk]
+
+    def compute(prepared: list[int]) -> list[int]:
+        order.append("compute")
+        return [x + 1 for x in prepared]
+
+    assert batcher.map(items, compute, prepare) == [x * 10 + 1 for x in items]
+    assert order == ["prepare", "compute"] * -(-len(items) // 3)
+    assert batcher.host_seconds >= batcher.prepare_seconds >= 0.01 * len(order) / 2
+
+
 def test_auto_sizes_again_for_wider_prompts_before_any_work(tiny_llama_dir: Path,
                                                               monkeypatch, fresh_seed: int) -> None:
     """Under ``auto``, a batch wider than the budget is split before it runs (no work lost, no

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 from transformers import AutoTokenizer
 
 from iaa_eval.errors import ModelError
@@ -166,7 +167,8 @@ class IAAModel:
         pixels = {**prepared.pixels, **self._pixels(late)}
         # keys the cache holds are never encoded: their pixels are not needed
         images = [pixels.get(k) for k, _ in rows]
-        return torch.stack(self.feature_cache.get(images, [k for k, _ in rows]))
+        with record_function("iaa_eval.encode_images"):
+            return torch.stack(self.feature_cache.get(images, [k for k, _ in rows]))
 
     def _answer(self, prepared: Prepared) -> list[str]:
         """Greedy answers to a prepared batch through the workflow."""
