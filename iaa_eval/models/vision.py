@@ -1,5 +1,7 @@
 """Image preprocessing shared by the adapters, and the per-run vision-feature cache.
 
+Images are always preprocessed by an image processor's PIL backend (:func:`pil_image_processor`).
+
 LLaVA-1.5 / IAA preprocessing (``image_aspect_ratio = "pad"``): pad to a square with the CLIP
 mean colour, the original centred, then the CLIP image processor (resize, crop, normalise).
 """
@@ -13,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from iaa_eval.errors import DataError
+from iaa_eval.errors import DataError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +40,30 @@ def expand_to_square(image: Image, fill: tuple[int, int, int]) -> Image:
     canvas = PILImage.new("RGB", (side, side), fill)
     canvas.paste(image, ((side - width) // 2, (side - height) // 2))
     return canvas
+
+
+def pil_image_processor(image_processor: Any) -> Any:
+    """``image_processor``, or its PIL twin with the same settings where it is torchvision-backed.
+
+    transformers 5 picks the torchvision backend wherever torchvision is installed and PIL
+    elsewhere; their resizes differ, so the same checkpoint would answer from other pixels on a
+    GPU machine than on a CPU one. PIL is what LLaVA-1.5 and the official IAA code preprocess
+    with, and what every test here runs. It also keeps torch's CPU threads out of the host thread
+    that prepares the next batch while the main one drives the device.
+    """
+    import transformers
+    from transformers.image_processing_backends import TorchvisionBackend
+
+    if not isinstance(image_processor, TorchvisionBackend):
+        return image_processor
+    name = f"{type(image_processor).__name__}Pil"
+    twin = getattr(transformers, name, None)
+    if twin is None:
+        raise ModelError(f"image processor {type(image_processor).__name__}: transformers has no "
+                         f"PIL twin ({name}) to preprocess with as everywhere else")
+    settings = {k: v for k, v in image_processor.to_dict().items()
+                if k not in ("image_processor_type", "processor_class")}
+    return twin.from_dict(settings)
 
 
 def decode_image(where: str, load: Callable[[], Image | None], max_pixels: int | None) -> Image:

@@ -67,7 +67,7 @@ from iaa_eval.models.loading import (
 )
 from iaa_eval.models.placement import dtype_device, placed, placement_kwargs
 from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
-from iaa_eval.models.vision import FeatureCache, OncePerImage, image_key
+from iaa_eval.models.vision import FeatureCache, OncePerImage, image_key, pil_image_processor
 from iaa_eval.models.vlm_families import VLMFamily, require_family
 from iaa_eval.models.vlm_processor import build_processor
 
@@ -229,6 +229,7 @@ class VLMModel:
         self.feature_cache = (
             None if self.family.no_feature_cache else FeatureCache(self._encode_images)
         )
+        self.processor.image_processor = pil_image_processor(self.processor.image_processor)
         # the prepare thread's copy (tokenizers are not shared across threads); it processes
         # each image once per batch
         self._host = copy.deepcopy(self.processor)

@@ -168,6 +168,7 @@ def fresh_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, A
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor
 
     from iaa_eval.models.iaa.convert import load_vision_tower
+    from iaa_eval.models.vision import pil_image_processor
 
     config = load_pretrained(AutoConfig.from_pretrained, job.base, "--base")
     if config.model_type not in SUPPORTED_BASES:
@@ -175,8 +176,8 @@ def fresh_model(job: IAATrainJob, dtype: torch.dtype) -> tuple[IAAForCausalLM, A
                          f"can wrap; supported: {', '.join(SUPPORTED_BASES)}")
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, job.base, "--base tokenizer")
     token_id = image_token_id(tokenizer, job.image_token)
-    processor = load_pretrained(CLIPImageProcessor.from_pretrained, job.vision,
-                                "--vision")  # cheap checks first
+    processor = pil_image_processor(load_pretrained(  # cheap checks first
+        CLIPImageProcessor.from_pretrained, job.vision, "--vision"))
     base = load_weights(AutoModelForCausalLM.from_pretrained, job.base, "--base", dtype=dtype)
     base = place(base, job.device)
     check_vocabulary(tokenizer, base.config.vocab_size, job.base)

@@ -44,7 +44,7 @@ from iaa_eval.models.iaa.placement import split
 from iaa_eval.models.iaa.preprocess import pixel_values, prompt_text, to_model_ids
 from iaa_eval.models.loading import check_vocabulary, load_pretrained, resolve_dtype
 from iaa_eval.models.placement import dtype_device
-from iaa_eval.models.vision import FeatureCache, image_key
+from iaa_eval.models.vision import FeatureCache, image_key, pil_image_processor
 
 
 @dataclass
@@ -111,6 +111,7 @@ class IAAModel:
     def _setup(self) -> None:
         """What follows from the model, tokenizer and processor: caches, batching, decoding."""
         ensure_pad_token(self.tokenizer)
+        self.image_processor = pil_image_processor(self.image_processor)
         self._host_tokenizer = copy.deepcopy(self.tokenizer)  # the prepare thread's
         self.feature_cache = FeatureCache(self._encode_images)
         config = self.model.config  # the workflow's insertion layers keep K/V too

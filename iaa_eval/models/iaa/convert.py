@@ -27,6 +27,7 @@ from transformers import AutoConfig, CLIPImageProcessor, CLIPVisionModel, LlamaC
 from iaa_eval.errors import ModelError
 from iaa_eval.models.iaa.configuration import IAA14_POSITIONS, IAAConfig
 from iaa_eval.models.loading import check_loading_info, load_pretrained, refuse_unmatched
+from iaa_eval.models.vision import pil_image_processor
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,12 @@ def resolve_vision_dir(name: str | None, folder: Path) -> Path | None:
 
 
 def load_image_processor(folder: Path, vision_tower_path: str | None) -> Any:
-    """A checkpoint's CLIP image processor: in its folder (our layout) or its vision tower's
-    (official)."""
+    """A checkpoint's CLIP image processor (PIL-backed, as everywhere): in its folder (our
+    layout) or its vision tower's (official)."""
     for candidate in (folder, resolve_vision_dir(vision_tower_path, folder)):
         if candidate is not None and (candidate / "preprocessor_config.json").exists():
-            return CLIPImageProcessor.from_pretrained(candidate, trust_remote_code=False)
+            return pil_image_processor(
+                CLIPImageProcessor.from_pretrained(candidate, trust_remote_code=False))
     raise ModelError(f"{folder}: no preprocessor_config.json here or in the vision-tower folder "
                      f"({vision_tower_path!r})")
 
