@@ -346,7 +346,7 @@ class VLMModel:
         if len(parts) != len(members):
             raise ModelError(
                 f"vlm {self.spec.path!r}: get_image_features gave {len(pooled)} entries for "
-                f"{len(members)} images ({self.family.model_type} cannot batch its images)"
+                f"{len(members)} images; the adapter takes one per image, or per pixel_values row"
             )
         return parts
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from iaa_eval.errors import ModelError
 from iaa_eval.models import load_model
 from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.models.vlm import VLMModel, encode_groups
@@ -136,6 +137,31 @@ def test_a_blank_image_batches_only_where_crops_are_dropped_per_image(
         else:
             alone = encoder(**{k: blank[k] for k in keys}).pooler_output
             assert alone[0].shape[0] > pair[1].shape[0]
+
+
+@pytest.mark.parametrize("model_type", ["deepseek_vl", "llava"])
+def test_an_output_that_does_not_split_per_image_is_refused(
+    model_type: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_seed: int
+) -> None:
+    """One entry (a tensor's row, a list's item) too many for the images encoded: an error naming
+    the checkpoint, not features shifted between images."""
+    model = _load(model_type, tmp_path)
+    images = _images(fresh_seed)[:3]
+    rows = model._encode_rows([model.render_prompt(MMRequest("?", im)) for im in images], images)
+    base = model.model.base_model
+    real = base.get_image_features
+
+    @functools.wraps(real)
+    def one_too_many(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        pooled = out.pooler_output
+        out.pooler_output = ([*pooled, pooled[0]] if isinstance(pooled, (list, tuple))
+                             else torch.cat([pooled, pooled[:1]]))
+        return out
+
+    monkeypatch.setattr(base, "get_image_features", one_too_many)
+    with pytest.raises(ModelError, match="get_image_features gave 4 entries for 3 images"):
+        model._encode_images(rows)
 
 
 def test_groups_are_bounded_same_shaped_and_in_order() -> None:
