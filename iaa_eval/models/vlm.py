@@ -11,7 +11,12 @@ per image, MMBench one per option rotation): the vision tower's output goes back
 ``mm_encoder_outputs``, transformers' entry point for pre-encoded features, while the processor
 still expands the prompt (token counts, grids, ``image_sizes``), so the language model sees what
 the pixel path gives it (tested per family). Off where that does not hold, with the reason
-(:attr:`~iaa_eval.models.vlm_families.VLMFamily.no_feature_cache`).
+(:attr:`~iaa_eval.models.vlm_families.VLMFamily.no_feature_cache`). The images a batch lacks are
+encoded together: rows whose pixel inputs have one shape apart from dim 0 are concatenated into
+one processor-style batch (:func:`encode_groups`), one ``get_image_features`` call each, the
+result split back into each image's features as a one-image call gives them (tested per
+family); one image a call where that split is not certain
+(:attr:`~iaa_eval.models.vlm_families.VLMFamily.no_batched_encode`).
 
 Questions of one image in a batch also share their prompt's head (system prompt, image tokens,
 common words): it is run once per image (:func:`~iaa_eval.models.generation.prefill_shared`) and
@@ -42,6 +47,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
 
+from iaa_eval.errors import ModelError
 from iaa_eval.models.base import (
     MMRequest,
     ModelSpec,
@@ -79,6 +85,11 @@ TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_i
 # device memory the feature cache may hold: an anyres 8B model's image is ~25 MB of features, so a
 # count limit alone (FeatureCache's 2048) could take tens of GB
 FEATURE_CACHE_BYTES = 2 << 30
+# images per vision-tower call: a batch-1 call is launch-bound on a GPU (an eager CLIP
+# ViT-L/14-336: several ms), so 32 cuts VQAv2's 256 calls per batch to 8, while the activations
+# stay modest: transformers keeps only the hidden states a family selects, and 32 images of 5
+# anyres tiles of 577 tokens make ~1.7 GB of eager fp16 attention scores per layer
+IMAGES_PER_ENCODE = 32
 
 
 @dataclass
@@ -155,6 +166,27 @@ def sliding_window(config: Any) -> int | None:
     if window is None or (layers is not None and "sliding_attention" not in layers):
         return None
     return window
+
+
+def encode_groups(inputs: Sequence[dict[str, Any]], limit: int) -> list[list[int]]:
+    """Indices of ``inputs`` (each image's pixel inputs) in groups that concatenate along dim 0
+    into one processor-style batch: the same keys, each a tensor of one shape apart from dim 0
+    (Qwen-VL's flattened patches and ``image_grid_thw`` concatenate so by design), at most
+    ``limit`` a group, groups in order of their first image. An input holding anything else
+    (a scalar, a list) is a group alone."""
+    open_groups: dict[Any, list[int]] = {}
+    groups: list[list[int]] = []
+    for i, enc in enumerate(inputs):
+        if all(isinstance(v, torch.Tensor) and v.dim() for v in enc.values()):
+            shape: Any = tuple((k, v.shape[1:], v.dtype) for k, v in sorted(enc.items()))
+        else:
+            shape = i
+        group = open_groups.get(shape)
+        if group is None or len(group) >= limit:
+            group = open_groups[shape] = []
+            groups.append(group)
+        group.append(i)
+    return groups
 
 
 def render_prompt(processor: Any, text: str, has_image: bool, system: bool) -> str:
@@ -239,6 +271,7 @@ class VLMModel:
         for part, reason in (
             ("vision-feature cache", self.family.no_feature_cache),
             ("shared image prefix", self.family.no_shared_prefix),
+            ("batched image encoding", self.family.no_batched_encode),
         ):
             if reason:
                 log.info("%s (%s): %s off: %s", spec.path, self.family.label, part, reason)
@@ -276,22 +309,48 @@ class VLMModel:
         return dict(BatchFeature(enc).to(self.model.device, dtype=self.model.dtype))
 
     def _encode_images(self, rows: list[dict[str, Any]]) -> list[torch.Tensor]:
-        """Each image's features as the model's ``get_image_features`` returns them, one image at a
-        time, from the pixel inputs of a prompt that shows it."""
+        """Each image's features as the model's ``get_image_features`` returns them for that image
+        alone, from the pixel inputs of a prompt that shows it: up to :data:`IMAGES_PER_ENCODE`
+        images of one shape a call (batch-1 calls are launch-bound on a GPU), one a call where
+        the family's split is not certain."""
         encoder = self.model.base_model.get_image_features
         accepted = set(inspect.signature(encoder).parameters) - set(TEXT_INPUTS)
-        features = []
-        for row in rows:
-            enc = self._to_device({k: v for k, v in row.items() if k in accepted})
+        inputs = [{k: v for k, v in row.items() if k in accepted} for row in rows]
+        limit = 1 if self.family.no_batched_encode else IMAGES_PER_ENCODE
+        features: dict[int, torch.Tensor] = {}
+        for group in encode_groups(inputs, limit):
+            members = [inputs[i] for i in group]
+            batch = members[0] if len(group) == 1 else {
+                k: torch.cat([m[k] for m in members]) for k in members[0]}
             with torch.inference_mode():
-                out = encoder(**enc, return_dict=True)
-            pooled = out.pooler_output
-            self._pooled_list = isinstance(pooled, (list, tuple))
-            features.append(pooled[0] if self._pooled_list or pooled.shape[0] == 1 else pooled)
-        largest = max(f.numel() * f.element_size() for f in features)
+                out = encoder(**self._to_device(batch), return_dict=True)
+            features.update(zip(group, self._per_image(out.pooler_output, members), strict=True))
+        encoded = [features[i] for i in range(len(rows))]
+        largest = max(f.numel() * f.element_size() for f in encoded)
         cache = self.feature_cache
         cache.max_items = max(8, min(cache.max_items, FEATURE_CACHE_BYTES // largest))
-        return features
+        return encoded
+
+    def _per_image(self, pooled: Any, members: Sequence[dict[str, Any]]) -> list[torch.Tensor]:
+        """One call's ``pooler_output`` split back per image, as a one-image call gives it: a
+        list or tuple holds one entry per image; a tensor (Gemma 3, InternVL, DeepSeek-VL) one
+        entry per row of ``pixel_values`` (a crop or tile: their towers and projectors map rows
+        to rows), an image's entries squeezed where it has one. Any other count is refused, not
+        guessed (a family returning one would need ``no_batched_encode``)."""
+        self._pooled_list = isinstance(pooled, (list, tuple))
+        if self._pooled_list:
+            parts = list(pooled)
+        else:
+            counts = ([pooled.shape[0]] if len(members) == 1
+                      else [m["pixel_values"].shape[0] for m in members])
+            parts = list(pooled.split(counts)) if sum(counts) == pooled.shape[0] else []
+            parts = [p[0] if p.shape[0] == 1 else p for p in parts]
+        if len(parts) != len(members):
+            raise ModelError(
+                f"vlm {self.spec.path!r}: get_image_features gave {len(pooled)} entries for "
+                f"{len(members)} images; the adapter takes one per image, or per pixel_values row"
+            )
+        return parts
 
     def _features_input(self, features: Sequence[torch.Tensor]) -> dict[str, Any]:
         """Images' cached features as the model takes them back (``mm_encoder_outputs``)."""

@@ -26,6 +26,9 @@ class VLMFamily:
         no_shared_prefix: why the questions of one image cannot share their prompt's head (run
             once, its K/V copied to each question) with the same answers; ``""``: they can, the
             head's K/V depending only on its tokens and image (tested).
+        no_batched_encode: why the images a batch lacks in the feature cache cannot be encoded in
+            one ``get_image_features`` call and split back per image with the features of
+            one-image calls; ``""``: they can (tested).
         system_prompt: ask with LLaVA's system prompt (as LLaVA-1.5 trained and is evaluated);
             other families get their chat template's own default.
     """
@@ -34,6 +37,7 @@ class VLMFamily:
     label: str
     no_feature_cache: str = ""
     no_shared_prefix: str = ""
+    no_batched_encode: str = ""
     system_prompt: bool = False
 
 
@@ -55,7 +59,13 @@ _FAMILIES = (
         _MROPE,
     ),
     VLMFamily("idefics3", "Idefics3"),
-    VLMFamily("smolvlm", "SmolVLM"),
+    VLMFamily(
+        "smolvlm",
+        "SmolVLM",
+        no_batched_encode="a call whose crops are all blank (every value 0.0, taken for padding) "
+        "keeps one of them, so a blank image's features would depend on the images encoded with "
+        "it",
+    ),
     VLMFamily(
         "gemma3",
         "Gemma 3",
