@@ -189,12 +189,12 @@ class StaticDecode:
 
     def fits(self, rows: int, size: int) -> bool:
         """Whether ``rows`` rows of ``size`` (bucketed) tokens reuse the cache: it is as large in
-        both and they fill at least half its slots. Filler rows cost as much prefill as real ones
-        and every slot is read at each step, so a batch far smaller (a 1-row remainder after
-        batches of 256) is cheaper with a cache (and one compile) of its own; past half, the
-        waste is at most what the batch costs anyway, below a compile's tens of seconds. Half
-        also lets the batcher's halving after an out-of-memory error pad back up, hence
-        :meth:`release` there."""
+        both and they fill at least half its slots. Half bounds the waste: filler rows cost as much
+        prefill as real ones and all slots are read at every step, so a 1-row remainder padded to
+        256 rows would cost 256 times its own work; at least half full, the filler costs at most
+        what the batch does, against a compile of tens of seconds saved. A batch the batcher
+        halved after an out-of-memory error would fill half: :meth:`release` drops the cache
+        there, so it is not padded back up to the size that did not fit."""
         if self.shape is None:
             return False
         cache_rows, cache_len = self.shape

@@ -1,7 +1,8 @@
 """``--decode static``: greedy token ids equal the dynamic cache's, token for token, for every
 adapter (hf, vlm on llava-hf with shared image heads, IAA's MM and G workflows), at batch 1 and in
-left-padded batches of different prompt lengths, with and without images; and a compiled decode
-step gives the same ids, compiled once per shape. On CPU the compile runs torch's ``eager``
+left-padded batches of different prompt lengths, with and without images; a smaller batch padded
+with filler rows into the cache a larger one made gives them too; and a compiled decode step gives
+the same ids, compiled once per shape. On CPU the compile runs torch's ``eager``
 backend (dynamo's whole-graph capture, the part that can break; CUDA graphs need CUDA, and
 inductor is too slow for two shared cores): the GPU bench measures the real thing."""
 
@@ -63,6 +64,20 @@ def _answer(model: Any, requests: list[MMRequest], static: StaticDecode | None) 
     model.generate(requests)
 
 
+def _record_answers(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """Wrap :func:`greedy_ids` (as ``greedy_decode`` calls it): the list fills with each call's
+    new token ids, the real rows' only (filler rows dropped)."""
+    calls: list[torch.Tensor] = []
+    real = generation.greedy_ids
+
+    def recording(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(real(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(generation, "greedy_ids", recording)
+    return calls
+
+
 KINDS = ["hf", "llava", "iaa", "iaa#g"]
 # every other family, with images (Mistral 3's sliding-window layers caught a wrong head copy)
 FAMILY_CASES = [(t, True) for t in FAMILIES if t != "llava" and not generation_blocker(t)]
@@ -78,7 +93,7 @@ def test_static_decode_gives_the_dynamic_token_ids(
     assert isinstance(model.static, StaticDecode)
     requests = _requests(fresh_seed, images)
     prefills = record_prefills(monkeypatch, iaa_module if kind.startswith("iaa") else vlm_module)
-    tokens = record_new_tokens(monkeypatch, model.model)
+    tokens = _record_answers(monkeypatch)
     _answer(model, requests, model.static)
     calls = len(tokens)
     _answer(model, requests, None)
@@ -126,7 +141,7 @@ def test_compiled_decode_step_gives_the_same_ids_and_compiles_once_per_shape(
     _counting_compile(static, graphs)
     torch._dynamo.reset()
     requests = [r for r in _requests(fresh_seed, images=kind != "hf") if r.image or kind == "hf"]
-    tokens = record_new_tokens(monkeypatch, model.model)
+    tokens = _record_answers(monkeypatch)
     model.generate(requests)
     compiled, calls = len(graphs), len(tokens)
     model.generate(requests)
@@ -186,20 +201,6 @@ def test_decode_flag_reaches_every_model_spec(tiny_llama_dir: Path) -> None:
     config = plan_run(RunChoices(models=(f"base=hf:{tiny_llama_dir}",), tasks="mmlu",
                                  decode=args.decode))
     assert [m.decode for m in config.models] == ["static"]
-
-
-def _record_answers(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
-    """Wrap :func:`greedy_ids` (as ``greedy_decode`` calls it): the list fills with each call's
-    new token ids, the real rows' only (filler rows dropped)."""
-    calls: list[torch.Tensor] = []
-    real = generation.greedy_ids
-
-    def recording(*args: Any, **kwargs: Any) -> torch.Tensor:
-        calls.append(real(*args, **kwargs))
-        return calls[-1]
-
-    monkeypatch.setattr(generation, "greedy_ids", recording)
-    return calls
 
 
 # a vlm family with shared heads, one with M-RoPE and image grids, one with per-token
@@ -301,3 +302,25 @@ def test_the_cache_is_reused_while_the_batch_fills_half_of_it_and_fillers_stop_a
     (first, made, _), (second, kept, recompiled), (third, own, _) = shapes
     assert second is first and kept == made == (6, 28) and recompiled == 0
     assert third is not first and own == (2, 20)
+
+
+def test_out_of_memory_drops_the_static_cache(fresh_seed: int) -> None:
+    """An out-of-memory error while decoding drops the cache: the batcher's halved retry fills
+    half of it and would otherwise be padded back up to the size that did not fit."""
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM(tiny_llama_config(64)).eval()
+    static = StaticDecode(model)
+    batch = _random_batch(torch.Generator().manual_seed(fresh_seed), 4, 6, 64)
+    greedy_ids(model.generate, batch, 2, [], 0, static=static)
+    assert static.shape == (4, StaticDecode.bucket)
+
+    def out_of_memory(**kwargs: Any) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        greedy_ids(out_of_memory, batch, 2, [], 0, static=static)
+    assert static.cache is None and static.shape is None
+    half = {k: v[:2] for k, v in batch.items()}
+    greedy_ids(model.generate, half, 2, [], 0, static=static)
+    assert static.shape == (2, StaticDecode.bucket)
