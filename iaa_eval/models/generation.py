@@ -11,7 +11,14 @@ from typing import Any
 
 import torch
 from torch.profiler import record_function
-from transformers import CompileConfig, LogitsProcessor, LogitsProcessorList, StaticCache
+from transformers import (
+    CompileConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StaticCache,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from iaa_eval.errors import ModelError, NonFiniteOutput
 
@@ -73,22 +80,27 @@ def greedy_ids(
     on its static KV cache (``--decode static``), else on transformers' dynamic one; its NaN check
     then runs on each step's scores (:class:`FiniteScores`), outside the compiled forward.
     """
-    prompt_len = batch_inputs["input_ids"].shape[1]
+    rows, prompt_len = batch_inputs["input_ids"].shape
     hooked = watch if static is None else None
     with torch.inference_mode(), nan_guard(hooked), record_function("iaa_eval.generate"):
         if static is not None:
             batch_inputs = static.inputs(batch_inputs, prompt_len + max_new_tokens)
             if watch is not None:
                 batch_inputs["logits_processor"] = LogitsProcessorList([FiniteScores()])
-        output = generate(
-            **batch_inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=eos_token_ids,
-            pad_token_id=pad_token_id,
-        )
-    return output[:, prompt_len:]
+        try:
+            output = generate(
+                **batch_inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=eos_token_ids,
+                pad_token_id=pad_token_id,
+            )
+        except torch.OutOfMemoryError:
+            if static is not None:  # the batcher retries smaller: not padded back up to this size
+                static.release()
+            raise
+    return output[:rows, prompt_len:]  # without the static cache's filler rows
 
 
 def greedy_decode(
@@ -115,16 +127,50 @@ def static_decode(decode: str, model: torch.nn.Module) -> StaticDecode | None:
     return StaticDecode(model) if decode == "static" else None
 
 
+class FillerRowsDone(StoppingCriteria):
+    """Rows from ``rows`` on are :class:`StaticDecode`'s filler: finished from their first token,
+    so ``generate`` stops when the real rows do, as it would without them."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        done[self.rows:] = True
+        return done
+
+
+def with_filler_rows(batch_inputs: dict[str, Any], fill: int) -> dict[str, Any]:
+    """``batch_inputs`` with ``fill`` filler rows below the real ones, each a one-token question:
+    row 0's last column (its last prompt token, of text type), the rest of the row masked. No row is
+    all padding (a fully masked row may give NaN logits), and a filler shows no image, so what
+    describes images (pixels, sizes, grids, features: one per image, not per row) is passed as is;
+    only per-token tensors (``(rows, width, ...)``, as ``input_ids``) get rows."""
+    ids = batch_inputs["input_ids"]
+    out = dict(batch_inputs)
+    for key, value in batch_inputs.items():
+        if isinstance(value, torch.Tensor) and value.shape[:2] == ids.shape:
+            filler = value[:1, -1:].expand(fill, ids.shape[1], *value.shape[2:])
+            if key == "attention_mask":
+                filler = torch.zeros_like(filler)
+                filler[:, -1] = 1
+            out[key] = torch.cat([value, filler])
+    return out
+
+
 class StaticDecode:
     """``--decode static``: greedy decoding on a static KV cache, its decode step compiled by
     transformers' ``generate`` on CUDA (``torch.compile`` with CUDA graphs: ``reduce-overhead``).
 
-    One cache per model, reused across calls while the batch and length bucket stay the same, so
-    the captured graphs replay on the same addresses instead of being recorded again; lengths are
-    rounded up to :attr:`bucket` tokens so ``torch.compile`` sees few shapes. A prompt whose head
-    was prefilled once per image (:func:`prefill_shared`, a dynamic cache) is copied into it.
-    Elsewhere than on CUDA it runs eagerly (``compile_config._compile_all_devices`` forces the
-    compile, as the tests do on CPU with a cheap backend).
+    One cache per model, reused across calls while it fits (:meth:`fits`), so the captured graphs
+    replay on the same addresses instead of being recorded again; lengths are rounded up to
+    :attr:`bucket` tokens so ``torch.compile`` sees few shapes. A batch with fewer rows than the
+    cache is padded with filler rows (:func:`with_filler_rows`) whose answers are dropped: a task's
+    last, smaller batch, or one the batcher re-sized, would otherwise compile again (tens of
+    seconds for an 8B model on a GPU). A prompt whose head was prefilled once per image
+    (:func:`prefill_shared`, a dynamic cache) is copied into it. Elsewhere than on CUDA it runs
+    eagerly (``compile_config._compile_all_devices`` forces the compile, as the tests do on CPU
+    with a cheap backend).
     """
 
     bucket = 256
@@ -140,27 +186,55 @@ class StaticDecode:
             mode="reduce-overhead",
         )
         self.cache: StaticCache | None = None
-        self.shape: tuple[int, int] | None = None
+        self.shape: tuple[int, int] | None = None  # the cache's (rows, max length)
 
-    def _fresh_cache(self, batch: int, length: int) -> StaticCache:
+    def fits(self, rows: int, size: int) -> bool:
+        """Whether ``rows`` rows of ``size`` (bucketed) tokens reuse the cache: it is as large in
+        both and they fill at least half its slots. Half bounds the waste: filler rows cost as much
+        prefill as real ones and all slots are read at every step, so a 1-row remainder padded to
+        256 rows would cost 256 times its own work; at least half full, the filler costs at most
+        what the batch does, against a compile of tens of seconds saved. A batch the batcher
+        halved after an out-of-memory error would fill half: :meth:`release` drops the cache
+        there, so it is not padded back up to the size that did not fit."""
+        if self.shape is None:
+            return False
+        cache_rows, cache_len = self.shape
+        fewer = rows <= cache_rows and size <= cache_len
+        return fewer and 2 * rows * size >= cache_rows * cache_len
+
+    def release(self) -> None:
+        """Drop the cache and its memory (after an out-of-memory error): the next batch makes
+        its own."""
+        self.cache = self.shape = None
+
+    def _fresh_cache(self, rows: int, length: int) -> StaticCache:
         size = -(-length // self.bucket) * self.bucket
-        if self.shape == (batch, size):
+        if self.fits(rows, size):
             self.cache.reset()
         else:
             self.cache = StaticCache(config=self.config, max_cache_len=size)
-            self.shape = (batch, size)
+            self.shape = (rows, size)
         return self.cache
 
     def inputs(self, batch_inputs: dict[str, Any], length: int) -> dict[str, Any]:
-        """``batch_inputs`` for ``generate`` on the static cache, sized for ``length`` tokens."""
-        cache = self._fresh_cache(batch_inputs["input_ids"].shape[0], length)
+        """``batch_inputs`` for ``generate`` on the static cache, sized for ``length`` tokens,
+        padded to its rows with filler rows that stop at once (:class:`FillerRowsDone`)."""
+        rows = batch_inputs["input_ids"].shape[0]
+        cache = self._fresh_cache(rows, length)
+        fill = self.shape[0] - rows
         prefilled = batch_inputs.get("cache")
-        if prefilled is not None:  # the shared heads' K/V, written in as their prefill would
+        if prefilled is not None:  # the shared heads' K/V, written in as their prefill would;
+            # the fillers' rows zero, masked out by their masks
             for static, dynamic in zip(cache.layers, prefilled.layers, strict=True):
-                static.update(dynamic.keys, dynamic.values)
+                static.update(*(torch.cat([t, t.new_zeros(fill, *t.shape[1:])])
+                                for t in (dynamic.keys, dynamic.values)))
         compiles = self.device.type == "cuda" or self.compile_config._compile_all_devices
-        return {**batch_inputs, "cache": cache,
-                "compile_config": self.compile_config if compiles else None}
+        out = {**batch_inputs, "cache": cache,
+               "compile_config": self.compile_config if compiles else None}
+        if fill:
+            out = {**with_filler_rows(out, fill),
+                   "stopping_criteria": StoppingCriteriaList([FillerRowsDone(rows)])}
+        return out
 
 
 def ensure_pad_token(tokenizer: Any) -> None:
