@@ -2,9 +2,10 @@
 
 Multimodal tasks run the whole model through its own processor (anyres tiles, Qwen-VL's
 ``image_grid_thw``, Idefics3 crops, Gemma 3's image tokens: the processor expands the
-placeholder, never this module). Text tasks run :class:`DecoderLM`, the VLM's own decoder and
-head found through ``get_decoder()`` / ``get_output_embeddings()``, which on text-only input
-computes what the whole VLM computes (tested per family): that is where forgetting shows.
+placeholder, never this module). Text tasks run
+:class:`~iaa_eval.models.vlm_text.DecoderLM`, the VLM's own decoder and head found through
+``get_decoder()`` / ``get_output_embeddings()``, which on text-only input computes what the
+whole VLM computes (tested per family): that is where forgetting shows.
 
 Each distinct image is encoded once per model per run (``feature_cache``; MME asks two questions
 per image, MMBench one per option rotation): the vision tower's output goes back to the model as
@@ -42,10 +43,9 @@ from transformers import (
     AutoConfig,
     AutoModelForImageTextToText,
     BatchFeature,
-    GenerationMixin,
     PreTrainedModel,
 )
-from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.base import (
@@ -72,10 +72,10 @@ from iaa_eval.models.loading import (
     resolve_dtype,
 )
 from iaa_eval.models.placement import dtype_device, placed, placement_kwargs
-from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
 from iaa_eval.models.vision import FeatureCache, OncePerImage, image_key, pil_image_processor
 from iaa_eval.models.vlm_families import VLMFamily, require_family
-from iaa_eval.models.vlm_processor import build_processor
+from iaa_eval.models.vlm_processor import build_processor, render_prompt
+from iaa_eval.models.vlm_text import DecoderLM
 
 log = logging.getLogger(__name__)
 # processor outputs that only the vision tower reads: replaced by cached features
@@ -102,60 +102,6 @@ class Prepared:
     enc: dict[str, Any]
     rows: list[dict[str, Any]]
     keys: list[str]
-
-
-class DecoderLM(PreTrainedModel, GenerationMixin):
-    """A causal LM made of a VLM's decoder and head (shared, not copied), configured by the
-    VLM's text config: ``logits = head(decoder(...).last_hidden_state)``, exactly the VLM's
-    computation for text without images (no family transforms logits after its head)."""
-
-    base_model_prefix = "model"
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-
-    def __init__(self, vlm: PreTrainedModel) -> None:
-        super().__init__(vlm.config.get_text_config())
-        self.model = vlm.get_decoder()
-        self.lm_head = vlm.get_output_embeddings()
-        self.generation_config = vlm.generation_config
-
-    def get_decoder(self) -> torch.nn.Module:
-        return self.model
-
-    def get_input_embeddings(self) -> torch.nn.Module:
-        return self.model.get_input_embeddings()
-
-    def get_output_embeddings(self) -> torch.nn.Module:
-        return self.lm_head
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cache: Any = None,
-        inputs_embeds: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int = 0,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast:
-        """The decoder's forward (``cache``, masks and positions as the decoder takes them), then
-        the head on the last ``logits_to_keep`` positions (0: all)."""
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        hidden = out.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        return CausalLMOutputWithPast(logits=self.lm_head(hidden), cache=out.cache)
 
 
 def sliding_window(config: Any) -> int | None:
@@ -187,28 +133,6 @@ def encode_groups(inputs: Sequence[dict[str, Any]], limit: int) -> list[list[int
             groups.append(group)
         group.append(i)
     return groups
-
-
-def render_prompt(processor: Any, text: str, has_image: bool, system: bool) -> str:
-    """The prompt up to the answer: the processor's chat template (an image part first, as the
-    families' model cards ask), else the plain template with the processor's image token. The
-    template is rendered by the tokenizer: some processors' own ``apply_chat_template`` reads
-    their video processor, which is absent without torchvision."""
-    if template := getattr(processor, "chat_template", None):
-        content = [{"type": "image"}] if has_image else []
-        content.append({"type": "text", "text": text})
-        messages = (
-            [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}]
-            if system
-            else []
-        )
-        messages.append({"role": "user", "content": content})
-        return processor.tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=True
-        )
-    return build_prompt(
-        processor.tokenizer, text, processor.image_token if has_image else None, system=system
-    )
 
 
 class VLMModel:

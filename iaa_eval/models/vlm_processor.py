@@ -1,4 +1,5 @@
-"""A VLM family's processor, built without torchvision where transformers' own builder needs it.
+"""A VLM family's processor, built without torchvision where transformers' own builder needs it,
+and the prompts rendered through it.
 
 Without torchvision (no wheel works with the CPU torch this project installs) transformers cannot
 build the composite processors of families that also handle video (Qwen-VL, InternVL, OneVision,
@@ -20,6 +21,7 @@ from typing import Any
 
 from iaa_eval.errors import ModelError
 from iaa_eval.models.loading import load_pretrained, looks_local
+from iaa_eval.models.templates import SYSTEM_PROMPT, build_prompt
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +121,25 @@ def build_processor(path: str, model_type: str, trust_remote_code: bool = False)
 def _first_line(exc: Exception) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[0].strip() if lines else type(exc).__name__
+
+
+def render_prompt(processor: Any, text: str, has_image: bool, system: bool) -> str:
+    """The prompt up to the answer: the processor's chat template (an image part first, as the
+    families' model cards ask), else the plain template with the processor's image token. The
+    template is rendered by the tokenizer: some processors' own ``apply_chat_template`` reads
+    their video processor, which is absent without torchvision."""
+    if template := getattr(processor, "chat_template", None):
+        content = [{"type": "image"}] if has_image else []
+        content.append({"type": "text", "text": text})
+        messages = (
+            [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}]
+            if system
+            else []
+        )
+        messages.append({"role": "user", "content": content})
+        return processor.tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+    return build_prompt(
+        processor.tokenizer, text, processor.image_token if has_image else None, system=system
+    )

@@ -17,7 +17,7 @@ from transformers import LlavaForConditionalGeneration
 from iaa_eval.errors import UsageError
 from iaa_eval.models.generation import left_pad, left_padded
 from iaa_eval.models.templates import training_text
-from iaa_eval.models.vlm import render_prompt
+from iaa_eval.models.vlm_processor import render_prompt
 from iaa_eval.train.examples import Example, example_image
 from iaa_eval.train.loop import (
     IGNORE_INDEX,

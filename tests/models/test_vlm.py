@@ -18,7 +18,8 @@ from iaa_eval.models import load_model
 from iaa_eval.models.base import MMRequest, ModelSpec
 from iaa_eval.models.loglik.scorer import FastScorer
 from iaa_eval.models.templates import build_prompt
-from iaa_eval.models.vlm import PIXEL_INPUTS, DecoderLM
+from iaa_eval.models.vlm import PIXEL_INPUTS
+from iaa_eval.models.vlm_text import DecoderLM
 from tests.vlm_checkpoints import FAMILIES, build_model, generation_blocker, save_family
 
 log = logging.getLogger(__name__)
