@@ -199,17 +199,21 @@ def ask(
 
 @dataclass(frozen=True)
 class Clock:
-    """Wall time and the model's vision-feature cache counters when a task started."""
+    """Wall time, the model's vision-feature cache counters and the time its generation had
+    waited for host work (tokenizing, image preprocessing) when a task started."""
 
     t0: float
     hits: int
     misses: int
+    host_wait: float
 
 
 def start(ctx: TaskContext) -> Clock:
-    """Start timing a task (and counting the feature-cache hits it causes)."""
+    """Start timing a task (and counting the feature-cache hits and host waits it causes)."""
     cache = getattr(ctx.model, "feature_cache", None)
-    return Clock(time.perf_counter(), getattr(cache, "hits", 0), getattr(cache, "misses", 0))
+    batcher = getattr(ctx.model, "batcher", None)
+    return Clock(time.perf_counter(), getattr(cache, "hits", 0), getattr(cache, "misses", 0),
+                 getattr(batcher, "host_seconds", 0.0))
 
 
 def result(
@@ -232,9 +236,10 @@ def result(
     if getattr(ctx.model, "feature_cache", None) is not None:
         cache = {"feature_cache": {"hits": now.hits - clock.hits,
                                    "misses": now.misses - clock.misses}}
-    wall = now.t0 - clock.t0
-    logger.info("%s: %d samples, %d skipped, %.1fs%s", name, len(samples), len(problems.reasons),
-                wall, f", vision features: {cache['feature_cache']}" if cache else "")
+    wall, waited = now.t0 - clock.t0, now.host_wait - clock.host_wait
+    logger.info("%s: %d samples, %d skipped, %.1fs (%.1fs of it waiting for host work: "
+                "tokenizing, image preprocessing)%s", name, len(samples), len(problems.reasons),
+                wall, waited, f", vision features: {cache['feature_cache']}" if cache else "")
     return TaskResult(
         task=name, metrics=metrics, primary=primary, n=len(samples), groups=groups,
         skipped=len(problems.reasons), skip_reasons=list(problems.reasons), blind=ctx.blind,

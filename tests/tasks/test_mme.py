@@ -126,6 +126,8 @@ def test_end_to_end_on_tiny_llava(tiny_llava, mme_dir: Path, caplog: pytest.LogC
     assert again.task_config["feature_cache"] == {"hits": 12, "misses": 0}  # every image already encoded
     assert [s.response for s in again.samples] == [s.response for s in result.samples]
     assert "mme: 12 samples, 0 skipped" in caplog.text and "vision features: {'hits': 12" in caplog.text
+    waited = float(caplog.text.split("s of it waiting for host work")[-2].rsplit("(", 1)[1])
+    assert 0 <= waited <= round(again.wall_s, 1)
 
 
 @pytest.mark.parametrize("lines", [["Is there a circle in this image?\tYes"],

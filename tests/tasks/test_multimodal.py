@@ -51,3 +51,25 @@ def test_first_limits_items_or_keys() -> None:
     assert [it.doc_id for it in first(items, 3)] == ["0", "1", "2"]
     assert [it.doc_id for it in first(items, 2, key=lambda it: it.meta["g"])] == ["0", "1", "2", "3"]
     assert first(items, None) == items
+
+
+
+def test_a_task_logs_the_host_work_its_generation_waited_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The batcher's wait counted from the task's start: earlier tasks' waits are not its own."""
+    from types import SimpleNamespace
+
+    from iaa_eval.rundir import SampleRecord
+    from iaa_eval.tasks import multimodal as mm
+    from tests.tasks.conftest import fake_context
+
+    ctx = fake_context(lambda requests: [], None)
+    ctx.model.batcher = SimpleNamespace(host_seconds=40.0)
+    clock = mm.start(ctx)
+    ctx.model.batcher.host_seconds += 2.5
+    sample = SampleRecord("0", "q", "a", "a", True)
+    with caplog.at_level("INFO", logger="iaa_eval.tasks.multimodal"):
+        mm.result("t", ctx, clock, Problems("raise"), [sample], {}, "acc", {}, {})
+    assert "t: 1 samples, 0 skipped" in caplog.text
+    assert "(2.5s of it waiting for host work: tokenizing, image preprocessing)" in caplog.text
