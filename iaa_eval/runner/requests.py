@@ -71,7 +71,6 @@ class RequestPath:
         *,
         commit: int,
         unit: Callable[[T], Hashable] | None = None,
-        distinct: bool = False,
         progress: bool = False,
     ) -> list[Any]:
         """The answers to ``args`` (cache keys ``keys``, under the model's ``fingerprint``).
@@ -81,17 +80,17 @@ class RequestPath:
             commit: requests per rank per cache transaction: what a crash can cost at most.
             unit: requests with equal ``unit(arg)`` go to one rank in one ``compute`` call
                 (default: each request on its own).
-            distinct: compute a repeated key once (at its last place) rather than at each place
-                (as generation requests are: their batches stay those earlier runs were made of).
             progress: count the computed requests on this path's progress bar.
+
+        A repeated key is computed once, at its last place: the keys left after a killed run
+        are then exactly the tail of the first attempt's, so a rerun's chunks (and batches)
+        are the ones an uninterrupted run computes.
         """
         self.shards.barrier()
         found = self.cache.get_many(fingerprint, keys) if self.cache is not None else {}
         self.asked += len(keys)
         self.cached += sum(key in found for key in keys)
-        todo = [i for i, key in enumerate(keys) if key not in found]
-        if distinct:
-            todo = sorted({keys[i]: i for i in todo}.values())
+        todo = sorted({key: i for i, key in enumerate(keys) if key not in found}.values())
         units = _units(todo, [args[i] for i in todo], unit)
         bar = self._progress(len(todo)) if progress else None
         chunks = _chunks(units, commit * self.shards.world_size)

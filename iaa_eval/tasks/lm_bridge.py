@@ -200,7 +200,7 @@ class TextViewLM(LM):
         keys = [request_key([kind, self.max_length, *a]) for a in args]
         fingerprint = self.view.fingerprint
         return self.path.answer(fingerprint, keys, args, compute, commit=commit,
-                                unit=lambda a: a[0], distinct=True)
+                                unit=lambda a: a[0])
 
     # ---------------------------------------------------------------- the LM contract
     def loglikelihood(self, requests: list[Instance],

@@ -144,7 +144,8 @@ def generation_key(request: MMRequest) -> str:
 
 def generate(ctx: TaskContext, requests: Sequence[MMRequest]) -> list[str]:
     """The model's greedy answers to ``requests``, through the task's request path. Blind, the
-    images are dropped and the answers are keyed by the model's text fingerprint."""
+    images are dropped and the answers are keyed by the model's text fingerprint, so a question
+    asked of many images (MME, VQAv2) is answered once."""
     if ctx.blind:
         requests = [dataclasses.replace(r, image=None, image_key=None) for r in requests]
     fingerprint = ctx.model.fingerprint("text" if ctx.blind else "mm")

@@ -44,7 +44,7 @@ def _requests(seed: int) -> list[tuple[str, str]]:
 
 def _ask(path: RequestPath, args: list[tuple[str, str]], model: Callable, commit: int) -> list[Any]:
     keys = [request_key(list(a)) for a in args]
-    return path.answer("fp", keys, args, model, commit=commit, unit=lambda a: a[0], distinct=True)
+    return path.answer("fp", keys, args, model, commit=commit, unit=lambda a: a[0])
 
 
 def test_answers_counts_units_and_commits(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_each_rank_logs_the_requests_it_holds(caplog: pytest.LogCaptureFixture) 
     for shards in (Shards(), _Rank1(rank=0), _Rank1()):
         caplog.clear()
         path = RequestPath(None, shards, "mmlu")
-        path.answer("fp", keys, args, Model(), commit=3, unit=lambda a: a[0], distinct=True)
+        path.answer("fp", keys, args, Model(), commit=3, unit=lambda a: a[0])
         (line,) = [r.getMessage() for r in caplog.records]
         assert line.startswith(f"mmlu: rank {shards.rank} of {shards.world_size} holds ")
         assert f" of {todo} requests to compute: #" in line

@@ -48,6 +48,18 @@ def test_limit_counts_images_and_blind_sends_no_image(mme_dir: Path) -> None:
     assert all(r.image is None for r in model.requests)
 
 
+def test_blind_asks_a_question_shared_by_many_images_once(mme_dir: Path) -> None:
+    """Blind, requests are keyed by prompt alone: a question repeated across images (each
+    subtask here asks its two questions of both its images) is computed once and its answer
+    given at every place; with images, each is asked."""
+    blind, seeing = Recorder(lambda r: r.prompt[:20]), Recorder(lambda r: "yes")
+    result = MME.run(fake_context(blind, mme_dir, blind=True))
+    MME.run(fake_context(seeing, mme_dir))
+    prompts = [r.prompt for r in blind.requests]
+    assert len(prompts) == len(set(prompts)) == 6 and len(seeing.requests) == result.n == 12
+    assert all(s.response == s.prompt[:20] for s in result.samples)
+
+
 def test_missing_image_is_named_or_skipped(mme_dir: Path, tmp_path: Path) -> None:
     data = copy_tree(mme_dir, tmp_path / "mme")
     (data / "artwork" / "images" / "1003.jpg").unlink()
