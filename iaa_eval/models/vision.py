@@ -46,10 +46,9 @@ def pil_image_processor(image_processor: Any) -> Any:
     """``image_processor``, or its PIL twin with the same settings where it is torchvision-backed.
 
     transformers 5 picks the torchvision backend wherever torchvision is installed and PIL
-    elsewhere; their resizes differ, so the same checkpoint would answer from other pixels on a
-    GPU machine than on a CPU one. PIL is what LLaVA-1.5 and the official IAA code preprocess
-    with, and what every test here runs. It also keeps torch's CPU threads out of the host thread
-    that prepares the next batch while the main one drives the device.
+    elsewhere; their resizes differ (CLIP: up to 2 8-bit steps), so the same checkpoint would
+    answer from other pixels on a GPU machine than on a CPU one. PIL is what LLaVA-1.5 and the
+    official IAA code preprocess with, and what every test here runs.
     """
     import transformers
     from transformers.image_processing_backends import TorchvisionBackend
