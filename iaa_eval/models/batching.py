@@ -129,4 +129,3 @@ class GenerationBatcher:
                     continue
                 start = end
         return out
-
