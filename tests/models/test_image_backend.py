@@ -96,3 +96,16 @@ def test_the_adapters_preprocess_with_pil_whatever_they_are_given(tmp_path, monk
                         classmethod(lambda cls, *a, **k: stand_in))
     assert type(convert.load_image_processor(tmp_path / "iaa", None)).__name__ == (
         "CLIPImageProcessorPil")
+
+
+def test_every_family_image_processor_has_a_pil_twin() -> None:
+    """On a machine with torchvision each family's processor gets its torchvision class: the
+    swap must find a twin for all of them (a transformers release that drops one fails here)."""
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+    from iaa_eval.models.vlm_families import FAMILIES
+
+    for model_type in [*FAMILIES, "clip"]:
+        classes = IMAGE_PROCESSOR_MAPPING_NAMES[model_type]
+        twin = getattr(transformers, f"{classes['torchvision']}Pil")
+        assert twin.__name__ == classes["pil"] and issubclass(twin, PilBackend), model_type
