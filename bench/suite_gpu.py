@@ -502,6 +502,24 @@ def suite_file(work: Path, group: tuple[str, ...]) -> Path:
     return path
 
 
+def timeline(events: list[tuple[float, str]]) -> tuple[dict, dict, dict]:
+    """From our run's timed log lines: when each model began loading, each model/task's (start,
+    end), and for image tasks the seconds generation waited for host work (the task's own line,
+    logged just before its model/task line)."""
+    loads, done, waits = {}, {}, {}
+    wait = None
+    for t, line in events:
+        if m := re.search(r"loading (\w+) \(", line):
+            loads[m.group(1)] = t
+        elif m := re.search(r"\(([\d.]+)s of it waiting for host work", line):
+            wait = float(m.group(1))
+        elif m := re.search(r"(\w+)/(\w+): .* in ([\d.]+)s$", line):
+            done[(m.group(1), m.group(2))] = (t - float(m.group(3)), t)
+            if wait is not None:
+                waits[(m.group(1), m.group(2))], wait = wait, None
+    return loads, done, waits
+
+
 def run_ours(
     args: argparse.Namespace,
     work: Path,
@@ -564,12 +582,7 @@ def run_ours(
         if results_path.exists()
         else {"results": {}}
     )
-    loads, done = {}, {}
-    for t, line in events:
-        if m := re.search(r"loading (\w+) \(", line):
-            loads[m.group(1)] = t
-        elif m := re.search(r"(\w+)/(\w+): .* in ([\d.]+)s$", line):
-            done[(m.group(1), m.group(2))] = (t - float(m.group(3)), t)
+    loads, done, waits = timeline(events)
     per_task = {}
     for model, tasks in results["results"].items():
         for task, result in tasks.items():
@@ -584,6 +597,7 @@ def run_ours(
                 "items_per_s": None if shared else result["n"] / max(result["wall_s"], 1e-9),
                 "peak_gpu_gib": sampler.peak_gib(t0, t1, baseline),
                 "blind": result.get("blind", False),
+                "host_wait_s": waits.get((model, task)),
             }
     load_s = {}
     for model, t in loads.items():

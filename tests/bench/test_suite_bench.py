@@ -106,3 +106,18 @@ def test_full_size_account_counts_the_auto_probe_once(bench) -> None:
     )
     assert account["ours_task_s"]["iaa/mme"] == 25.0 and account["ours_task_s"]["iaa/mmlu"] == 0.0
     assert account["ours_total_s"] == pytest.approx(5.0 * full / 500 + 25.0 + 5.0 + 1.0)
+
+
+def test_timeline_reads_loads_task_spans_and_host_waits(bench) -> None:
+    """Lines as `iaa-eval run` prints them (copied from a mini-world run)."""
+    lines = [
+        "INFO loading llava (llava:/tmp/llava)",
+        "INFO llava/mmlu: acc=0.8649 n=1014 (0/4056 requests cached) in 3.7s",
+        "INFO mme: 600 samples, 0 skipped, 2.1s (0.4s of it waiting for host work: tokenizing, "
+        "image preprocessing), vision features: {'hits': 300, 'misses': 300}",
+        "INFO llava/mme: perception=0.0000 n=600 (0/600 requests cached) in 2.1s",
+    ]
+    loads, done, waits = bench.timeline([(10.0 + i, line) for i, line in enumerate(lines)])
+    assert loads == {"llava": 10.0}
+    assert done == {("llava", "mmlu"): (11.0 - 3.7, 11.0), ("llava", "mme"): (13.0 - 2.1, 13.0)}
+    assert waits == {("llava", "mme"): 0.4}
