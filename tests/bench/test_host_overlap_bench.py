@@ -3,19 +3,16 @@ changes no answer, the profile names our stages, and a deadline keeps what ran."
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "host_overlap_gpu.py"
+from tests.bench.conftest import load_bench
 
 
 @pytest.mark.parametrize("family", ["llava", "iaa"])
 def test_tiny_mode_runs_every_combination_with_the_same_answers(family: str, tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("host_overlap_gpu", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench("host_overlap_gpu")
     report = module.main(["--tiny", "--family", family, "--batches", "auto", "2", "--profile",
                           "--out", str(tmp_path / "r.json")])
     assert (tmp_path / "r.json").is_file() and report["requests"] == {"vqav2": 6, "mme": 6}
@@ -32,9 +29,7 @@ def test_tiny_mode_runs_every_combination_with_the_same_answers(family: str, tmp
 
 
 def test_deadline_keeps_what_ran(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("host_overlap_gpu", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench("host_overlap_gpu")
     report = module.main(["--tiny", "--batches", "2", "--switch-intervals", "0.005",
                           "--deadline", "0"])
     assert report["results"] == {"vqav2": [], "mme": []} and len(report["not_run_past_deadline"]) == 4

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "mmlu_gpu.py"
+from tests.bench.conftest import load_bench
 
 
 def test_tiny_mode_runs_and_agrees(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("mmlu_gpu", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench("mmlu_gpu")
     out = tmp_path / "tiny.json"
     report = module.main(["--tiny", "--out", str(out)])
     assert out.is_file() and report["workload"]["questions"] == 6 and report["workload"]["subjects"] == 3

@@ -3,23 +3,18 @@ the task loaders, its saved trio loads through the adapters, and its full-size a
 
 from __future__ import annotations
 
-import importlib.util
 import random
 from pathlib import Path
 
 import pytest
 
+from tests.bench.conftest import load_bench
 from tests.conftest import shared_path
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "suite_gpu.py"
 
 
 @pytest.fixture(scope="module")
 def bench():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("suite_gpu", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("suite_gpu")
 
 
 def test_synthesised_data_reads_back_and_the_trio_loads(bench, tmp_path: Path) -> None:

@@ -4,24 +4,19 @@ parameter counts (counted on the meta device)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
 
 import pytest
 
+from tests.bench.conftest import load_bench
 from tests.conftest import SHARED_DATA
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "vlm_generate_gpu.py"
 
 
 @pytest.fixture(scope="module")
 def bench():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("vlm_generate_gpu", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("vlm_generate_gpu")
 
 
 def test_tiny_run_reports_both_families_and_ours_agrees_with_plain_generate(
