@@ -334,13 +334,15 @@ class VLMModel:
         reqs = prepared.requests
         budget = max(r.max_new_tokens for r in reqs)
         self.batcher.fit(len(reqs), prepared.enc["input_ids"].shape[1] + budget)
-        enc = self._to_device(prepared.enc)
         if prepared.rows:
             with record_function("iaa_eval.encode_images"):
                 features = self.feature_cache.get(prepared.rows, prepared.keys)
             ids = [row["input_ids"][0].tolist() for row in prepared.rows]  # on the host, unpadded
+            # the shared heads' inputs replace the batch's: it goes to the device only without
             enc = self._with_shared_heads(ids, prepared.keys, features, budget) or {
-                **enc, **self._features_input(features)}
+                **self._to_device(prepared.enc), **self._features_input(features)}
+        else:
+            enc = self._to_device(prepared.enc)
         return greedy_decode(self.model.generate, self.tokenizer, enc, budget, watch=self.model,
                              static=self.static)
 
