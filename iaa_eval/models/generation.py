@@ -226,8 +226,11 @@ class StaticDecode:
         if prefilled is not None:  # the shared heads' K/V, written in as their prefill would;
             # the fillers' rows zero, masked out by their masks
             for static, dynamic in zip(cache.layers, prefilled.layers, strict=True):
-                static.update(*(torch.cat([t, t.new_zeros(fill, *t.shape[1:])])
-                                for t in (dynamic.keys, dynamic.values)))
+                keys, values = dynamic.keys, dynamic.values
+                if fill:  # else no copy beyond the one into the static cache
+                    keys, values = (torch.cat([t, t.new_zeros(fill, *t.shape[1:])])
+                                    for t in (keys, values))
+                static.update(keys, values)
         compiles = self.device.type == "cuda" or self.compile_config._compile_all_devices
         out = {**batch_inputs, "cache": cache,
                "compile_config": self.compile_config if compiles else None}
